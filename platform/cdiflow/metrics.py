@@ -1,0 +1,121 @@
+"""Error metrics: chi^2 (paper eq. 5), real-space errors, and ambiguity-aware versions.
+
+Phase retrieval recovers an object only up to a global phase, an integer shift and the
+twin (complex conjugate + point inversion); none of them changes |F|. The
+``aligned_*`` functions remove all three before comparing, so a correct reconstruction
+scores as correct.
+
+All functions take torch tensors with arbitrary leading batch dimensions and return
+one value per pattern. Arrays are centred (see ``cdiflow.physics.fft``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from cdiflow.physics.fft import centred_fft2, centred_ifft2, pad_centre
+
+_DIMS2 = (-2, -1)
+_EPS = 1e-30
+
+
+def chi2(
+    predicted_modulus: torch.Tensor,
+    measured_modulus: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    fit_scale: bool = False,
+) -> torch.Tensor:
+    """Paper eq. 5: sum (|Fp| - |Fg|)^2 / sum |Fg|^2 over the measured pixels.
+
+    Parameters
+    ----------
+    predicted_modulus, measured_modulus : (..., P, P) float tensors, sqrt of intensity.
+    mask : optional (..., P, P) bool tensor, True where a pixel is *measured*.
+    fit_scale : if True, first scale the prediction by the least-squares factor
+        s = <p, g> / <p, p>. Use it where the two have independent normalisations (a CNN
+        prediction against a max-normalised pattern); phasing iterates need no scale.
+    """
+    p, g = predicted_modulus, measured_modulus
+    if mask is not None:
+        w = mask.to(p.dtype)
+        p, g = p * w, g * w
+    if fit_scale:
+        s = (p * g).sum(_DIMS2, keepdim=True) / (p * p).sum(_DIMS2, keepdim=True).clamp_min(_EPS)
+        p = p * s
+    return ((p - g) ** 2).sum(_DIMS2) / (g * g).sum(_DIMS2).clamp_min(_EPS)
+
+
+def image_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Normalised real-space error sum (x_p - x_g)^2 / sum x_g^2 (the paper's Fig. 3).
+
+    Applied to amplitude images and to phase targets in (0, 1).
+    """
+    return ((predicted - truth) ** 2).sum(_DIMS2) / (truth * truth).sum(_DIMS2).clamp_min(_EPS)
+
+
+def twin(obj: torch.Tensor) -> torch.Tensor:
+    """The twin of a centred object: complex conjugate and point inversion about N//2.
+
+    Point inversion i -> -i (mod N) about the centre index is flip then roll by one for
+    even N; |F(twin(x))| == |F(x)| exactly.
+    """
+    n = obj.shape[-1]
+    shift = 1 if n % 2 == 0 else 0
+    return torch.roll(torch.flip(obj.conj(), dims=_DIMS2), shifts=(shift, shift), dims=_DIMS2)
+
+
+def _best_shift(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """Integer shift maximising |cross-correlation| (zero-padded, so no wrap-around)."""
+    n = reference.shape[-1]
+    size = 2 * n
+    fr = centred_fft2(pad_centre(reference, size))
+    fc = centred_fft2(pad_centre(candidate, size))
+    xc = centred_ifft2(fr * fc.conj()).abs()
+    flat = xc.flatten(-2).argmax(-1)
+    dy = flat // size - size // 2
+    dx = flat % size - size // 2
+    return dy, dx, xc.flatten(-2).amax(-1)
+
+
+def align(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """Remove the twin, integer-shift and global-phase ambiguities of ``predicted``.
+
+    Parameters
+    ----------
+    predicted, truth : (..., N, N) complex tensors, centred.
+
+    Returns
+    -------
+    The member of {shift(x), shift(twin(x))} x global phase closest to ``truth``.
+    """
+    batch_shape = predicted.shape[:-2]
+    n = predicted.shape[-1]
+    p = predicted.reshape(-1, n, n)
+    t = truth.reshape(-1, n, n).to(p.dtype)
+    out = torch.empty_like(p)
+    for i in range(p.shape[0]):
+        best = None
+        for cand in (p[i], twin(p[i])):
+            dy, dx, score = _best_shift(t[i], cand)
+            if best is None or score > best[0]:
+                best = (score, torch.roll(cand, shifts=(int(dy), int(dx)), dims=(0, 1)))
+        moved = best[1]
+        overlap = (t[i] * moved.conj()).sum()
+        phase = overlap / overlap.abs().clamp_min(_EPS)
+        out[i] = moved * phase
+    return out.reshape(*batch_shape, n, n)
+
+
+def aligned_errors(predicted: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Amplitude and phase errors after ``align``.
+
+    The phase error is taken inside the true support (amplitude > 10% of its max) on the
+    wrapped difference, so a 2 pi jump costs nothing.
+    """
+    a = align(predicted, truth)
+    amp_err = image_error(a.abs(), truth.abs())
+    support = truth.abs() > 0.1 * truth.abs().amax(_DIMS2, keepdim=True)
+    dphi = torch.angle(a * truth.conj())
+    w = support.to(dphi.dtype)
+    phase_err = ((dphi**2) * w).sum(_DIMS2) / w.sum(_DIMS2).clamp_min(1.0)
+    return {"amplitude": amp_err, "phase_rms": phase_err.sqrt()}
