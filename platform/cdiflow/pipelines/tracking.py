@@ -31,7 +31,7 @@ MODEL_NAME = "cdiflow-cnn"
 CHAMPION = "champion"
 EXPERIMENT = "cdiflow"
 WEIGHTS_ARTIFACT_DIR = "weights"  # run artifact folder that holds the weights file
-WEIGHTS_FILE = "model.safetensors"  # name of the weights file inside that folder
+WEIGHTS_FILE = "model.pt"  # name of the weights file inside that folder
 SCORE_METRIC = "val_chi2"  # lower is better; decides the champion
 
 
@@ -345,7 +345,7 @@ def load_model(ref: str | Path, uri: str | None = None):
             )
         from cdiflow.models import load_weights
 
-        model, config = load_weights(path)
+        model, config, *_ = load_weights(path)
         model.eval()
         return model, config, {"ref": text, "path": str(path.resolve())}
 
@@ -364,7 +364,7 @@ def load_model(ref: str | Path, uri: str | None = None):
         path = Path(folder) / WEIGHTS_FILE
         if not path.is_file():
             raise ModelNotFound(f"{text}: version {version.version} has no {WEIGHTS_FILE}")
-        model, config = load_weights(path)
+        model, config, *_ = load_weights(path)
     model.eval()
     aliases = client.get_registered_model(version.name).aliases
     provenance = {
