@@ -295,7 +295,9 @@ def check_resources(scaling: ScalingSettings, resources: dict[str, float]) -> No
 def _read_split(paths: list[Path]):
     import ray.data
 
-    return ray.data.read_parquet([str(p) for p in paths], columns=["modulus", "amplitude", "phase"])
+    return ray.data.read_parquet([str(p) for p in paths]).select_columns(
+        ["modulus", "amplitude", "phase"]
+    )
 
 
 def _default_name() -> str:
