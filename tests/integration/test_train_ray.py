@@ -124,6 +124,8 @@ def test_cli_train_end_to_end_registers_a_model(local_ray, tiny_dataset, tmp_pat
     assert run.data.params["train.epochs"] == "1"
     assert [m.step for m in client.get_metric_history(run.info.run_id, "val_chi2")] == [0]
     assert "champion_decision.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    figures = {a.path for a in client.list_artifacts(run.info.run_id, "figures")}
+    assert "figures/training_curves.png" in figures
 
     # --resume with more epochs continues the same run from its last checkpoint
     assert main([*argv, "--resume", "--epochs", "2"]) == 0
