@@ -39,7 +39,12 @@ import pyarrow.parquet as pq
 
 from cdiflow.errors import CorruptShard, DatasetError
 from cdiflow.formats.layout import SCHEMA_VERSION, SPLITS, DatasetConfig, ShardSpec
-from cdiflow.physics.generator import PARAMETER_NAMES, GeneratorConfig, SampleBatch
+from cdiflow.physics.generator import (
+    PARAMETER_NAMES,
+    GeneratorConfig,
+    SampleBatch,
+    generate_samples,
+)
 
 FORMAT_NAME = "cdiflow-dataset"
 MANIFEST_NAME = "manifest.json"
@@ -186,6 +191,25 @@ def file_sha256(path: str | Path) -> str:
         for block in iter(lambda: source.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def generate_shard(
+    root: str | Path, config: DatasetConfig, spec: ShardSpec, fault=None
+) -> ShardInfo:
+    """Generate shard ``spec`` of ``config`` into ``root/split/``, ``chunk_size`` at a time.
+
+    The bytes depend only on (config, spec) and torch's thread count (writers use one).
+    ``fault`` (tests only) wraps the chunk iterator.
+    """
+    indices = spec.indices()
+    chunks = (
+        generate_samples(config.generator, config.seed, indices[start : start + config.chunk_size])
+        for start in range(0, len(indices), config.chunk_size)
+    )
+    if fault is not None:
+        chunks = fault(chunks)
+    path = Path(root) / spec.split / spec.name
+    return write_shard(path, chunks, config.seed, config.generator, shard_identity(config, spec))
 
 
 # --- reading and checking ---------------------------------------------------------------

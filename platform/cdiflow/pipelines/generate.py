@@ -26,7 +26,7 @@ import ray
 from cdiflow import __version__
 from cdiflow.config import require
 from cdiflow.errors import ClusterUnavailable
-from cdiflow.formats.dataset import Manifest, ShardInfo, shard_identity, write_manifest, write_shard
+from cdiflow.formats.dataset import Manifest, ShardInfo, generate_shard, write_manifest
 from cdiflow.formats.dataset_folder import (
     finish_folder,
     inspect_folder,
@@ -34,7 +34,6 @@ from cdiflow.formats.dataset_folder import (
     remove_temp_files,
 )
 from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
-from cdiflow.physics.generator import generate_samples
 
 LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2
 # Fault injection for the resumability tests: the first writer that finishes this many
@@ -78,20 +77,7 @@ class GenerateReport:
         return self.generated / self.seconds if self.seconds > 0 else 0.0
 
 
-# --- one shard (pure: no Ray) -----------------------------------------------------------
-def generate_shard(root: str | Path, config: DatasetConfig, spec: ShardSpec, fault=None):
-    """Generate shard ``spec`` of ``config`` into ``root/split/`` in chunks; ``ShardInfo``."""
-    indices = spec.indices()
-    chunks = (
-        generate_samples(config.generator, config.seed, indices[start : start + config.chunk_size])
-        for start in range(0, len(indices), config.chunk_size)
-    )
-    if fault is not None:
-        chunks = fault(chunks)
-    path = Path(root) / spec.split / spec.name
-    return write_shard(path, chunks, config.seed, config.generator, shard_identity(config, spec))
-
-
+# --- the Ray Data task -----------------------------------------------------------------
 _shards_written_here = 0  # per worker process, for the fault injection hook
 
 
