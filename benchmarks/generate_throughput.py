@@ -8,8 +8,9 @@ One local Ray (2 CPUs, as ``cdiflow generate`` starts it) runs, in this order: a
 (workers start and import torch), then the same data set with 1 and with 2 workers
 (generation wall time, Ray start-up excluded; the ratio is the figure to quote, since
 this machine is shared), then a larger run for memory. CPU milliseconds per pattern
-(summed over the whole process tree) are less sensitive to other load than wall time. For context, the in-process
-baseline generates and writes shards in this process with one thread and no Ray.
+(summed over the whole process tree) are less sensitive to other load than wall time.
+For context, the in-process baseline generates and writes shards in this process with
+one thread and no Ray.
 
 Memory: the process tree (this driver, Ray's GCS and raylet, the workers) is sampled
 every 0.25 s. ``rss_sum`` adds each process's RSS (an upper bound: shared libraries
