@@ -96,7 +96,9 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, str]:
             keys = list(archive.keys())
             if key is None:
                 if len(keys) != 1:
-                    raise ScanReadError(path, f"holds {keys}; name one as {path.name}:KEY", "bad_key")
+                    raise ScanReadError(
+                        path, f"holds {keys}; name one as {path.name}:KEY", "bad_key"
+                    )
                 key = keys[0]
             if key not in keys:
                 raise ScanReadError(path, f"no array {key!r} (has {keys})", kind="bad_key")
@@ -154,7 +156,9 @@ def read_hdf5_dataset(path: Path, key: str | None) -> tuple[np.ndarray, str]:
                     key = _nexus_default(h5) or _only_dataset(h5)
                 if key is None:
                     raise ScanReadError(
-                        path, f"name the dataset as {path.name}:/path (no single 2D/3D one)", "bad_key"
+                        path,
+                        f"name the dataset as {path.name}:/path (no single 2D/3D one)",
+                        "bad_key",
                     )
             where = f"{path}:{key}"
             if key not in h5:

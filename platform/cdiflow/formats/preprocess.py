@@ -45,13 +45,20 @@ class PreprocessConfig(Config):
     peak_guard: int = 2  # saturated pixels within this many pixels of the peak -> failure
     hot_ratio: float = 20.0  # hot: above hot_ratio x the brightest of its 8 neighbours ...
     hot_min_counts: float = 50.0  # ... and above this many counts (Bragg speckle is smooth)
-    dead_neighbour_counts: float = 100.0  # dead: zero in all frames, a neighbour sums >= this
-    support_threshold: float = 0.02  # autocorrelation support: fraction of its maximum
+    dead_neighbour_counts: float = 100.0  # dead: zero in all frames, 3x3 median sums >= this
+    # Autocorrelation support: fraction of its maximum. 0.01 gives 0.87 +- 0.05 of the
+    # true extent on generator particles (Poisson, 1e5 peak counts); lower picks up noise.
+    support_threshold: float = 0.01
+    # Centre on the brightest pixel ("max") or on the intensity centre of mass around it
+    # ("com"), which tracks k = 0 better for strong-phase particles.
+    centre: str = "max"
     min_peak_counts: float = 10.0  # a central frame whose peak is below this is empty
 
     def validate(self) -> None:
         require(self.bin >= 1, f"bin must be >= 1, got {self.bin}")
-        require(self.crop >= 8 and self.crop % self.bin == 0, "crop must be >= 8 and a multiple of bin")
+        require(
+            self.crop >= 8 and self.crop % self.bin == 0, "crop must be >= 8 and a multiple of bin"
+        )
         require(self.frame is None or self.frame >= 0, "frame must be >= 0")
         require(self.min_frames >= 1, "min_frames must be >= 1")
         require(self.saturation_level is None or self.saturation_level > 0, "saturation_level > 0")
@@ -59,6 +66,9 @@ class PreprocessConfig(Config):
         require(self.peak_guard >= 0, "peak_guard must be >= 0")
         require(self.hot_ratio > 1, "hot_ratio must be > 1")
         require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
+        require(
+            self.centre in ("max", "com"), f"centre must be 'max' or 'com', not {self.centre!r}"
+        )
 
     @property
     def size(self) -> int:
@@ -114,11 +124,32 @@ def hot_pixel_mask(frame: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 
 
 def dead_pixel_mask(frames: np.ndarray, config: PreprocessConfig) -> np.ndarray:
-    """(H, W) bool: zero in every frame while some neighbour collects real counts."""
-    from scipy.ndimage import maximum_filter
+    """(H, W) bool: zero in every frame while its 3x3 neighbourhood collects real counts.
+
+    The median (not the maximum) keeps the edge of a signal region from counting as dead.
+    """
+    from scipy.ndimage import median_filter
 
     total = frames.sum(axis=0)
-    return (total == 0) & (maximum_filter(total, size=3) >= config.dead_neighbour_counts)
+    return (total == 0) & (median_filter(total, size=3) >= config.dead_neighbour_counts)
+
+
+def centre_of_mass(
+    frame: np.ndarray, measured: np.ndarray, start: tuple[int, int], half: int
+) -> tuple[int, int]:
+    """Rounded intensity centre of mass in a (2 half + 1)^2 window, re-centred twice."""
+    h, w = frame.shape
+    r, c = start
+    for _ in range(2):
+        rs, cs = max(r - half, 0), max(c - half, 0)
+        window = (frame * measured)[rs : r + half + 1, cs : c + half + 1]
+        total = window.sum()
+        if total <= 0:
+            break
+        rows, cols = np.indices(window.shape)
+        r = min(max(int(round(rs + (rows * window).sum() / total)), 0), h - 1)
+        c = min(max(int(round(cs + (cols * window).sum() / total)), 0), w - 1)
+    return (r, c)
 
 
 def crop_and_bin(
@@ -180,11 +211,17 @@ def estimate_oversampling(
 def _check_counts(scan: Scan, config: PreprocessConfig) -> None:
     frames = scan.frames
     if frames.ndim != 3 or frames.shape[1] < config.crop // 4 or frames.shape[2] < config.crop // 4:
-        raise ScanDataError(scan.source, f"frames of shape {frames.shape} cannot give a "
-                            f"{config.crop} crop", kind="wrong_shape")
+        raise ScanDataError(
+            scan.source,
+            f"frames of shape {frames.shape} cannot give a {config.crop} crop",
+            kind="wrong_shape",
+        )
     if frames.shape[0] < config.min_frames:
-        raise ScanDataError(scan.source, f"{frames.shape[0]} frame(s), need at least "
-                            f"{config.min_frames}", kind="too_few_frames")
+        raise ScanDataError(
+            scan.source,
+            f"{frames.shape[0]} frame(s), need at least {config.min_frames}",
+            kind="too_few_frames",
+        )
     if not np.isfinite(frames).all():
         raise ScanDataError(scan.source, "NaN/inf in the corrected frames", kind="nan_counts")
     if frames.min() < 0:
@@ -216,8 +253,9 @@ def preprocess(scan: Scan, config: PreprocessConfig | None = None) -> Preprocess
     k = central_frame_index(frames, ~(calibration_bad | dead))
     if config.frame is not None:
         if config.frame >= frames.shape[0]:
-            raise ScanDataError(scan.source, f"frame {config.frame} of {frames.shape[0]}",
-                                kind="too_few_frames")
+            raise ScanDataError(
+                scan.source, f"frame {config.frame} of {frames.shape[0]}", kind="too_few_frames"
+            )
         k = config.frame
     frame = frames[k].astype(np.float64)
     hot = hot_pixel_mask(frame, config)
@@ -226,15 +264,24 @@ def preprocess(scan: Scan, config: PreprocessConfig | None = None) -> Preprocess
     peak = np.unravel_index(int(np.argmax(np.where(unusable, 0.0, frame))), frame.shape)
     peak = (int(peak[0]), int(peak[1]))
     if frame[peak] < config.min_peak_counts:
-        raise ScanDataError(scan.source, f"central frame {k} peaks at {frame[peak]:.3g} counts, "
-                            "below min_peak_counts", kind="all_zero")
+        raise ScanDataError(
+            scan.source,
+            f"central frame {k} peaks at {frame[peak]:.3g} counts, below min_peak_counts",
+            kind="all_zero",
+        )
     g = config.peak_guard
     near = saturated[max(peak[0] - g, 0) : peak[0] + g + 1, max(peak[1] - g, 0) : peak[1] + g + 1]
     if near.any():
-        raise SaturatedPeak(scan.source, f"Bragg peak saturated: {int(near.sum())} pixel(s) at "
-                            f">= {level:.6g} raw counts near {peak} in frame {k}")
+        raise SaturatedPeak(
+            scan.source,
+            f"Bragg peak saturated: {int(near.sum())} pixel(s) at "
+            f">= {level:.6g} raw counts near {peak} in frame {k}",
+        )
     measured = ~(unusable | saturated)
-    intensity, mask = crop_and_bin(frame, measured, peak, config.crop, config.bin)
+    centre = peak
+    if config.centre == "com":
+        centre = centre_of_mass(frame, measured, peak, config.crop // 4)
+    intensity, mask = crop_and_bin(frame, measured, centre, config.crop, config.bin)
     oversampling, extent = estimate_oversampling(intensity, mask, config.support_threshold)
     modulus = normalise_modulus(torch.from_numpy(np.sqrt(intensity))).numpy()
     parameters = {
@@ -243,10 +290,14 @@ def preprocess(scan: Scan, config: PreprocessConfig | None = None) -> Preprocess
         "frame_shape": [int(s) for s in frames.shape[1:]],
         "peak": list(peak),
         "peak_counts": float(frame[peak]),
+        "centre": list(centre),
         "crop": config.crop,
         "bin": config.bin,
         "oversampling": [round(float(o), 4) for o in oversampling],
         "object_extent": list(extent),
+        # True where the support reaches the pattern edge: the autocorrelation wraps, so
+        # the object is at least P/2 wide and the oversampling at most about 2.
+        "oversampling_capped": [bool(e >= (config.size + 1) / 2) for e in extent],
         "frame_counts": float(frame[measured].sum()),
         "pattern_counts": float(intensity[mask].sum()),
         "masked": {

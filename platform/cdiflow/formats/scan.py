@@ -34,6 +34,7 @@ class ScanReadError(ScanError):
     kind = "unreadable"
 
     def __init__(self, path: str | Path, reason: str, kind: str | None = None):
+        reason = " ".join(reason.splitlines())  # one line, whatever a library said
         super().__init__(f"{path}: {reason}")
         self.path = str(path)
         self.reason = reason
