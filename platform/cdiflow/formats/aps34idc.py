@@ -170,14 +170,9 @@ class Calibration:
 
 def _read_tiff(path: Path, error: type[ScanReadError] = ScanReadError) -> np.ndarray:
     """Read one TIFF image; every failure becomes ``error`` naming the file."""
-    import tifffile
+    from cdiflow.formats.generic import read_tiff_stack
 
-    if not path.is_file():
-        raise error(path, "file not found")
-    try:
-        return tifffile.imread(path)
-    except Exception as exc:  # tifffile raises many types on corrupt files
-        raise error(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
+    return read_tiff_stack(path, error)
 
 
 def load_calibration(beamtime: Beamtime, flat_min_fraction: float = 0.1) -> Calibration:

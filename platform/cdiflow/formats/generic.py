@@ -72,15 +72,25 @@ def open_scan(source: str | Path) -> Scan:
     )
 
 
-def read_tiff_stack(path: Path) -> np.ndarray:
-    """All pages of a TIFF as one array: (H, W) for one page, (F, H, W) for several."""
+def read_tiff_stack(path: Path, error: type[ScanReadError] = ScanReadError) -> np.ndarray:
+    """All pages of a TIFF as one array: (H, W) for one page, (F, H, W) for several.
+
+    Every failure (missing, truncated, no image page) raises ``error`` naming the file.
+    """
     import tifffile
 
+    if not path.is_file():
+        raise error(path, "file not found")
     try:
         with tifffile.TiffFile(path) as tif:
-            return tif.asarray(key=range(len(tif.pages))) if len(tif.pages) > 1 else tif.asarray()
+            pages = len(tif.pages)
+            if pages == 0:
+                raise error(path, "unreadable TIFF (no image page)")
+            return tif.asarray(key=range(pages)) if pages > 1 else tif.asarray()
+    except ScanReadError:
+        raise
     except Exception as exc:  # tifffile raises many types on corrupt files
-        raise ScanReadError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
+        raise error(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
 
 
 def _read_npy(path: Path) -> np.ndarray:
