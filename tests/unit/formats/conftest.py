@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,14 +12,16 @@ from cdiflow.formats.synthetic_beamtime import (
 )
 from cdiflow.physics.generator import GeneratorConfig
 
-# The real APS 34-ID-C scan lives beside the repository, in ../shared/data.
-REAL_SCAN54 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "aps-34idc-scan54"
-
 # Weak phase: the diffraction maximum sits at k = 0, so the Bragg peak pixel and the
 # central frame of the rocking scan are known exactly.
 WEAK_PHASE = SyntheticBeamtimeConfig(
     scans=2, frames=8, generator=GeneratorConfig(phase_span=0.3), roi_offset=(128, 64)
 )
+
+
+@pytest.fixture(scope="session")
+def weak_config():
+    return WEAK_PHASE
 
 
 @pytest.fixture(scope="session")
