@@ -175,6 +175,47 @@ def _read_tiff(path: Path, error: type[ScanReadError] = ScanReadError) -> np.nda
     return read_tiff_stack(path, error)
 
 
+def read_frames(paths: tuple[Path, ...]) -> np.ndarray:
+    """Read one-page TIFF frames straight into one preallocated (F, H, W) array.
+
+    Raises ``ScanDataError`` (kind ``wrong_shape``) for a frame whose shape or dtype
+    differs from the first or that is not one 2D page, ``ScanReadError`` for a missing
+    or corrupt file.
+    """
+    import tifffile
+
+    stack: np.ndarray | None = None
+    for i, path in enumerate(paths):
+        try:
+            with tifffile.TiffFile(path) as tif:
+                if len(tif.pages) != 1 or len(tif.pages[0].shape) != 2:
+                    shape = tif.pages[0].shape if len(tif.pages) else ()
+                    raise ScanDataError(
+                        path,
+                        f"{len(tif.pages)} page(s) of shape {shape}, not one 2D frame",
+                        kind="wrong_shape",
+                    )
+                page = tif.pages[0]
+                if stack is None:
+                    stack = np.empty((len(paths), *page.shape), page.dtype)
+                elif page.shape != stack.shape[1:] or page.dtype != stack.dtype:
+                    raise ScanDataError(
+                        path,
+                        f"frame {page.shape} {page.dtype} differs from the first frame "
+                        f"{stack.shape[1:]} {stack.dtype}",
+                        kind="wrong_shape",
+                    )
+                page.asarray(out=stack[i])
+        except ScanReadError:
+            raise
+        except FileNotFoundError:
+            raise ScanReadError(path, "file not found") from None
+        except Exception as exc:  # tifffile raises many types on corrupt files
+            raise ScanReadError(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
+    assert stack is not None
+    return stack
+
+
 def load_calibration(beamtime: Beamtime, flat_min_fraction: float = 0.1) -> Calibration:
     """Read dark.tif and whitefield.tif and turn the whitefield into a per-pixel gain.
 
@@ -241,6 +282,22 @@ def _check_sequence(entry: ScanEntry) -> None:
         )
 
 
+def correct_frames(raw: np.ndarray, dark: np.ndarray, gain: np.ndarray) -> np.ndarray:
+    """clip(raw - dark, 0) * gain as float32 (F, H, W); small negatives are dark noise.
+
+    Frame by frame, so each frame's three passes run on data still in cache, and no
+    whole-stack temporary is allocated.
+    """
+    corrected = np.empty(raw.shape, np.float32)
+    dark = np.ascontiguousarray(dark, np.float32)
+    gain = np.ascontiguousarray(gain, np.float32)
+    for frame, out in zip(raw, corrected, strict=True):
+        np.subtract(frame, dark, out=out, dtype=np.float32)
+        np.maximum(out, 0.0, out=out)
+        out *= gain
+    return corrected
+
+
 def read_scan(
     beamtime: Beamtime,
     entry: ScanEntry,
@@ -276,20 +333,7 @@ def read_scan(
             entry.folder, f"no {entry.folder.name}_NNNNN.tif frames (holds {contents or 'nothing'})"
         )
     _check_sequence(entry)
-    frames = []
-    for path in entry.frame_paths:
-        frame = _read_tiff(path)
-        if frame.ndim != 2:
-            raise ScanDataError(path, f"frame has shape {frame.shape}, not 2D", kind="wrong_shape")
-        if frames and (frame.shape != frames[0].shape or frame.dtype != frames[0].dtype):
-            raise ScanDataError(
-                path,
-                f"frame {frame.shape} {frame.dtype} differs from the first frame "
-                f"{frames[0].shape} {frames[0].dtype}",
-                kind="wrong_shape",
-            )
-        frames.append(frame)
-    raw = check_frames_array(np.stack(frames), entry.folder)
+    raw = check_frames_array(read_frames(entry.frame_paths), entry.folder)
     cal = calibration if calibration is not None else load_calibration(beamtime)
     shape = raw.shape[1:]
     try:
@@ -303,10 +347,7 @@ def read_scan(
             kind="wrong_shape",
         )
     window = (slice(r0, r0 + shape[0]), slice(c0, c0 + shape[1]))
-    corrected = raw.astype(np.float32)
-    corrected -= cal.dark[window]
-    np.maximum(corrected, 0.0, out=corrected)  # small negatives from dark noise
-    corrected *= cal.gain[window]
+    corrected = correct_frames(raw, cal.dark[window], cal.gain[window])
     return Scan(
         name=entry.name,
         source=str(entry.folder),

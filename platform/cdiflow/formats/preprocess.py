@@ -126,12 +126,15 @@ def hot_pixel_mask(frame: np.ndarray, config: PreprocessConfig) -> np.ndarray:
 def dead_pixel_mask(frames: np.ndarray, config: PreprocessConfig) -> np.ndarray:
     """(H, W) bool: zero in every frame while its 3x3 neighbourhood collects real counts.
 
-    The median (not the maximum) keeps the edge of a signal region from counting as dead.
+    The median (not the maximum) keeps the edge of a signal region from counting as
+    dead. A 3x3 median is >= t exactly when at least 5 of the 9 values are >= t, which a
+    box filter of the thresholded sums counts far faster than a median filter.
     """
-    from scipy.ndimage import median_filter
+    from scipy.ndimage import uniform_filter
 
     total = frames.sum(axis=0)
-    return (total == 0) & (median_filter(total, size=3) >= config.dead_neighbour_counts)
+    bright = (total >= config.dead_neighbour_counts).astype(np.float32)
+    return (total == 0) & (uniform_filter(bright, size=3, mode="nearest") * 9 > 4.5)
 
 
 def centre_of_mass(
@@ -222,7 +225,7 @@ def _check_counts(scan: Scan, config: PreprocessConfig) -> None:
             f"{frames.shape[0]} frame(s), need at least {config.min_frames}",
             kind="too_few_frames",
         )
-    if not np.isfinite(frames).all():
+    if not np.isfinite(frames.sum(dtype=np.float64)):  # one pass; NaN/inf propagate
         raise ScanDataError(scan.source, "NaN/inf in the corrected frames", kind="nan_counts")
     if frames.min() < 0:
         raise ScanDataError(scan.source, "negative corrected counts", kind="negative_counts")

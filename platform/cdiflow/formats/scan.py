@@ -161,7 +161,9 @@ def check_frames_array(data: Any, path: str | Path) -> np.ndarray:
 
 def check_no_empty_frames(frames: np.ndarray, path: str | Path) -> None:
     """Raise ``ScanDataError`` (kind ``all_zero``) when any frame holds only zeros."""
-    empty = ~frames.reshape(frames.shape[0], -1).any(axis=1)
+    flat = frames.reshape(frames.shape[0], -1)
+    # max and min are vectorised reductions, several times faster than any() on ints
+    empty = (flat.max(axis=1) == 0) & (flat.min(axis=1) == 0)
     if empty.any():
         which = np.flatnonzero(empty)
         shown = ", ".join(str(i) for i in which[:5]) + (" ..." if len(which) > 5 else "")
