@@ -41,6 +41,11 @@ class ScanReadError(ScanError):
         if kind is not None:
             self.kind = kind
 
+    def __reduce__(self):
+        # Ray and multiprocessing pickle exceptions; the default rebuilds them from
+        # ``args`` (the message alone), which this signature cannot take.
+        return (type(self), (self.path, self.reason, self.kind))
+
 
 class CalibrationMissing(ScanReadError):
     """The dark or whitefield file of a beamtime is missing or unreadable."""

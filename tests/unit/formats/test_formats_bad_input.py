@@ -67,3 +67,19 @@ def test_saturated_reason_names_the_level(corrupt_cases):
     case = next(c for c in cases if c.kind == "saturated_peak")
     with pytest.raises(ScanError, match=r"Bragg peak saturated: \d+ pixel\(s\) at >= 65535"):
         _read_and_preprocess(case)
+
+
+def test_scan_errors_survive_pickling():
+    """Ray ships worker exceptions by pickle; the path, reason and kind must survive."""
+    import pickle
+
+    from cdiflow.formats.scan import CalibrationMissing, SaturatedPeak, ScanDataError
+
+    for error in (
+        ScanDataError("a/b", "2 all-zero frame(s)", kind="all_zero"),
+        SaturatedPeak("c", "Bragg peak saturated"),
+        CalibrationMissing("d/dark.tif", "file not found"),
+    ):
+        again = pickle.loads(pickle.dumps(error))
+        assert type(again) is type(error) and str(again) == str(error)
+        assert (again.path, again.reason, again.kind) == (error.path, error.reason, error.kind)
