@@ -125,9 +125,15 @@ def discover_beamtime(root: str | Path) -> Beamtime:
     NotAScan
         ``root`` is not a folder, or holds neither a spec file nor scan folders.
     ScanReadError
-        Several spec files, or an unreadable spec file.
+        Several spec files, an unreadable spec file, or a folder that cannot be listed.
     """
-    root = Path(root)
+    try:
+        return _discover(Path(root))
+    except OSError as exc:  # permissions, a folder vanishing under us
+        raise ScanReadError(exc.filename or root, f"cannot list ({exc.strerror})") from None
+
+
+def _discover(root: Path) -> Beamtime:
     if not root.is_dir():
         raise NotAScan(root, "not a beamtime folder")
     specs = sorted(root.glob("*.spec"))
