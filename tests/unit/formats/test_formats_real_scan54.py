@@ -13,7 +13,7 @@ from cdiflow.formats.generic import open_scan
 from cdiflow.formats.preprocess import PreprocessConfig, preprocess
 
 # tests/unit/formats/<this file> -> parents[3] is the repository root.
-REAL_SCAN54 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "aps-34idc-scan54"
+REAL_SCAN54 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "aps-34idc-real_scan"
 
 pytestmark = pytest.mark.skipif(
     not REAL_SCAN54.is_dir(),
@@ -22,30 +22,30 @@ pytestmark = pytest.mark.skipif(
 
 
 @pytest.fixture(scope="module")
-def scan54():
+def real_scan():
     beamtime = discover_beamtime(REAL_SCAN54)
     (entry,) = beamtime.scans()
     return beamtime, entry, read_scan(beamtime, entry)
 
 
-def test_discovery_lists_scan_54_with_its_spec_header(scan54):
-    beamtime, entry, _ = scan54
+def test_discovery_lists_scan_54_with_its_spec_header(real_scan):
+    beamtime, entry, _ = real_scan
     assert entry.number == 54 and entry.name == "Staff20-1a_S0054"
     assert entry.command == "ascan  th -0.279996 0.720004  200 0.25"
     assert entry.motor == "th" and entry.points == 201 and len(entry.frame_paths) == 201
     assert len(beamtime.entries) > 400  # the spec log lists every scan of the beamtime
 
 
-def test_raw_numbers_match_the_readme(scan54):
-    _, _, scan = scan54
+def test_raw_numbers_match_the_readme(real_scan):
+    _, _, scan = real_scan
     assert scan.raw.shape == (201, 256, 256) and scan.frames.dtype == np.float32
     assert int(scan.raw.max()) == 165297 and int(scan.raw.sum(dtype=np.int64)) == 46_155_653
     assert scan.metadata["roi_offset"] == [0, 0]
 
 
-def test_roi_offset_lines_up_the_whitefield_dead_pixels(scan54):
+def test_roi_offset_lines_up_the_whitefield_dead_pixels(real_scan):
     """The ROI rule's (0, 0) is what the data say: whitefield zeros are dead frames."""
-    _, _, scan = scan54
+    _, _, scan = real_scan
     white = tifffile.imread(REAL_SCAN54 / "whitefield.tif")
     never_hit = scan.raw.sum(axis=0) == 0
     overlaps = {
@@ -57,8 +57,8 @@ def test_roi_offset_lines_up_the_whitefield_dead_pixels(scan54):
     assert overlaps[(0, 0)] == int((white[:256, :256] == 0).sum())
 
 
-def test_preprocessing_finds_frame_99_and_the_peak(scan54):
-    _, _, scan = scan54
+def test_preprocessing_finds_frame_99_and_the_peak(real_scan):
+    _, _, scan = real_scan
     result = preprocess(scan)
     p = result.parameters
     assert p["frame_index"] == 99
@@ -70,8 +70,8 @@ def test_preprocessing_finds_frame_99_and_the_peak(scan54):
     assert result.mask.mean() > 0.99
 
 
-def test_open_scan_on_the_scan_folder_is_the_same_scan(scan54):
-    beamtime, entry, scan = scan54
+def test_open_scan_on_the_scan_folder_is_the_same_scan(real_scan):
+    beamtime, entry, scan = real_scan
     again = open_scan(entry.folder)
     np.testing.assert_array_equal(again.frames[99], scan.frames[99])
     assert load_calibration(beamtime).gain.shape == (512, 512)
