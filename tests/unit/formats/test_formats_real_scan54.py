@@ -13,7 +13,7 @@ from cdiflow.formats.generic import open_scan
 from cdiflow.formats.preprocess import PreprocessConfig, preprocess
 
 # tests/unit/formats/<this file> -> parents[3] is the repository root.
-REAL_SCAN54 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "aps-34idc-real_scan"
+REAL_SCAN54 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "aps-34idc-scan54"
 
 pytestmark = pytest.mark.skipif(
     not REAL_SCAN54.is_dir(),
