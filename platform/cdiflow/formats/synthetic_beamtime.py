@@ -172,7 +172,11 @@ def write_frames(folder: Path, name: str, frames: np.ndarray) -> None:
 def write_synthetic_beamtime(
     root: str | Path, config: SyntheticBeamtimeConfig, rng: np.random.Generator
 ) -> dict[int, dict]:
-    """Write a beamtime folder; return per scan number its truth (peak, particle index).
+    """Write a beamtime folder; return per scan number its truth.
+
+    Truth per scan: name, ``bragg_pixel`` (row, col of k = 0 in the ROI frames),
+    ``central_frame`` (the frame through k = 0), and the generator sample
+    (``particle_seed``, ``particle_index``) whose projection is the ground truth.
 
     Layout: ``root/synthetic.spec``, ``root/dark.tif``, ``root/whitefield.tif`` and
     ``root/<detector>/<prefix>_S<NNNN>/<prefix>_S<NNNN>_<NNNNN>.tif``.
@@ -197,7 +201,9 @@ def write_synthetic_beamtime(
             write_spec_scan(spec, config, number, config.frames)
             truth[number] = {
                 "name": name,
-                "peak": peak,
+                # k = 0 of the particle: the brightest pixel only for weak phase; a strong
+                # phase moves the intensity maximum (and the rocking-curve peak) off it.
+                "bragg_pixel": peak,
                 "central_frame": config.frames // 2,
                 "particle_seed": particle_seed,
                 "particle_index": i,
