@@ -1,6 +1,7 @@
 """Read rate of the APS 34-ID-C reader against the raw TIFF read rate, in one process.
 
 For one scan: the raw rate (``tifffile.imread`` of every frame, nothing else), the
+raw rate into one preallocated stack (``read_frames``, the reader's I/O part), the
 reader's rate (``read_scan``: read + checks + dark/flat correction) and reader +
 preprocessing. Prints frames/s, MB/s and the ratios; writes JSON. Runs on the real
 scan 54 when ``../shared/data/aps-34idc-scan54`` exists, and on a synthetic scan of
@@ -38,7 +39,12 @@ def best_times(functions: dict, repeats: int) -> dict:
 def measure(root: Path, repeats: int) -> dict:
     import tifffile
 
-    from cdiflow.formats.aps34idc import discover_beamtime, load_calibration, read_scan
+    from cdiflow.formats.aps34idc import (
+        discover_beamtime,
+        load_calibration,
+        read_frames,
+        read_scan,
+    )
     from cdiflow.formats.preprocess import preprocess
 
     beamtime = discover_beamtime(root)
@@ -49,12 +55,13 @@ def measure(root: Path, repeats: int) -> dict:
     times = best_times(
         {
             "raw": lambda: [tifffile.imread(p) for p in entry.frame_paths],
+            "stack": lambda: read_frames(entry.frame_paths),
             "reader": lambda: read_scan(beamtime, entry, calibration),
             "full": lambda: preprocess(read_scan(beamtime, entry, calibration)),
         },
         repeats,
     )
-    raw, reader, full = times["raw"], times["reader"], times["full"]
+    raw, stack, reader, full = (times[k] for k in ("raw", "stack", "reader", "full"))
 
     def rate(seconds: float) -> dict:
         return {
@@ -69,9 +76,11 @@ def measure(root: Path, repeats: int) -> dict:
         "frame_shape": list(tifffile.imread(entry.frame_paths[0]).shape),
         "bytes": nbytes,
         "raw_read": rate(raw),
+        "raw_read_into_stack": rate(stack),
         "reader": rate(reader),
         "reader_plus_preprocess": rate(full),
         "reader_over_raw": round(raw / reader, 3),
+        "reader_over_stack_read": round(stack / reader, 3),
         "reader_plus_preprocess_over_raw": round(raw / full, 3),
     }
 
