@@ -62,6 +62,12 @@ python_bin() {
 absolute_state_dir() {
     mkdir -p "$STATE_DIR"
     STATE_DIR="$(cd "$STATE_DIR" && pwd -P)"
+    # One start/stop at a time per state dir (released when the script exits; the Ray
+    # daemons get the lock fd closed, 9>&-, or they would hold it forever).
+    if command -v flock > /dev/null; then
+        exec 9> "$STATE_DIR/.lock"
+        flock -w 300 9 || die "another local.sh holds $STATE_DIR/.lock"
+    fi
     NODES_DIR="$STATE_DIR/nodes"
     TOKEN_FILE="$STATE_DIR/auth_token"
     ENV_FILE="$STATE_DIR/env.sh"
@@ -185,7 +191,8 @@ start_head() {
     gcs="$(free_port)"; dash="$(free_port)"; client="$(free_port)"
     agent="$(free_port)"; metrics="$(free_port)"
     tdir="$(temp_root)/head"
-    mkdir -p "$tdir" "$STATE_DIR/logs"
+    mkdir -p "$tdir" "$STATE_DIR/logs" "$NODES_DIR"
+    : > "$NODES_DIR/head.sid"  # recorded first: `stop` sweeps even an interrupted start
     echo "starting head (GCS port $gcs, dashboard 127.0.0.1:$dash)"
     if ! ray_env setsid "$RAY_BIN" start --head \
         --node-ip-address=127.0.0.1 --port="$gcs" \
@@ -194,7 +201,7 @@ start_head() {
         --metrics-export-port="$metrics" \
         --num-cpus="$NUM_CPUS" --object-store-memory="$OBJECT_STORE_BYTES" \
         --temp-dir="$tdir" --disable-usage-stats \
-        > "$STATE_DIR/logs/head.log" 2>&1 < /dev/null; then
+        > "$STATE_DIR/logs/head.log" 2>&1 < /dev/null 9>&-; then
         record_session head
         stop_node head > /dev/null
         die "head failed to start; see $STATE_DIR/logs/head.log"
@@ -208,14 +215,15 @@ start_worker() {
     local name="$1" gcs="$2" agent metrics tdir
     agent="$(free_port)"; metrics="$(free_port)"
     tdir="$(temp_root)/$name"
-    mkdir -p "$tdir" "$STATE_DIR/logs"
+    mkdir -p "$tdir" "$STATE_DIR/logs" "$NODES_DIR"
+    : > "$NODES_DIR/$name.sid"  # recorded first: `stop` sweeps even an interrupted start
     echo "starting $name"
     if ! ray_env setsid "$RAY_BIN" start --address="127.0.0.1:$gcs" \
         --node-ip-address=127.0.0.1 \
         --dashboard-agent-listen-port="$agent" --metrics-export-port="$metrics" \
         --num-cpus="$NUM_CPUS" --object-store-memory="$OBJECT_STORE_BYTES" \
         --temp-dir="$tdir" --disable-usage-stats \
-        > "$STATE_DIR/logs/$name.log" 2>&1 < /dev/null; then
+        > "$STATE_DIR/logs/$name.log" 2>&1 < /dev/null 9>&-; then
         record_session "$name"
         stop_node "$name" > /dev/null
         die "$name failed to start; see $STATE_DIR/logs/$name.log"

@@ -104,6 +104,13 @@ def test_help_exits_zero():
     assert "start [N]" in result.stdout and "RAY_AUTH_TOKEN_PATH" in result.stdout
 
 
+@pytest.mark.parametrize("args", [("start", "two"), ("start", "1", "2"), ("restart",)])
+def test_bad_arguments_exit_2(args, tmp_path):
+    result = local_sh(base_env(tmp_path / "state"), *args, timeout=30)
+    assert result.returncode == 2
+    assert not (tmp_path / "state" / "nodes").exists(), "nothing may start"
+
+
 def test_local_cluster_token_auth_and_clean_stop(tmp_path):
     state = tmp_path / "state"
     env = base_env(state)
