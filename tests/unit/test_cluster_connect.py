@@ -53,12 +53,13 @@ def silent_server():
 
 
 @pytest.fixture
-def http_status_server():
-    """An HTTP server on 127.0.0.1 that answers every GET with status 503."""
+def http_status_server(request):
+    """An HTTP server on 127.0.0.1 that answers every GET with one status code."""
+    status = request.param
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802 - http.server's name
-            self.send_response(503)
+            self.send_response(status)
             self.end_headers()
 
         def log_message(self, *args):
@@ -148,9 +149,19 @@ def test_check_mlflow_silent_server_times_out(silent_server):
     assert time.monotonic() - start < 5.0
 
 
-def test_check_mlflow_unhealthy_status(http_status_server):
-    with pytest.raises(ClusterUnavailable, match="HTTP 503"):
+@pytest.mark.parametrize(
+    "http_status_server, expected",
+    [(503, "not healthy \\(HTTP 503\\)"), (403, "HTTP 403.*--allowed-hosts")],
+    indirect=["http_status_server"],
+)
+def test_check_mlflow_unhealthy_status(http_status_server, expected):
+    with pytest.raises(ClusterUnavailable, match=expected):
         cluster.check_mlflow(f"http://127.0.0.1:{http_status_server}/", timeout_s=2.0)
+
+
+@pytest.mark.parametrize("http_status_server", [200], indirect=True)
+def test_check_mlflow_healthy_server_passes(http_status_server):
+    assert cluster.check_mlflow(f"http://127.0.0.1:{http_status_server}", timeout_s=2.0) is None
 
 
 def test_check_mlflow_reads_env(monkeypatch):

@@ -154,6 +154,30 @@ def test_launcher_schema_check_is_live(launcher):
         prepared(bad)
 
 
+def test_launcher_gcp_variant_from_the_header_validates(launcher):
+    # The header says: replace provider and auth, give each node type a GCP node_config.
+    gcp = copy.deepcopy(launcher)
+    gcp["provider"] = {
+        "type": "gcp",
+        "region": "us-west1",
+        "availability_zone": "us-west1-b",
+        "project_id": "your-project",
+    }
+    gcp["auth"] = {"ssh_user": "ubuntu"}
+    disks = [{"boot": True, "autoDelete": True, "initializeParams": {"diskSizeGb": 200}}]
+    gcp["available_node_types"]["head"]["node_config"] = {
+        "machineType": "n2-standard-8",
+        "disks": disks,
+    }
+    gcp["available_node_types"]["gpu_worker"]["node_config"] = {
+        "machineType": "g2-standard-8",
+        "guestAccelerators": [{"acceleratorType": "nvidia-l4", "acceleratorCount": 1}],
+        "scheduling": [{"onHostMaintenance": "TERMINATE"}],
+        "disks": disks,
+    }
+    assert prepared(gcp)["provider"]["type"] == "gcp"
+
+
 def test_launcher_head_is_cpu_only_and_gpu_workers_scale(launcher):
     types = launcher["available_node_types"]
     assert types[launcher["head_node_type"]]["resources"] == {"CPU": 0}
