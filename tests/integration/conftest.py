@@ -17,13 +17,26 @@ from registry_data import write_tiny_dataset
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
     """128 train+val patterns (122 / 6) and 16 test patterns."""
     return write_tiny_dataset(tmp_path_factory.mktemp("tiny-data"), 128, 16)
+
+
+@pytest.fixture(scope="module")
+def no_ray_auth():
+    """Token auth off for the small throwaway Ray clusters of these tests (as unit tests do:
+    it also keeps ~/.ray untouched). Set only while the fixture lives; the cluster tests
+    that exercise the real deployment keep auth on."""
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield
+    if previous is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = previous
 
 
 def free_port() -> int:

@@ -18,7 +18,7 @@ TINY = {"model": {"base_width": 4, "depth": 2}, "train": {"batch_size": 16}}
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(no_ray_auth):
     import ray
 
     ray.init(
