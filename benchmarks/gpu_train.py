@@ -65,11 +65,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if args.smoke:
         args.device = "cpu"
-        args.budget_s = min(args.budget_s, 8.0)
+        args.budget_s = min(args.budget_s, 3.0)
         args.workers = 0
-        args.initial_patterns, args.max_patterns, args.val_patterns = 128, 128, 32
-        args.test_patterns = 32
-        args.width, args.batch_size, args.eval_every, args.infer_batch = 4, 32, 4, 64
+        args.initial_patterns, args.max_patterns, args.val_patterns = 64, 64, 16
+        args.test_patterns = 16
+        args.width, args.depth, args.batch_size, args.eval_every = 4, 2, 16, 2
+        args.infer_batch = 32
     return args
 
 
@@ -283,6 +284,7 @@ def main(argv=None) -> dict:
     result = {
         "device": _device_name(device),
         "torch": torch.__version__,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,  # "fp32" convs may use TF32
         "args": vars(args),
         "model_config": mconfig.to_dict(),
         "gflop_per_pattern": count_flops(model) / 1e9,
