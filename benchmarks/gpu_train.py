@@ -121,9 +121,12 @@ class PatternStream:
             self.data = {k: torch.cat([self.data[k], new[k]]) for k in KEYS}
         self._top_up_queue()
 
-    def batches(self, steps: int, gen: torch.Generator):
+    def batches(self, steps: int, gen: torch.Generator, deadline: float = float("inf")):
+        """``steps`` random batches (with replacement), fewer if ``deadline`` passes."""
         n = self.data["modulus"].shape[0]
         for _ in range(steps):
+            if time.perf_counter() >= deadline:
+                return
             idx = torch.randint(n, (self.args.batch_size,), generator=gen).to(self.device)
             yield {k: self.data[k][idx] for k in KEYS}
 
@@ -184,11 +187,11 @@ def train(args, model, stream, val, device) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     history, reached, steps = [], None, 0
     while True:
+        batches = stream.batches(args.eval_every, gen, deadline=start + args.budget_s)
         stats = train_one_epoch(
-            model, stream.batches(args.eval_every, gen), optimizer, scheduler, config.loss,
-            device, autocast, config.grad_clip,
-        )  # fmt: skip
-        steps += args.eval_every
+            model, batches, optimizer, scheduler, config.loss, device, autocast, config.grad_clip
+        )
+        steps += int(stats["patterns"]) // args.batch_size
         metrics = evaluate(model, ordered_batches(val, 1024), device, config.loss, autocast)
         elapsed = time.perf_counter() - start
         row = {
@@ -211,9 +214,9 @@ def train(args, model, stream, val, device) -> dict:
         if reached is None and metrics["chi2_modulus"] <= args.target_chi2:
             reached = elapsed
             break
-        if elapsed >= args.budget_s:
-            break
         stream.absorb()
+        if time.perf_counter() - start >= args.budget_s:
+            break
     return {"history": history, "time_to_target_s": reached, "train_seconds": elapsed}
 
 

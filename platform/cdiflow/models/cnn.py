@@ -78,11 +78,16 @@ class PhaseRetrievalCNN(nn.Module):
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         kind = self.config.output_activation
-        if kind == "relu":
-            return torch.relu(x)
         if kind == "sigmoid":
             return torch.sigmoid(x)
-        return torch.clamp(x, 0.0, 1.0)  # relu_clamp: ReLU, then min(., 1)
+        y = torch.relu(x) if kind == "relu" else torch.clamp(x, 0.0, 1.0)
+        leak = self.config.output_gradient_leak
+        if leak > 0 and torch.is_grad_enabled():
+            # Same value, but a small gradient where ReLU / clamp pass none: without it
+            # a whole output channel that drifts below 0 never comes back (seen: the
+            # phase head of a width-32 net died for good under AdamW at lr 3e-3).
+            y = y + leak * (x - x.detach())
+        return y
 
     def forward(self, modulus: torch.Tensor) -> torch.Tensor:
         x = modulus.unsqueeze(1) if modulus.dim() == 3 else modulus

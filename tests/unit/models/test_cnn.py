@@ -132,3 +132,19 @@ def test_default_model_cost_is_documented():
     model = build_model()
     assert 0.12e9 < count_flops(model) < 0.14e9
     assert 0.28e6 < count_parameters(model) < 0.30e6
+
+
+def test_dead_output_channel_still_gets_a_gradient():
+    model = _model(base_width=4)
+    with torch.no_grad():  # push both heads far below 0: ReLU / clamp are flat there
+        model.amplitude_decoder[-1].bias.fill_(-10.0)
+        model.phase_decoder[-1].bias.fill_(-10.0)
+    out = model(_inputs(2))
+    assert out.abs().max() == 0  # the value is the clamp's
+    out.sum().backward()
+    assert model.phase_decoder[-1].bias.grad.item() > 0
+    paper = _model(base_width=4, output_gradient_leak=0.0)
+    with torch.no_grad():
+        paper.phase_decoder[-1].bias.fill_(-10.0)
+    paper(_inputs(2)).sum().backward()
+    assert paper.phase_decoder[-1].bias.grad.item() == 0
