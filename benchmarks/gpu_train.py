@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
 from cdiflow.physics.generator import GeneratorConfig
 from cdiflow.train import TrainConfig, evaluate, lr_factor, train_one_epoch
@@ -59,6 +60,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--twin-invariant", action="store_true", help="real-space loss against the closer twin"
+    )
     p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
     p.add_argument("--infer-batch", type=int, default=8192)
     p.add_argument("--save-weights", default=None, help="save the trained model here")
@@ -168,10 +172,15 @@ def read_parquet(folder: str) -> dict[str, torch.Tensor]:
     return _concat(parts)
 
 
+def config_loss(args) -> LossWeights:
+    return LossWeights(twin_invariant=args.twin_invariant)
+
+
 def train(args, model, stream, val, device) -> dict:
     config = TrainConfig.recommended(
         epochs=1000, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=1000 * args.warmup_fraction, bf16=True,
+        loss=config_loss(args),
     )  # fmt: skip
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -207,7 +216,8 @@ def train(args, model, stream, val, device) -> dict:
         print(
             f"{elapsed:7.1f}s step {steps:6d} loss {stats['loss']:.4f} val chi2 modulus "
             f"{metrics['chi2_modulus']:.4f} amp {metrics['chi2_amplitude']:.4f} phase "
-            f"{metrics['chi2_phase']:.4f} | {stats['patterns_per_s']:.0f} patt/s, "
+            f"{metrics['chi2_phase']:.4f} (twin-aware {metrics['chi2_amplitude_twin_aware']:.4f} "
+            f"{metrics['chi2_phase_twin_aware']:.4f}) | {stats['patterns_per_s']:.0f} patt/s, "
             f"{row['distinct_patterns']} distinct",
             flush=True,
         )
@@ -277,7 +287,7 @@ def main(argv=None) -> dict:
         run = train(args, model, stream, val, device)
     finally:
         stream.close()
-    test_metrics = evaluate(model, ordered_batches(test, 300), device)
+    test_metrics = evaluate(model, ordered_batches(test, 300), device, config_loss(args))
     rounded = {k: round(v, 5) for k, v in test_metrics.items()}
     print(f"test ({args.test_patterns}): {json.dumps(rounded)}")
     speeds = {"fp32": inference_speed(model, args.infer_batch, device, torch.float32)}

@@ -52,10 +52,12 @@ def test_evaluate_reports_every_term_and_chi2(data):
     result = evaluate(model, ordered_batches(data, 10), "cpu")
     assert set(result) == {
         "loss", "loss_amplitude", "loss_phase", "loss_physics",
-        "chi2_modulus", "chi2_amplitude", "chi2_phase", "patterns",
+        "chi2_modulus", "chi2_amplitude", "chi2_phase", "chi2_amplitude_twin_aware",
+        "chi2_phase_twin_aware", "patterns",
     }  # fmt: skip
     assert result["patterns"] == 24
     assert 0 < result["chi2_modulus"] <= 1  # scale fitted: never worse than predicting 0
+    assert result["chi2_phase_twin_aware"] <= result["chi2_phase"]
     per = per_pattern_metrics(model, ordered_batches(data, 10), "cpu")
     assert per["chi2_phase"].shape == (24,)
     assert per["chi2_modulus"].mean().item() == pytest.approx(result["chi2_modulus"], rel=1e-5)

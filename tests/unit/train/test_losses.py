@@ -93,3 +93,18 @@ def test_phase_is_used_in_radians_2pi_p_minus_pi():
 
     obj = predicted_object(torch.ones(1, 1), torch.full((1, 1), 0.25))
     torch.testing.assert_close(torch.angle(obj), torch.full((1, 1), -math.pi / 2))
+
+
+def test_twin_has_the_same_modulus_and_twin_invariant_loss_accepts_it():
+    from cdiflow.losses import twin_targets
+
+    pred, modulus, amp, phase = _truth(1e-6)
+    amp_t, phase_t = twin_targets(amp, phase)
+    twin_pred = torch.stack([amp_t, phase_t], 1)
+    plain = physics_loss(twin_pred, modulus, amp, phase)
+    invariant = physics_loss(twin_pred, modulus, amp, phase, LossWeights(twin_invariant=True))
+    assert abs(plain["physics"].item()) < 1e-5  # the twin fits the modulus as well
+    assert plain["amplitude"] > 0.05 and plain["phase"] > 0.05  # but the plain loss sees it
+    assert invariant["amplitude"] == 0 and invariant["phase"] == 0
+    direct = physics_loss(pred, modulus, amp, phase, LossWeights(twin_invariant=True))
+    assert direct["amplitude"] == 0 and direct["phase"] == 0
