@@ -64,7 +64,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--twin-invariant", action="store_true", help="real-space loss against the closer twin"
     )
     p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
-    p.add_argument("--infer-batch", type=int, default=8192)
+    p.add_argument("--infer-batch", type=int, default=None, help="default 8192 GPU, 256 CPU")
     p.add_argument("--save-weights", default=None, help="save the trained model here")
     args = p.parse_args(argv)
     if args.smoke:
@@ -282,6 +282,8 @@ def main(argv=None) -> dict:
     torch.manual_seed(args.seed)  # model init only; data order has its own generator
     mconfig = ModelConfig(base_width=args.width, depth=args.depth)
     model = build_model(mconfig).to(device).to(memory_format=torch.channels_last)
+    if args.infer_batch is None:
+        args.infer_batch = 8192 if device.type == "cuda" else 256
     print(f"device {device}, data ready in {time.perf_counter() - t_start:.1f}s", flush=True)
     try:
         run = train(args, model, stream, val, device)
@@ -290,6 +292,13 @@ def main(argv=None) -> dict:
     test_metrics = evaluate(model, ordered_batches(test, 300), device, config_loss(args))
     rounded = {k: round(v, 5) for k, v in test_metrics.items()}
     print(f"test ({args.test_patterns}): {json.dumps(rounded)}")
+    if args.save_weights:  # before the speed test, so a stopped run keeps its model
+        save_weights(args.save_weights, model.cpu(), mconfig, {
+            "test_chi2_modulus": test_metrics["chi2_modulus"],
+            "test_chi2_amplitude": test_metrics["chi2_amplitude"],
+            "test_chi2_phase": test_metrics["chi2_phase"],
+        })  # fmt: skip
+        model.to(device)
     speeds = {"fp32": inference_speed(model, args.infer_batch, device, torch.float32)}
     if device.type == "cuda":
         speeds["bf16"] = inference_speed(model, args.infer_batch, device, torch.bfloat16)
@@ -311,12 +320,6 @@ def main(argv=None) -> dict:
         "loadavg": os.getloadavg(),
         "history": run["history"],
     }
-    if args.save_weights:
-        save_weights(args.save_weights, model.cpu(), mconfig, {
-            "test_chi2_modulus": test_metrics["chi2_modulus"],
-            "test_chi2_amplitude": test_metrics["chi2_amplitude"],
-            "test_chi2_phase": test_metrics["chi2_phase"],
-        })  # fmt: skip
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
