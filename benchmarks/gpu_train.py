@@ -279,9 +279,8 @@ def main(argv=None) -> dict:
     val_indices = range(VAL_START, VAL_START + args.val_patterns)
     val = _to_device(generate_tensors(gconfig, args.seed, val_indices), device)
     test = _to_device(generate_tensors(gconfig, args.seed, range(args.test_patterns)), device)
-    torch.manual_seed(args.seed)  # model init only; data order has its own generator
     mconfig = ModelConfig(base_width=args.width, depth=args.depth)
-    model = build_model(mconfig).to(device).to(memory_format=torch.channels_last)
+    model = build_model(mconfig, seed=args.seed).to(device).to(memory_format=torch.channels_last)
     if args.infer_batch is None:
         args.infer_batch = 8192 if device.type == "cuda" else 256
     print(f"device {device}, data ready in {time.perf_counter() - t_start:.1f}s", flush=True)

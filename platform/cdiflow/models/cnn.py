@@ -26,6 +26,8 @@ at batch 256, ~75% of the machine's fp32 matmul rate; w = 8 and 12 are no faster
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -99,10 +101,18 @@ class PhaseRetrievalCNN(nn.Module):
         return self._activate(out)
 
 
-def build_model(config: ModelConfig | None = None) -> PhaseRetrievalCNN:
-    """A freshly initialised CNN (torch's default init; seed with ``torch.manual_seed``
-    or, better, build inside ``torch.random.fork_rng`` with a seeded generator)."""
-    return PhaseRetrievalCNN(config or ModelConfig())
+def build_model(config: ModelConfig | None = None, seed: int | None = None) -> PhaseRetrievalCNN:
+    """A freshly initialised CNN.
+
+    ``seed`` makes the initialisation a function of the seed alone: torch's default
+    initialisers draw from the global generator, so they run inside ``fork_rng``, which
+    restores the global state afterwards (the caller's RNG is never touched).
+    """
+    if seed is None:
+        return PhaseRetrievalCNN(config or ModelConfig())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PhaseRetrievalCNN(config or ModelConfig())
 
 
 def fold_batchnorm(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
@@ -120,8 +130,6 @@ def inference_model(model: nn.Module) -> PhaseRetrievalCNN:
     Feed it with ``x.contiguous(memory_format=torch.channels_last)`` of shape (B,1,P,P)
     or plain (B,P,P); both work.
     """
-    import copy
-
     model = getattr(model, "module", model)  # unwrap DDP
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)

@@ -148,3 +148,13 @@ def test_dead_output_channel_still_gets_a_gradient():
         paper.phase_decoder[-1].bias.fill_(-10.0)
     paper(_inputs(2)).sum().backward()
     assert paper.phase_decoder[-1].bias.grad.item() == 0
+
+
+def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = build_model(ModelConfig(base_width=4), seed=3)
+    b = build_model(ModelConfig(base_width=4), seed=3)
+    c = build_model(ModelConfig(base_width=4), seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)
