@@ -33,7 +33,13 @@ import torch
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
 from cdiflow.physics.generator import GeneratorConfig
-from cdiflow.train import TrainConfig, evaluate, lr_factor, train_one_epoch
+from cdiflow.train import (
+    TrainConfig,
+    evaluate,
+    lr_factor,
+    recalibrate_batchnorm,
+    train_one_epoch,
+)
 from cdiflow.train.data import KEYS, chunks, generate_chunk, generate_tensors, ordered_batches
 
 VAL_START = 1000
@@ -63,6 +69,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument(
         "--twin-invariant", action="store_true", help="real-space loss against the closer twin"
     )
+    p.add_argument(
+        "--bn-batches", type=int, default=16, help="batches that recompute BN stats before eval"
+    )
     p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
     p.add_argument("--infer-batch", type=int, default=None, help="default 8192 GPU, 256 CPU")
     p.add_argument("--save-weights", default=None, help="save the trained model here")
@@ -74,7 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         args.initial_patterns, args.max_patterns, args.val_patterns = 64, 64, 16
         args.test_patterns = 16
         args.width, args.depth, args.batch_size, args.eval_every = 4, 2, 16, 2
-        args.infer_batch = 32
+        args.infer_batch, args.bn_batches = 32, 2
     return args
 
 
@@ -201,6 +210,7 @@ def train(args, model, stream, val, device) -> dict:
             model, batches, optimizer, scheduler, config.loss, device, autocast, config.grad_clip
         )
         steps += int(stats["patterns"]) // args.batch_size
+        recalibrate_batchnorm(model, stream.batches(args.bn_batches, gen), device)
         metrics = evaluate(model, ordered_batches(val, 1024), device, config.loss, autocast)
         elapsed = time.perf_counter() - start
         row = {

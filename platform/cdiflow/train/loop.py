@@ -177,6 +177,36 @@ def evaluate(
     return result
 
 
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device | str
+) -> None:
+    """Recompute every BN's running statistics as a plain average over ``batches``.
+
+    Early in training, or with a high learning rate, the exponential running averages
+    lag far behind the weights, and the eval-mode model can output all zeros (seen on
+    short CPU runs). A few training batches through the model in train mode, with a
+    cumulative average, fix that before evaluation or saving. Weights are not changed.
+    """
+    device = torch.device(device)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    try:
+        for batch in batches:
+            model(batch["modulus"].to(device, torch.float32))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
+
+
 @dataclasses.dataclass
 class EpochEnd:
     """What ``fit`` hands to ``on_epoch_end`` after each epoch (epoch counts from 0)."""

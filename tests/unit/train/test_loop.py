@@ -119,3 +119,24 @@ def test_no_ray_or_mlflow_in_models_losses_train():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_recalibrate_batchnorm_replaces_stale_statistics(data):
+    from torch import nn
+
+    from cdiflow.train import recalibrate_batchnorm
+
+    model = _model()
+    batches = list(ordered_batches(data, 8))
+    reference = _model()
+    recalibrate_batchnorm(reference, batches, "cpu")
+    for m in model.modules():  # stale statistics, far from the data's
+        if isinstance(m, nn.BatchNorm2d):
+            m.running_mean.fill_(50.0)
+            m.running_var.fill_(1e-4)
+    recalibrate_batchnorm(model, batches, "cpu")
+    assert model.training  # mode restored
+    for a, b in zip(model.modules(), reference.modules(), strict=True):
+        if isinstance(a, nn.BatchNorm2d):
+            torch.testing.assert_close(a.running_var, b.running_var)
+            assert a.momentum == 0.1
