@@ -78,7 +78,7 @@ class GeneratorConfig(Config):
         reach = math.sqrt(3) * self.semi_axes[1] + 3 * self.edge_sigma
         require(
             reach <= self.object_size / 2,
-            f"particles up to semi-axis {self.semi_axes[1]} (reach {reach:.1f} voxels with "
+            f"semi_axes up to {self.semi_axes[1]} (reach {reach:.1f} voxels with "
             f"edge smoothing) do not fit the object box of {self.object_size} "
             f"(half-width {self.object_size / 2})",
         )

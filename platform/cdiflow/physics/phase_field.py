@@ -51,9 +51,15 @@ def scale_to_span(field: torch.Tensor, inside: torch.Tensor, span: float) -> tor
     field : (B, N, N, N) float.
     inside : (B, N, N, N) bool, the particle's voxels (at least one per volume).
     span : total phase range in radians (0 < span <= 2 pi).
+
+    Voxels outside ``inside`` (the blurred edge) follow the same linear map. A volume
+    whose field is flat inside (a one-voxel particle) gets phase 0 everywhere.
     """
     big = torch.finfo(field.dtype).max
     lo = torch.where(inside, field, big).flatten(1).amin(1).view(-1, 1, 1, 1)
     hi = torch.where(inside, field, -big).flatten(1).amax(1).view(-1, 1, 1, 1)
-    width = (hi - lo).clamp_min(torch.finfo(field.dtype).tiny)
-    return (field - lo) / width * span - span / 2
+    width = hi - lo
+    # A one-voxel particle has no range to scale: give it a flat zero phase, rather than
+    # dividing by ~0 and sending the blurred edge's phase to +-1e38.
+    phase = (field - lo) / width.clamp_min(torch.finfo(field.dtype).tiny) * span - span / 2
+    return torch.where(width > 0, phase, 0.0)
