@@ -229,8 +229,9 @@ def particle_projections(
     """Projections along the beam of the particles' complex fields, (B, N, N) complex64.
 
     Equal to ``project_along_beam(complex_volumes(...))``, but each particle is computed
-    only in its own window (``window_sizes``), batched by window size: 3-4x less work
-    than the full N^3 box.
+    only in its own window (``window_sizes``; on average a sixth of the N^3 box for the
+    default config), batched by window size. Only the phase field is made on the whole
+    box, since its correlations reach across it.
     """
     n = config.object_size
     windows = window_sizes(config, parameters)

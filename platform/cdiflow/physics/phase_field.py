@@ -4,6 +4,10 @@ Uncorrelated Gaussian noise z_u is convolved with exp(-2 (x^2/Lx^2 + y^2/Ly^2 +
 z^2/Lz^2)), a separable Gaussian of width L/2 per axis. The field is then mapped
 linearly so that, over the voxels inside the particle, it spans exactly ``span``
 radians centred on zero: span = 2 pi gives the paper's 'strong phase' [-pi, pi].
+
+The lengths belong to the particle's own axes: the paper rotates the whole complex field
+s(r) exp(i phi(r)). The field is therefore made on the particle's axes and read at the
+rotated coordinates R^T r of the lab voxels (``sample_field``).
 """
 
 from __future__ import annotations
