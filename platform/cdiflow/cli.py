@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"cdiflow {__version__}")
     sub = parser.add_subparsers(dest="verb", metavar="VERB")
     sub.required = True
-    for verb, module_name in VERBS.items():
+    for module_name in VERBS.values():
         try:
             module = importlib.import_module(f"cdiflow.commands.{module_name}")
         except ModuleNotFoundError as exc:
@@ -64,8 +64,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cdiflow {args.verb}: failed: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print(f"cdiflow {args.verb}: interrupted; re-run the same command to resume",
-              file=sys.stderr)
+        print(
+            f"cdiflow {args.verb}: interrupted; re-run the same command to resume", file=sys.stderr
+        )
         return 130
 
 

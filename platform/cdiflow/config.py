@@ -38,8 +38,7 @@ class Config:
         if unknown:
             prefix = f"{where}: " if where else ""
             raise ConfigError(
-                f"{prefix}unknown key(s) {unknown} in {cls.__name__}; "
-                f"known keys: {sorted(fields)}"
+                f"{prefix}unknown key(s) {unknown} in {cls.__name__}; known keys: {sorted(fields)}"
             )
         hints = typing.get_type_hints(cls)
         kwargs = {}
