@@ -104,8 +104,11 @@ def main(argv=None) -> int:
     parser.add_argument("--batch-sizes", default="1024,4096,8192,16384")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--smoke", action="store_true", help="tiny CPU run (tests)")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu_phasing.json"))
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     schedule, shrinkwrap = PAPER_SCHEDULE, ShrinkWrap()
     sizes = [int(b) for b in args.batch_sizes.split(",")]
     device = args.device
@@ -128,6 +131,7 @@ def main(argv=None) -> int:
     result = {
         "device": name,
         "torch": torch.__version__,
+        "torch_threads": torch.get_num_threads(),
         "schedule": str(schedule),
         "smoke": args.smoke,
         "load_average": os.getloadavg(),
