@@ -45,6 +45,7 @@ class RefineResult:
     chi2 : (B, n_iter) float32: chi^2 (eq. 5) per iteration.
     best_chi2, final_chi2 : (B,) float32.
     errors : one entry per pattern: None, or the typed error that stopped it.
+    snapshots : {iteration: (B, P, P) complex64} iterates kept on request (``snapshots=``).
     """
 
     obj: torch.Tensor
@@ -54,6 +55,7 @@ class RefineResult:
     best_chi2: torch.Tensor
     final_chi2: torch.Tensor
     errors: tuple[CdiflowError | None, ...]
+    snapshots: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> np.ndarray:
@@ -100,6 +102,7 @@ def refine(
     shrinkwrap: ShrinkWrap | None = PAPER_SHRINKWRAP,
     upper_bound: torch.Tensor | None = None,
     device: str | torch.device | None = None,
+    snapshots: tuple[int, ...] = (),
 ) -> RefineResult:
     """Refine a batch of patterns from ``start`` with ``schedule`` (paper: 600 ER/HIO).
 
@@ -113,6 +116,7 @@ def refine(
     shrinkwrap : shrink-wrap settings (None: fixed support).
     upper_bound : (P, P) bool; default the central 32 x 32 square (the object box).
     device : where to run (default: CPU).
+    snapshots : iterations whose iterate to keep (see ``run_phasing``).
 
     Returns
     -------
@@ -142,6 +146,7 @@ def refine(
         best_chi2=torch.full((batch,), float("nan")),
         final_chi2=torch.full((batch,), float("nan")),
         errors=(),
+        snapshots={k: torch.zeros(batch, p, p, dtype=torch.complex64) for k in snapshots},
     )
     if good:
         dev = torch.device(device or "cpu")
@@ -159,7 +164,10 @@ def refine(
             beta=beta,
             shrinkwrap=shrinkwrap,
             upper_bound=(default_upper_bound() if upper_bound is None else upper_bound).to(dev),
+            snapshots=snapshots,
         )
+        for k, v in res.snapshots.items():
+            out.snapshots[k][idx] = v.cpu().to(torch.complex64)
         out.obj[idx] = res.best_obj.cpu().to(torch.complex64)
         out.final_obj[idx] = res.obj.cpu().to(torch.complex64)
         out.support[idx] = res.support.cpu()

@@ -47,6 +47,8 @@ class PhasingResult:
     final_chi2 : (B,) float32: chi^2 of ``obj``.
     best_chi2 : (B,) float32: chi^2 of ``best_obj``.
     collapsed : (B,) bool: shrink-wrap collapsed for this pattern (its support was kept).
+    snapshots : {iteration: (B, P, P) complex, centred} the iterate entering each requested
+        iteration, projected onto the support in force (for figures such as Fig. 6).
     """
 
     obj: torch.Tensor
@@ -56,6 +58,7 @@ class PhasingResult:
     final_chi2: torch.Tensor
     best_chi2: torch.Tensor
     collapsed: torch.Tensor
+    snapshots: dict = dataclasses.field(default_factory=dict)
 
 
 def _per_pattern(value, batch: int, device, dtype) -> torch.Tensor:
@@ -76,6 +79,7 @@ def run_phasing(
     beta: float | torch.Tensor = 0.9,
     shrinkwrap: ShrinkWrap | None = None,
     upper_bound: torch.Tensor | None = None,
+    snapshots: tuple[int, ...] = (),
 ) -> PhasingResult:
     """Run ``schedule`` on a batch of patterns.
 
@@ -92,6 +96,8 @@ def run_phasing(
     shrinkwrap : when and how to update the support; None keeps the support fixed.
     upper_bound : (P, P) or (B, P, P) bool upper-bound support for shrink-wrap
         (default: the whole field).
+    snapshots : iterations at which to keep a copy of the (support-projected) iterate;
+        ``len(schedule)`` means the final object.
 
     Returns
     -------
@@ -134,12 +140,15 @@ def run_phasing(
         return {n: COEFFICIENTS[n](support, b, real) for n in names}
 
     coef = coefficients(s)
+    wanted, kept = set(snapshots), {}
     for k, name in enumerate(algorithms):
         if shrinkwrap is not None and shrinkwrap.due(k):
             new = shrink_wrap(x, ub, threshold=shrinkwrap.threshold, transfer=transfer)
             collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
             s = torch.where(collapsed[:, None, None], s, new)
             coef = coefficients(s)
+        if k in wanted:
+            kept[k] = torch.fft.fftshift(torch.where(s, x, 0), dim=_DIMS2)
         spectrum = torch.fft.fft2(x, norm="ortho")
         magnitude = spectrum.abs()
         diff = magnitude - m
@@ -168,6 +177,9 @@ def run_phasing(
     def shift(t):
         return torch.fft.fftshift(t, dim=_DIMS2)
 
+    if n_iter in wanted:
+        kept[n_iter] = shift(x)
+
     return PhasingResult(
         obj=shift(x),
         best_obj=shift(best_x),
@@ -176,4 +188,5 @@ def run_phasing(
         final_chi2=final.float(),
         best_chi2=best_chi2.float(),
         collapsed=collapsed,
+        snapshots=kept,
     )
