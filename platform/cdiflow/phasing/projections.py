@@ -76,7 +76,8 @@ def _real_dtype(beta, dtype):
 def apply(coefficients, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``a x + c y`` for ``(a, c) = coefficients`` (``a`` None means 0)."""
     a, c = coefficients
-    return y * c if a is None else x * a + y * c
+    # addcmul fuses one multiply and the add: one pass less over complex memory
+    return y * c if a is None else torch.addcmul(y * c, x, a)
 
 
 def er(x: torch.Tensor, y: torch.Tensor, support: torch.Tensor, beta=None) -> torch.Tensor:

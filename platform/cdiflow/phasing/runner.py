@@ -163,7 +163,7 @@ def run_phasing(
         ratio = m / magnitude.clamp_min_(_EPS)
         if w is not None:
             ratio = torch.where(w, ratio, 1.0)
-        y = torch.fft.ifft2(spectrum * ratio, norm="ortho")
+        y = torch.fft.ifft2(spectrum.mul_(ratio), norm="ortho")
         x = apply(coef[name], x, y)
 
     x = torch.where(s, x, 0)
