@@ -68,6 +68,12 @@ class RefineResult:
         return box.abs(), box.angle()
 
 
+def _select(value, index: torch.Tensor):
+    """A scalar stays; a per-pattern sequence is cut to the patterns that run."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    return float(t) if t.ndim == 0 else t[index]
+
+
 def check_pattern(modulus, size: int = PATTERN_SIZE) -> torch.Tensor:
     """Return one pattern as a float32 tensor or raise ``BadPattern`` saying why."""
     m = torch.as_tensor(np.asarray(modulus) if not torch.is_tensor(modulus) else modulus)
@@ -98,11 +104,12 @@ def refine(
     schedule: Schedule | str = PAPER_SCHEDULE,
     *,
     mask=None,
-    beta: float = 0.9,
+    beta=0.9,
     shrinkwrap: ShrinkWrap | None = PAPER_SHRINKWRAP,
     upper_bound: torch.Tensor | None = None,
     device: str | torch.device | None = None,
     snapshots: tuple[int, ...] = (),
+    strict: bool = False,
 ) -> RefineResult:
     """Refine a batch of patterns from ``start`` with ``schedule`` (paper: 600 ER/HIO).
 
@@ -112,11 +119,12 @@ def refine(
     start : a ``Start`` of B patterns (``cdiflow.phasing.starts``).
     schedule : ``Schedule`` or string; default ``PAPER_SCHEDULE``.
     mask : optional (P, P) or (B, P, P) bool, True where measured.
-    beta : HIO/RAAR feedback parameter.
+    beta : HIO/RAAR feedback parameter: a float or one value per pattern (B,).
     shrinkwrap : shrink-wrap settings (None: fixed support).
     upper_bound : (P, P) bool; default the central 32 x 32 square (the object box).
     device : where to run (default: CPU).
     snapshots : iterations whose iterate to keep (see ``run_phasing``).
+    strict : raise the first pattern's error instead of recording it (single-pattern use).
 
     Returns
     -------
@@ -134,6 +142,8 @@ def refine(
             _check_start(start, i)
         except InputError as exc:
             errors[i] = exc
+            if strict:
+                raise
             continue
         checked.append(pattern)
     good = [i for i in range(batch) if errors[i] is None]
@@ -161,7 +171,7 @@ def refine(
             start.support[idx].to(dev),
             schedule,
             mask=None if sub_mask is None else sub_mask.to(dev),
-            beta=beta,
+            beta=_select(beta, idx),
             shrinkwrap=shrinkwrap,
             upper_bound=(default_upper_bound() if upper_bound is None else upper_bound).to(dev),
             snapshots=snapshots,
@@ -177,4 +187,6 @@ def refine(
         for j, i in enumerate(good):
             if bool(res.collapsed[j]):
                 errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
+                if strict:
+                    raise errors[i]
     return dataclasses.replace(out, errors=tuple(errors))
