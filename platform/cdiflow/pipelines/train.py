@@ -170,7 +170,7 @@ def train_worker(loop_config: dict) -> None:
     import torch
 
     from cdiflow.models import build_model, save_weights
-    from cdiflow.train.loop import evaluate, fit
+    from cdiflow.train.loop import evaluate, fit, recalibrate_batchnorm
 
     job = TrainJobConfig.from_dict(loop_config["job"])
     context = ray.train.get_context()
@@ -229,6 +229,10 @@ def train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if rank == 0:
+                # Short runs leave BN running averages far behind the weights (the eval
+                # model then outputs zeros); recompute them from validation *inputs* only.
+                # DDP broadcasts rank 0's buffers to the others at the next forward.
+                recalibrate_batchnorm(bare, val_batches(), device)
                 val = evaluate(bare, val_batches(), device, job.train.loss, autocast)
                 metrics.update({f"val_{k}": float(v) for k, v in val.items()})
                 metrics[SCORE_METRIC] = metrics["val_chi2_modulus"]
