@@ -8,9 +8,9 @@ of final chi^2 and image errors after alignment, and the curves), ``chi2_curves.
 (Fig. 5f) and ``evolution.png`` (Fig. 6, phases unwrapped with skimage's Herraez 2002).
 
 The CNN prediction comes from ``--predictions`` (an .npz with ``amplitude`` and ``phase``
-target arrays, row i for test pattern i). ``--model`` loading is wired by the lead once
-``cdiflow.models`` has a loader; the library takes any
-``predict(modulus) -> (amplitude, phase_target)``.
+target arrays, row i for test pattern i) or from ``--model`` (``models:/cdiflow-cnn@champion``
+resolved in ``--workspace`` or ``MLFLOW_TRACKING_URI``, or a weights file); the library takes
+any ``predict(modulus) -> (amplitude, phase_target)``.
 """
 
 from __future__ import annotations
@@ -27,6 +27,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--data", required=True, help="test split folder (or data set root)")
     parser.add_argument("--model", default=None, help="model reference (see the description)")
+    parser.add_argument(
+        "--workspace", default="cdiflow-workspace", help="folder of the embedded MLflow store"
+    )
     parser.add_argument("--predictions", default=None, help=".npz of CNN amplitude, phase")
     parser.add_argument("--train", default=None, help="training split for the NNS start")
     parser.add_argument("--index", type=int, default=0, help="which test pattern")
@@ -53,10 +56,13 @@ def load_predictor(args):
         row = (pred["amplitude"][args.index], pred["phase"][args.index])
         return lambda modulus: row
     if args.model:
-        raise InputError(
-            "--model is not wired yet (cdiflow.models has no loader on this branch); "
-            "pass --predictions FILE.npz with the CNN's 'amplitude' and 'phase' arrays"
-        )
+        from cdiflow.pipelines.evaluate import load_predictions
+
+        def predict(modulus):
+            amplitude, phase = load_predictions(args.model, args.workspace, modulus[None])
+            return amplitude[0], phase[0]
+
+        return predict
     return None
 
 

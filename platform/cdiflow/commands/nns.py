@@ -4,7 +4,8 @@ Matches the first ``--count`` test patterns against every training pattern by
 normalised correlation (``cdiflow.phasing.nns``), times it per query, and scores the
 match by chi^2 (eq. 5, scale fitted) and by image errors after alignment. With
 ``--predictions`` (an .npz with ``amplitude`` and ``phase`` target arrays for the same
-test patterns, e.g. written from the CNN) the CNN is scored the same way. Writes
+test patterns, e.g. written from the CNN) or ``--model`` (a registry reference or a
+weights file) the CNN is scored the same way, and timed per pattern. Writes
 ``nns.json`` and ``nns_chi2.png`` into ``--out``.
 """
 
@@ -27,6 +28,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=8, help="candidates re-ranked at full size")
     parser.add_argument("--limit", type=int, default=None, help="use only N references")
     parser.add_argument("--predictions", default=None, help=".npz of CNN amplitude, phase")
+    parser.add_argument(
+        "--model", default=None, help="CNN to compare: models:/cdiflow-cnn@champion or a file"
+    )
+    parser.add_argument(
+        "--workspace", default="cdiflow-workspace", help="folder of the embedded MLflow store"
+    )
     parser.add_argument("--out", default="nns-results", help="output folder")
     parser.set_defaults(run=run)
     return parser
@@ -76,6 +83,7 @@ def run(args) -> int:
     t0 = time.perf_counter()
     match = refs.search(modulus, k=args.k)
     per_query = (time.perf_counter() - t0) / len(modulus)
+    cnn_ms = None
     scores = {"NNS": _scores(modulus, match.amplitude, match.phase, amplitude, phase)}
     if args.predictions:
         pred = np.load(args.predictions)
@@ -83,6 +91,13 @@ def run(args) -> int:
             raise InputError(f"{args.predictions}: needs arrays 'amplitude' and 'phase'")
         n = len(modulus)
         scores["CNN"] = _scores(modulus, pred["amplitude"][:n], pred["phase"][:n], amplitude, phase)
+    elif args.model:
+        from cdiflow.pipelines.evaluate import load_predictions
+
+        t0 = time.perf_counter()
+        cnn_amplitude, cnn_phase = load_predictions(args.model, args.workspace, modulus)
+        cnn_ms = 1e3 * (time.perf_counter() - t0) / len(modulus)
+        scores["CNN"] = _scores(modulus, cnn_amplitude, cnn_phase, amplitude, phase)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {
@@ -92,6 +107,7 @@ def run(args) -> int:
         "k": args.k,
         "build_seconds": build,
         "ms_per_query": 1e3 * per_query,
+        "cnn_ms_per_pattern": cnn_ms,
         "methods": {name: _summary(s) for name, s in scores.items()},
     }
     (out / "nns.json").write_text(json.dumps(result, indent=1))

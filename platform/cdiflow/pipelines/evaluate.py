@@ -42,6 +42,20 @@ def predict(model, modulus: np.ndarray, batch_size: int = 256) -> np.ndarray:
     return np.concatenate(outputs)
 
 
+def load_predictions(ref: str, workspace: str, modulus: np.ndarray) -> tuple[np.ndarray, ...]:
+    """CNN amplitude and phase targets (B, N, N) for (B, P, P) moduli from a model reference.
+
+    ``ref`` is a registry reference (``models:/cdiflow-cnn@champion``) resolved against
+    ``MLFLOW_TRACKING_URI`` or the workspace's store, or a weights file.
+    """
+    from cdiflow.pipelines.tracking import configure, load_model
+
+    uri = configure(workspace) if ref.startswith("models:/") else None
+    model, _config, _provenance = load_model(ref, uri)
+    out = predict(model, modulus)
+    return out[:, 0], out[:, 1]
+
+
 def pattern_errors(model, arrays: dict[str, np.ndarray], batch_size: int = 256):
     """Per-pattern errors {"modulus", "amplitude", "phase"}: (B,) float64 each.
 
