@@ -107,14 +107,14 @@ def test_compare_init_command(dataset, tmp_path):
     assert (out / "evolution.png").stat().st_size > 1000
 
 
-def test_compare_init_without_predictions_for_model_is_a_clear_error(dataset, tmp_path, capsys):
+def test_compare_init_with_a_missing_model_is_a_clear_error(dataset, tmp_path, capsys):
     code = main(
         [
             "compare-init",
             "--data",
             str(dataset / "test"),
             "--model",
-            "champion",
+            str(tmp_path / "absent.pt"),
             "--repeats",
             "1",
             "--out",
@@ -122,4 +122,34 @@ def test_compare_init_without_predictions_for_model_is_a_clear_error(dataset, tm
         ]
     )
     assert code == 2
-    assert "--predictions" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "absent.pt" in err and "no such weights file" in err and len(err.splitlines()) == 1
+
+
+def test_nns_command_scores_a_model_from_a_weights_file(dataset, tmp_path):
+    from cdiflow.models import ModelConfig, build_model, save_weights
+
+    weights = tmp_path / "cnn.pt"
+    config = ModelConfig(base_width=4, depth=2)
+    save_weights(weights, build_model(config, seed=0), config)
+    out = tmp_path / "nns-model"
+    code = main(
+        [
+            "nns",
+            "--data",
+            str(dataset / "train"),
+            "--test",
+            str(dataset),
+            "--count",
+            "4",
+            "--model",
+            str(weights),
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    result = json.loads((out / "nns.json").read_text())
+    assert set(result["methods"]) == {"NNS", "CNN"}
+    assert result["cnn_ms_per_pattern"] > 0
+    assert np.isfinite(result["methods"]["CNN"]["chi2_mean"])
