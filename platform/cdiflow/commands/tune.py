@@ -89,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from cdiflow.pipelines.cluster import check_mlflow, connect
+    from cdiflow.pipelines.data import validate_split
     from cdiflow.pipelines.tune import SweepInterrupted, run_sweep
     from cdiflow.pipelines.tune_space import check_space
 
@@ -96,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     from cdiflow.pipelines.train import TrainJobConfig
 
     check_space(sweep, base.to_dict(), TrainJobConfig.from_dict)
+    train_rows = validate_split(args.data, "train")  # DatasetError (exit 2) before Ray
+    validate_split(args.data, "val")
     check_mlflow(timeout_s=args.connect_timeout)  # ClusterUnavailable (exit 2) in seconds
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     import ray
@@ -110,6 +113,7 @@ def run(args: argparse.Namespace) -> int:
             args.workspace,
             name=args.name,
             storage_path=args.storage_path,
+            train_rows=train_rows,
         )
     except SweepInterrupted as exc:
         print(f"cdiflow tune: interrupted: {exc}", file=sys.stderr)

@@ -156,7 +156,14 @@ def connect(
     if target is None or target == "local":
         extra = {}
         if dashboard:
-            extra = {"dashboard_host": "127.0.0.1", "dashboard_port": _free_port()}
+            port = _free_port()
+            # Actors find the State API from RAY_API_SERVER_ADDRESS; without it they guess,
+            # and fail when other Ray instances run on the same machine.
+            extra = {
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": port,
+                "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+            }
         ray.init(
             num_cpus=num_cpus,
             object_store_memory=object_store_memory,

@@ -239,6 +239,7 @@ def run_sweep(
     name: str | None = None,
     storage_path: str | Path | None = None,
     track: bool = True,
+    train_rows: int | None = None,
 ) -> SweepOutcome:
     """Run (or continue) a sweep. Ray must already be initialised or connected.
 
@@ -253,6 +254,8 @@ def run_sweep(
     storage_path : where sweeps live (default ``WORKSPACE/sweeps``; shared storage on a
         multi-node cluster).
     track : MLflow parent/child runs and registration; False runs the trials only.
+    train_rows : rows of the training split when the caller has validated the dataset
+        already (the deep check reads every shard); None checks it here.
 
     Raises
     ------
@@ -270,8 +273,9 @@ def run_sweep(
     base_dict = base.to_dict()
     check_space(sweep, base_dict, TrainJobConfig.from_dict)
     data_dir = Path(data_dir).expanduser().resolve()
-    train_rows = validate_split(data_dir, "train")
-    validate_split(data_dir, "val")
+    if train_rows is None:
+        train_rows = validate_split(data_dir, "train")
+        validate_split(data_dir, "val")
     resources = ray.cluster_resources()
     check_fits(sweep, base.scaling, resources)
 
@@ -390,11 +394,13 @@ def _rows(grid, sweep: SweepConfig, sweep_dir: Path) -> tuple[list[dict], bool]:
         trial_id = metrics.get("trial_id", "")
         info_path = sweep_dir / TRIAL_RECORDS / f"{trial_id}.json"
         info = json.loads(info_path.read_text()) if trial_id and info_path.is_file() else {}
-        epochs = int(metrics.get("training_iteration", 0))
+        # the registry's 0-based epoch index: right also for a trial resumed mid-way,
+        # whose training_iteration restarts from its first report after the restart
+        epochs = int(metrics.get("epoch", -1)) + 1
         if result.error is not None:
             status = "ERROR"
-        elif info.get("finished"):
-            status = "COMPLETED"
+        elif info.get("finished") or epochs >= sweep.epochs:
+            status = "COMPLETED"  # ASHA stops a trial at max_t, often before fit() returns
         elif epochs and not interrupted:
             status = "STOPPED_EARLY"  # by ASHA
         else:
@@ -449,10 +455,11 @@ def _log_outcome(sweep, rows, best, summary, figure, uri, parent, record) -> dic
     from cdiflow.pipelines.tracking import MODEL_NAME, WEIGHTS_FILE, register_weights
 
     client = MlflowClient(uri, registry_uri=uri)
-    for row in rows:  # trials that ASHA stopped (or that died) leave their run RUNNING
+    ends = {"COMPLETED": "FINISHED", "STOPPED_EARLY": "KILLED", "ERROR": "FAILED"}
+    for row in rows:  # a trial that Tune stopped (ASHA, max_t) leaves its run RUNNING
         if row["run_id"] and client.get_run(row["run_id"]).info.status == "RUNNING":
-            status = "FAILED" if row["status"] == "ERROR" else "KILLED"
-            client.set_terminated(row["run_id"], status=status)
+            client.set_terminated(row["run_id"], status=ends.get(row["status"], "KILLED"))
+            client.set_tag(row["run_id"], "cdiflow.trial_status", row["status"])
     client.log_artifact(parent, str(summary))
     client.log_artifact(parent, str(figure))
     client.set_tag(parent, "best_trial", best["trial"])

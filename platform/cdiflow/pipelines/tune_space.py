@@ -120,7 +120,8 @@ class SweepConfig(Config):
         never wait on each other's CPUs (see ``cdiflow.pipelines.tune.concurrency``).
     trial_cpus : CPU reserved for each trial's own process, which only builds the
         ``TorchTrainer`` and waits on it (the Train controller takes no CPU).
-    data_cpus : CPU left free per trial for Ray Data's read tasks (0 starves them).
+    data_cpus : CPU left free per trial for Ray Data's tasks. A read task asks for a whole
+        CPU, so less than 1 can leave the reads unscheduled while the trial waits on them.
     experiment : MLflow experiment of the sweep's parent run and the trials' child runs.
     register : register the best trial as a new version of ``cdiflow-cnn`` with alias
         ``candidate`` (and apply the champion rule).
@@ -134,7 +135,7 @@ class SweepConfig(Config):
     reduction_factor: float = 3.0
     max_concurrent_trials: int = 0
     trial_cpus: float = 0.25
-    data_cpus: float = 0.25
+    data_cpus: float = 1.0
     experiment: str = "cdiflow-tune"
     register: bool = True
     space: dict = dataclasses.field(default_factory=dict)

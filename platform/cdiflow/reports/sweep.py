@@ -27,11 +27,12 @@ def write_summary(rows: list[dict[str, Any]], path: str | Path) -> Path:
     return path
 
 
-def _axis(values: list[Any]) -> tuple[list[float], list[str]]:
-    """Values of one parameter mapped to [0, 1], and tick labels for the axis ends.
+def _axis(values: list[Any]) -> tuple[list[float], list[tuple[float, str]]]:
+    """Values of one parameter mapped to [0, 1], and (position, label) ticks for the axis.
 
     Numbers spanning more than a decade (all > 0) go on a log scale, as learning rates
-    do; anything else that is not a number is categorical, in order of first appearance.
+    do; anything else that is not a number is categorical, in order of first appearance,
+    with every level labelled.
     """
     numbers = [v for v in values if isinstance(v, (int, float)) and not isinstance(v, bool)]
     if len(numbers) == len(values) and numbers:
@@ -40,16 +41,16 @@ def _axis(values: list[Any]) -> tuple[list[float], list[str]]:
         f = (lambda x: math.log10(x)) if log else (lambda x: float(x))
         span = f(hi) - f(lo)
         scaled = [0.5 if span == 0 else (f(v) - f(lo)) / span for v in numbers]
-        return scaled, [f"{lo:.3g}", f"{hi:.3g}"]
+        if span == 0:
+            return scaled, [(0.5, f"{lo:.3g}")]
+        return scaled, [(0.0, f"{lo:.3g}"), (1.0, f"{hi:.3g}")]
     levels = list(dict.fromkeys(str(v) for v in values))
     step = max(len(levels) - 1, 1)
-    scaled = [levels.index(str(v)) / step if len(levels) > 1 else 0.5 for v in values]
-    return scaled, [levels[0], levels[-1]]
+    where = {level: (i / step if len(levels) > 1 else 0.5) for i, level in enumerate(levels)}
+    return [where[str(v)] for v in values], [(y, level) for level, y in where.items()]
 
 
-def plot_trials(
-    rows: list[dict[str, Any]], keys: list[str], metric: str, path: str | Path
-) -> Path:
+def plot_trials(rows: list[dict[str, Any]], keys: list[str], metric: str, path: str | Path) -> Path:
     """Parallel coordinates: one line per trial over the tuned keys and the metric.
 
     Lines are coloured by the metric (darker = lower = better); the best trial is drawn
@@ -81,9 +82,9 @@ def plot_trials(
                 marker="o",
                 ms=3,
             )
-        for x, (_, ends) in enumerate(columns):
-            ax.text(x, -0.08, ends[0], ha="center", va="top", fontsize=7)
-            ax.text(x, 1.08, ends[-1], ha="center", va="bottom", fontsize=7)
+        for x, (_, ticks) in enumerate(columns):
+            for y, label in ticks:
+                ax.text(x + 0.03, y, label, ha="left", va="center", fontsize=7)
         sm = plt.cm.ScalarMappable(cmap=cmap, norm=plt.Normalize(lo, hi))
         fig.colorbar(sm, ax=ax, label=metric)
     else:
