@@ -164,7 +164,10 @@ def connect(
                 "dashboard_port": port,
                 "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
             }
+        # address="local": a new instance, even when `ray start` ran on this machine
+        # (with no address, ray.init joins the newest such cluster it finds in /tmp/ray)
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             object_store_memory=object_store_memory,
             include_dashboard=dashboard,
