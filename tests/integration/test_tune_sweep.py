@@ -165,7 +165,7 @@ def check_tracking(workspace: Path, outcome: dict, rows: list[dict]) -> None:
     best = min(rows, key=lambda r: float(r["val_chi2"]))
     candidate = client.get_model_version_by_alias("cdiflow-cnn", "candidate")
     assert candidate.run_id == best["run_id"]
-    assert outcome["registered"]["version"] == candidate.version
+    assert outcome["registered"]["version"] == str(candidate.version)
     # the first version in an empty registry wins the champion rule
     champion = client.get_model_version_by_alias("cdiflow-cnn", "champion")
     assert champion.version == candidate.version
