@@ -1,0 +1,453 @@
+"""Ray Train glue: the per-worker function and the driver around the pure-PyTorch loop.
+
+Three layers (as in Ray's own examples):
+
+1. ``cdiflow.train``: the loop over an iterable of batches (no Ray).
+2. ``train_worker``: runs on every Train worker. It takes its shard of the training set
+   (``get_dataset_shard``), prepares the model for DDP, runs one epoch of the pure loop,
+   evaluates on the whole validation split on rank 0, and reports metrics plus a
+   checkpoint every epoch. ``ray.train.report`` is a collective: every rank calls it, only
+   rank 0 passes the checkpoint. It resumes from ``ray.train.get_checkpoint()``, which is
+   how a restarted worker group (``FailureConfig``) and ``--resume`` continue.
+3. ``run_training``: the driver. It validates the dataset and the resources before any
+   training, builds Ray Data datasets from the shard paths, runs the ``TorchTrainer``
+   (gloo on CPU, nccl on GPU), then registers the final weights and applies the
+   champion rule.
+
+Ray, MLflow and torch are imported inside functions, so importing this module is free.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from cdiflow.config import Config, require
+from cdiflow.errors import ConfigError, InputError
+
+STATE_FILE = "state.pt"  # model/optimizer/scheduler state + epoch, tensors only
+WEIGHTS_FILE = "model.pt"  # ``save_weights`` file: what gets registered
+RUN_FILE = "cdiflow-run.json"  # beside Ray's run folder: the MLflow run id, for --resume
+SCORE_METRIC = "val_chi2"  # the champion score: validation modulus chi^2 (eq. 5), mean
+
+
+@dataclasses.dataclass(frozen=True)
+class ScalingSettings(Config):
+    """How many Train workers and on what.
+
+    workers : number of DDP workers (processes).
+    use_gpu : one GPU per worker, nccl and bf16 autocast; otherwise CPU, gloo, fp32.
+    cpus_per_worker : CPU share of a worker. Fractions below 1 leave room for Ray Data's
+        read tasks (2 workers x 1 CPU on a 2-CPU node starve the reads and hang).
+    torch_threads : intra-op threads per CPU worker (0: max(1, round(cpus_per_worker))).
+    autoscaling : the cluster adds nodes on demand, so ask for more than it has now.
+    """
+
+    workers: int = 1
+    use_gpu: bool = False
+    cpus_per_worker: float = 0.5
+    torch_threads: int = 0
+    autoscaling: bool = False
+
+    def validate(self) -> None:
+        require(self.workers >= 1, f"scaling.workers must be >= 1, got {self.workers}")
+        require(
+            self.cpus_per_worker > 0,
+            f"scaling.cpus_per_worker must be > 0, got {self.cpus_per_worker}",
+        )
+        require(self.torch_threads >= 0, "scaling.torch_threads must be >= 0")
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSettings(Config):
+    """Fault tolerance, checkpoints and what happens to the result.
+
+    max_failures : worker-group restarts from the latest checkpoint before giving up.
+    checkpoints_to_keep : newest checkpoints kept in the run folder (one per epoch).
+    experiment : MLflow experiment name.
+    register : register the final weights as a version of ``cdiflow-cnn`` and apply
+        the champion rule.
+    """
+
+    max_failures: int = 1
+    checkpoints_to_keep: int = 2
+    experiment: str = "cdiflow"
+    register: bool = True
+
+    def validate(self) -> None:
+        require(self.max_failures >= -1, "run.max_failures must be >= -1 (-1: unlimited)")
+        require(self.checkpoints_to_keep >= 1, "run.checkpoints_to_keep must be >= 1")
+        require(bool(self.experiment), "run.experiment must not be empty")
+
+
+def _model_config_type():
+    from cdiflow.models import ModelConfig
+
+    return ModelConfig
+
+
+def _train_config_type():
+    from cdiflow.train import TrainConfig
+
+    return TrainConfig
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainJobConfig(Config):
+    """Everything ``cdiflow train`` needs; one YAML file (``configs/train.yaml``)."""
+
+    model: Any = None  # cdiflow.models.ModelConfig
+    train: Any = None  # cdiflow.train.TrainConfig
+    scaling: ScalingSettings = ScalingSettings()
+    run: RunSettings = RunSettings()
+
+    def __post_init__(self) -> None:
+        # nested configs owned by cdiflow.models / cdiflow.train: build them from dicts
+        for name, factory in (("model", _model_config_type), ("train", _train_config_type)):
+            value = getattr(self, name)
+            cls = factory()
+            if value is None:
+                value = cls()
+            elif isinstance(value, dict):
+                value = cls.from_dict(value, where=name)
+            elif not isinstance(value, cls):
+                raise ConfigError(f"{name}: expected a mapping, got {value!r}")
+            object.__setattr__(self, name, value)
+        super().__post_init__()
+
+
+# --- per-worker function -----------------------------------------------------------------
+
+
+def _all_reduce_mean(values: dict[str, float], count: float) -> tuple[dict[str, float], float]:
+    """Pattern-weighted mean of per-rank averages over all ranks (no-op without DDP)."""
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
+        return values, count
+    keys = sorted(values)
+    packed = torch.tensor([values[k] * count for k in keys] + [float(count)], dtype=torch.float64)
+    dist.all_reduce(packed)
+    total = float(packed[-1].item())
+    return {k: float(packed[i].item()) / max(total, 1.0) for i, k in enumerate(keys)}, total
+
+
+def _load_state(checkpoint) -> dict | None:
+    import torch
+
+    if checkpoint is None:
+        return None
+    with checkpoint.as_directory() as folder:
+        return torch.load(Path(folder) / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def steps_per_epoch(train_rows: int, workers: int, batch_size: int) -> int:
+    """Batches per worker and epoch (Ray splits the rows equally across workers)."""
+    return max(1, math.ceil((train_rows // workers) / batch_size))
+
+
+def train_worker(loop_config: dict) -> None:
+    """Body of every Ray Train worker (must be importable from the package).
+
+    ``loop_config`` holds ``job`` (``TrainJobConfig.to_dict()``), ``train_rows``, and
+    ``tracking_uri`` / ``run_id`` (MLflow, used by rank 0 only; None disables logging).
+    Runs ``cdiflow.train.fit`` on this worker's shard; the per-epoch hook validates on
+    rank 0 (the bare module, the whole validation split), checkpoints and reports.
+    """
+    import ray.train
+    import ray.train.torch
+    import torch
+
+    from cdiflow.models import build_model, save_weights
+    from cdiflow.train.loop import evaluate, fit
+
+    job = TrainJobConfig.from_dict(loop_config["job"])
+    context = ray.train.get_context()
+    rank, world = context.get_world_rank(), context.get_world_size()
+    if not job.scaling.use_gpu:
+        threads = job.scaling.torch_threads or max(1, round(job.scaling.cpus_per_worker))
+        torch.set_num_threads(threads)
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(job.train.seed)  # same initial weights on every rank
+        model = build_model(job.model)
+    resume = _load_state(ray.train.get_checkpoint())
+    model = ray.train.torch.prepare_model(model)
+    device = ray.train.torch.get_device()
+    bare = getattr(model, "module", model)
+    autocast = job.train.bf16 and device.type == "cuda"
+
+    logger = None
+    if rank == 0 and loop_config.get("run_id"):
+        from cdiflow.pipelines.tracking import RunLogger
+
+        logger = RunLogger(loop_config["tracking_uri"], loop_config["run_id"])
+
+    train_shard = ray.train.get_dataset_shard("train")
+    val_shard = ray.train.get_dataset_shard("val")
+
+    def train_batches(epoch: int):
+        return train_shard.iter_torch_batches(
+            batch_size=job.train.batch_size,
+            dtypes=torch.float32,
+            local_shuffle_buffer_size=4 * job.train.batch_size,
+            local_shuffle_seed=job.train.seed * 100_003 + epoch,  # same order on a rerun
+        )
+
+    def on_epoch_end(end) -> None:
+        train = {k: v for k, v in end.metrics.items() if k.startswith("train_")}
+        count = train.pop("train_patterns", 0.0)
+        train.pop("train_patterns_per_s", None)
+        train.pop("train_lr", None)
+        train, total = _all_reduce_mean(train, count)
+        seconds = end.metrics["seconds"]
+        metrics: dict[str, Any] = {
+            **train,
+            "epoch": end.epoch,
+            "lr": end.optimizer.param_groups[0]["lr"],
+            "train_patterns": total,
+            "samples_per_s": total / seconds if seconds > 0 else 0.0,
+            "epoch_seconds": seconds,
+        }
+        with tempfile.TemporaryDirectory() as folder:
+            checkpoint = None
+            if rank == 0:
+                batches = val_shard.iter_torch_batches(batch_size=256, dtypes=torch.float32)
+                val = evaluate(bare, batches, device, job.train.loss, autocast)
+                metrics.update({f"val_{k}": float(v) for k, v in val.items()})
+                metrics[SCORE_METRIC] = metrics["val_chi2_modulus"]
+                torch.save(end.state(), Path(folder) / STATE_FILE)
+                save_weights(Path(folder) / WEIGHTS_FILE, bare, job.model)
+                checkpoint = ray.train.Checkpoint.from_directory(folder)
+                if logger is not None:
+                    logger.log_epoch(end.epoch, metrics)
+            # a collective: every rank reports, rank 0 with the checkpoint
+            ray.train.report(
+                metrics, checkpoint=checkpoint, checkpoint_dir_name=f"epoch-{end.epoch:05d}"
+            )
+
+    fit(
+        model,
+        job.train,
+        train_batches,
+        steps_per_epoch(loop_config["train_rows"], world, job.train.batch_size),
+        device=device,
+        resume=resume,
+        on_epoch_end=on_epoch_end,
+    )
+
+
+# --- driver ---------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TrainOutcome:
+    """What a training run produced."""
+
+    name: str
+    run_dir: str  # Ray's run folder (checkpoints)
+    run_id: str | None  # MLflow run
+    tracking_uri: str | None
+    epochs_done: int
+    metrics: dict[str, float]
+    weights: str  # path of the final weights file (inside the last checkpoint)
+    promotion: dict | None  # registry version and champion decision
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def check_resources(scaling: ScalingSettings, resources: dict[str, float]) -> None:
+    """``ConfigError`` when the cluster cannot hold the workers (unless it autoscales)."""
+    if scaling.autoscaling:
+        return
+    cpus = float(resources.get("CPU", 0))
+    gpus = float(resources.get("GPU", 0))
+    if scaling.use_gpu:
+        require(
+            scaling.workers <= gpus,
+            f"scaling.workers={scaling.workers} with GPUs, but the cluster has {gpus:g} GPU(s) "
+            "(set scaling.autoscaling: true if it adds nodes on demand)",
+        )
+    else:
+        require(
+            scaling.workers <= cpus and scaling.workers * scaling.cpus_per_worker <= cpus,
+            f"scaling.workers={scaling.workers} x {scaling.cpus_per_worker:g} CPU, but the "
+            f"cluster has {cpus:g} CPU(s) (set scaling.autoscaling: true if it adds nodes "
+            "on demand)",
+        )
+
+
+def _read_split(paths: list[Path]):
+    import ray.data
+
+    return ray.data.read_parquet([str(p) for p in paths], columns=["modulus", "amplitude", "phase"])
+
+
+def _default_name() -> str:
+    return time.strftime("cdiflow-train-%Y%m%d-%H%M%S", time.gmtime())
+
+
+def _run_record(storage: Path, name: str) -> Path:
+    return storage / f"{name}.{RUN_FILE}"
+
+
+def run_training(
+    job: TrainJobConfig,
+    data_dir: str | Path,
+    workspace: str | Path,
+    name: str | None = None,
+    resume: bool = False,
+    storage_path: str | Path | None = None,
+    track: bool = True,
+) -> TrainOutcome:
+    """Validate, train on Ray, register. Ray must already be initialised or connected.
+
+    Parameters
+    ----------
+    job : the validated config.
+    data_dir : dataset root with ``train/`` and ``val/`` shards.
+    workspace : folder for the embedded MLflow store and (by default) Ray's run folders.
+    name : run name (Ray's run folder and the MLflow run name). ``resume`` needs it.
+    resume : continue the stopped run ``name`` from its latest checkpoint.
+    storage_path : where Ray keeps run folders (shared storage on multi-node clusters).
+    track : log to MLflow and register; False trains only (benchmarks).
+    """
+    import ray
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    from cdiflow.pipelines.data import list_shards, validate_split
+
+    data_dir = Path(data_dir)
+    train_rows = validate_split(data_dir, "train")
+    validate_split(data_dir, "val")
+    check_resources(job.scaling, ray.cluster_resources())
+
+    workspace = Path(workspace).expanduser().resolve()
+    storage = Path(storage_path).expanduser().resolve() if storage_path else workspace / "runs"
+    if resume and not name:
+        raise InputError("--resume needs --name of the run to continue")
+    name = name or _default_name()
+    record = _run_record(storage, name)
+    exists = (storage / name).exists()
+    if resume and not exists:
+        raise InputError(f"no run {name!r} under {storage} to resume")
+    if not resume and exists:
+        raise InputError(
+            f"run {name!r} already exists under {storage}; pass --resume or a new --name"
+        )
+    storage.mkdir(parents=True, exist_ok=True)
+
+    uri = run_id = None
+    if track:
+        uri, run_id = _start_tracking(job, workspace, name, data_dir, record, resume)
+
+    use_gpu = job.scaling.use_gpu
+    resources = {"CPU": job.scaling.cpus_per_worker}
+    if use_gpu:
+        resources["GPU"] = 1
+    trainer = TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "job": job.to_dict(),
+            "train_rows": train_rows,
+            "tracking_uri": uri,
+            "run_id": run_id,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=job.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=str(storage),
+            failure_config=FailureConfig(max_failures=job.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
+        ),
+        datasets={
+            "train": _read_split(list_shards(data_dir, "train")),
+            "val": _read_split(list_shards(data_dir, "val")),
+        },
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+    result = trainer.fit()
+    if result.error is not None:
+        if track:
+            _finish(uri, run_id, "FAILED")
+        raise result.error
+    return _finish_training(job, result, name, storage, uri, run_id, track)
+
+
+def _start_tracking(job, workspace, name, data_dir, record: Path, resume: bool):
+    from cdiflow.pipelines.tracking import RunLogger, configure, experiment_id
+
+    uri = configure(workspace)
+    if resume and record.is_file():
+        run_id = json.loads(record.read_text())["run_id"]
+        RunLogger(uri, run_id).client.update_run(run_id, status="RUNNING")
+        return uri, run_id
+    exp = experiment_id(uri, job.run.experiment, workspace=workspace)
+    seeds = {"train": job.train.seed}
+    manifest = Path(data_dir) / "manifest.json"
+    if manifest.is_file():
+        seed = json.loads(manifest.read_text()).get("seed")
+        if isinstance(seed, int):
+            seeds["data"] = seed
+    logger = RunLogger.start(
+        uri,
+        exp,
+        name,
+        job.to_dict(),
+        seeds,
+        tags={"data_dir": str(Path(data_dir).resolve()), "ray_run": name},
+    )
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": uri}))
+    return uri, logger.run_id
+
+
+def _finish(uri, run_id, status):
+    from cdiflow.pipelines.tracking import RunLogger
+
+    RunLogger(uri, run_id).finish(status)
+
+
+def _finish_training(job, result, name, storage, uri, run_id, track) -> TrainOutcome:
+    checkpoint = result.checkpoint
+    if checkpoint is None:
+        raise InputError(f"run {name!r} finished without a checkpoint")
+    folder = Path(checkpoint.path)
+    weights = folder / WEIGHTS_FILE
+    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
+    promotion = None
+    if track:
+        from cdiflow.pipelines.tracking import RunLogger, register_weights
+
+        if job.run.register:
+            decision = register_weights(uri, run_id, weights, metrics)
+            promotion = decision.to_dict()
+            RunLogger(uri, run_id).log_dict(promotion, "champion_decision.json")
+        _finish(uri, run_id, "FINISHED")
+    return TrainOutcome(
+        name=name,
+        run_dir=str(storage / name),
+        run_id=run_id,
+        tracking_uri=uri,
+        epochs_done=int(metrics.get("epoch", -1)) + 1,
+        metrics=metrics,
+        weights=str(weights),
+        promotion=promotion,
+    )
+
+
+def default_workers_env() -> None:
+    """Environment for Train on small machines (callers that start Ray use it)."""
+    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
