@@ -1,0 +1,441 @@
+"""The Parquet data set of synthetic diffraction patterns (pure pyarrow, no Ray).
+
+Layout (see ``cdiflow.formats.layout`` for splits and shard ranges)::
+
+    DIR/manifest.json                    written last: present = data set complete
+    DIR/{train,val,test}/shard-NNNNN.parquet
+
+One row per pattern. Columns: ``index`` int64, ``seed`` int64, ``modulus`` (P, P),
+``amplitude`` (N, N) and ``phase`` (N, N) float32 as Arrow's standard
+``fixed_shape_tensor`` extension (plain pyarrow: ``column.combine_chunks()
+.to_numpy_ndarray()``; Ray Data reads them as (P, P) arrays), ``mask`` (P, P) uint8
+(1 = measured) only when the detector has a beamstop or gaps (the same for every row;
+zstd stores the repeats in a few bytes), then every generator parameter
+(``PARAMETER_NAMES``) as a float64 column. Patterns are centred (peak in the middle),
+normalised to a maximum of 1. zstd, no dictionary, byte-stream-split floats: about 16 kB
+per pattern.
+
+Each shard carries its identity in the Parquet key-value metadata (``cdiflow``: format,
+schema version, data set fingerprint, split, shard, positions), so a foreign or misplaced
+file is refused by name. Shards are written atomically: a temp name in the same folder
+(``.shard-NNNNN.parquet.<hex>.tmp``), fsync, ``os.replace``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from cdiflow.errors import CorruptShard, DatasetError
+from cdiflow.formats.layout import SCHEMA_VERSION, SPLITS, DatasetConfig, ShardSpec
+from cdiflow.physics.generator import (
+    PARAMETER_NAMES,
+    GeneratorConfig,
+    SampleBatch,
+    generate_samples,
+)
+
+FORMAT_NAME = "cdiflow-dataset"
+MANIFEST_NAME = "manifest.json"
+METADATA_KEY = b"cdiflow"
+TENSOR_COLUMNS = ("modulus", "amplitude", "phase")
+SHARD_RE = re.compile(r"shard-(\d{5})\.parquet")
+TEMP_RE = re.compile(r"\.(shard-\d{5}\.parquet|manifest\.json)\.[0-9a-f]{12}\.tmp")
+_WRITE_OPTIONS = dict(compression="zstd", use_dictionary=False, use_byte_stream_split=True)
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardInfo:
+    """A written shard: path relative to the data set, rows, sha256 of the file, bytes."""
+
+    file: str
+    rows: int
+    sha256: str
+    bytes: int
+
+
+# --- schema -----------------------------------------------------------------------------
+def shard_schema(generator: GeneratorConfig, identity: dict[str, Any] | None = None) -> pa.Schema:
+    """The Arrow schema of a shard for ``generator``; ``identity`` goes into its metadata."""
+    return sized_schema(
+        generator.pattern_size, generator.object_size, generator.detector.has_mask, identity
+    )
+
+
+def sized_schema(
+    p: int, n: int, has_mask: bool, identity: dict[str, Any] | None = None
+) -> pa.Schema:
+    """The shard schema for P x P patterns and N x N targets (``mask`` column if asked)."""
+    fields = [
+        pa.field("index", pa.int64(), nullable=False),
+        pa.field("seed", pa.int64(), nullable=False),
+        pa.field("modulus", pa.fixed_shape_tensor(pa.float32(), [p, p])),
+        pa.field("amplitude", pa.fixed_shape_tensor(pa.float32(), [n, n])),
+        pa.field("phase", pa.fixed_shape_tensor(pa.float32(), [n, n])),
+    ]
+    if has_mask:
+        fields.append(pa.field("mask", pa.fixed_shape_tensor(pa.uint8(), [p, p])))
+    fields += [pa.field(name, pa.float64(), nullable=False) for name in PARAMETER_NAMES]
+    metadata = {METADATA_KEY: json.dumps(identity, sort_keys=True)} if identity else None
+    return pa.schema(fields, metadata=metadata)
+
+
+def shard_identity(config: DatasetConfig, spec: ShardSpec) -> dict[str, Any]:
+    """What a shard says about itself (deterministic: no clock, host or path)."""
+    return {
+        "format": FORMAT_NAME,
+        "schema_version": SCHEMA_VERSION,
+        "dataset": config.fingerprint(),
+        "split": spec.split,
+        "shard": spec.number,
+        "start": spec.start,
+        "stop": spec.stop,
+    }
+
+
+def batch_table(batch: SampleBatch, seed: int, schema: pa.Schema) -> pa.Table:
+    """One Arrow table (rows = samples) from a generator batch, in ``schema``'s order."""
+    rows = len(batch.indices)
+    columns: dict[str, pa.Array] = {
+        "index": pa.array(np.asarray(batch.indices, dtype=np.int64)),
+        "seed": pa.array(np.full(rows, seed, dtype=np.int64)),
+    }
+    for name in TENSOR_COLUMNS:
+        array = np.ascontiguousarray(getattr(batch, name), dtype=np.float32)
+        columns[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(array)
+    if "mask" in schema.names:
+        if batch.mask is None:
+            raise ValueError("the schema has a mask column but the batch has no mask")
+        masks = np.broadcast_to(batch.mask.astype(np.uint8), (rows, *batch.mask.shape))
+        columns["mask"] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(masks))
+    for name in PARAMETER_NAMES:
+        columns[name] = pa.array(np.asarray(batch.parameters[name], dtype=np.float64))
+    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
+
+
+# --- writing ----------------------------------------------------------------------------
+def write_shard(
+    path: str | Path,
+    batches: SampleBatch | Iterable[SampleBatch],
+    seed: int,
+    generator: GeneratorConfig,
+    identity: dict[str, Any] | None = None,
+) -> ShardInfo:
+    """Write ``batches`` (one Parquet row group each) to ``path`` atomically.
+
+    The file appears under its name only once complete and fsynced: it is written to a
+    temp name in the same folder, then renamed. ``ShardInfo.file`` is ``path``'s name.
+    """
+    path = Path(path)
+    if isinstance(batches, SampleBatch):
+        batches = [batches]
+    schema = shard_schema(generator, identity)
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    rows = 0
+    try:
+        with open(temp, "wb") as sink:
+            with pq.ParquetWriter(sink, schema, **_WRITE_OPTIONS) as writer:
+                for batch in batches:
+                    writer.write_table(batch_table(batch, seed, schema))
+                    rows += len(batch.indices)
+            sink.flush()
+            os.fsync(sink.fileno())
+        digest, size = file_sha256(temp), temp.stat().st_size
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+    return ShardInfo(file=path.name, rows=rows, sha256=digest, bytes=size)
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON to ``path`` via a temp name, fsync and rename."""
+    temp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        with open(temp, "w") as sink:
+            json.dump(data, sink, indent=2)
+            sink.write("\n")
+            sink.flush()
+            os.fsync(sink.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    fsync_dir(path.parent)
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable."""
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as source:
+        for block in iter(lambda: source.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def generate_shard(
+    root: str | Path, config: DatasetConfig, spec: ShardSpec, fault=None
+) -> ShardInfo:
+    """Generate shard ``spec`` of ``config`` into ``root/split/``, ``chunk_size`` at a time.
+
+    The bytes depend only on (config, spec) and torch's thread count (writers use one).
+    ``fault`` (tests only) wraps the chunk iterator.
+    """
+    indices = spec.indices()
+    chunks = (
+        generate_samples(config.generator, config.seed, indices[start : start + config.chunk_size])
+        for start in range(0, len(indices), config.chunk_size)
+    )
+    if fault is not None:
+        chunks = fault(chunks)
+    path = Path(root) / spec.split / spec.name
+    return write_shard(path, chunks, config.seed, config.generator, shard_identity(config, spec))
+
+
+# --- reading and checking ---------------------------------------------------------------
+def shard_metadata(path: str | Path) -> tuple[pa.Schema, int, dict[str, Any]]:
+    """(Arrow schema, row count, identity) from a shard's footer; ``CorruptShard`` if foreign."""
+    try:
+        metadata = pq.read_metadata(path)
+        schema = metadata.schema.to_arrow_schema()
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptShard(str(path), f"not a readable Parquet file ({exc})") from None
+    raw = (schema.metadata or {}).get(METADATA_KEY)
+    try:
+        identity = json.loads(raw) if raw else None
+    except ValueError:
+        identity = None
+    if not isinstance(identity, dict) or identity.get("format") != FORMAT_NAME:
+        raise CorruptShard(str(path), "not a cdiflow shard (no cdiflow metadata)")
+    if identity.get("schema_version") != SCHEMA_VERSION:
+        raise CorruptShard(
+            str(path),
+            f"schema version {identity.get('schema_version')}, this cdiflow reads {SCHEMA_VERSION}",
+        )
+    return schema, metadata.num_rows, identity
+
+
+def check_schema(path: str | Path, schema: pa.Schema, generator: GeneratorConfig | None) -> None:
+    """Raise ``CorruptShard`` naming the column if ``schema`` is not a shard's schema.
+
+    With ``generator``, shapes and the mask column must match it exactly; without, the
+    tensor shapes must only be consistent (square modulus, equal amplitude and phase).
+    """
+    if generator is not None:
+        expected = shard_schema(generator)
+    else:
+        expected = sized_schema(*_sizes_in(path, schema))
+    for field in expected:
+        if field.name not in schema.names:
+            raise CorruptShard(str(path), f"column {field.name!r} is missing")
+        if not schema.field(field.name).type.equals(field.type):
+            raise CorruptShard(
+                str(path),
+                f"column {field.name!r} has type {schema.field(field.name).type}, "
+                f"expected {field.type}",
+            )
+    extra = sorted(set(schema.names) - set(expected.names))
+    if extra:
+        raise CorruptShard(str(path), f"unexpected column(s) {extra}")
+
+
+def _sizes_in(path: str | Path, schema: pa.Schema) -> tuple[int, int, bool]:
+    """(P, N, has mask) found in ``schema``; ``CorruptShard`` if the shapes disagree."""
+    shapes = {}
+    for name in TENSOR_COLUMNS:
+        if name not in schema.names:
+            raise CorruptShard(str(path), f"column {name!r} is missing")
+        kind = schema.field(name).type
+        if not isinstance(kind, pa.FixedShapeTensorType) or len(kind.shape) != 2:
+            raise CorruptShard(str(path), f"column {name!r} is not a 2D fixed_shape_tensor")
+        shapes[name] = tuple(kind.shape)
+    p, n = shapes["modulus"][0], shapes["amplitude"][0]
+    if shapes["modulus"] != (p, p) or not shapes["amplitude"] == shapes["phase"] == (n, n):
+        raise CorruptShard(str(path), f"inconsistent tensor shapes {shapes}")
+    return p, n, "mask" in schema.names
+
+
+def read_shard(path: str | Path, generator: GeneratorConfig | None = None) -> dict[str, np.ndarray]:
+    """Read a whole shard into numpy arrays, checked.
+
+    Returns ``{column: array}``: ``index``/``seed`` (B,) int64, ``modulus`` (B, P, P),
+    ``amplitude``/``phase`` (B, N, N) float32, ``mask`` (B, P, P) uint8 if stored, one
+    (B,) float64 array per generator parameter. Raises ``CorruptShard`` naming the file
+    (and column) for a foreign or unreadable file, a wrong schema or shape (checked
+    against ``generator`` when given), nulls, NaN or inf.
+    """
+    schema, rows, _ = shard_metadata(path)
+    check_schema(path, schema, generator)
+    try:
+        table = pq.read_table(path)
+    except (OSError, pa.ArrowException) as exc:
+        raise CorruptShard(str(path), f"unreadable data ({exc})") from None
+    if table.num_rows != rows:
+        raise CorruptShard(str(path), f"{table.num_rows} rows, footer says {rows}")
+    arrays = {}
+    for name in table.column_names:
+        column = table.column(name)
+        if column.null_count:
+            raise CorruptShard(str(path), f"column {name!r} has {column.null_count} null(s)")
+        if isinstance(column.type, pa.FixedShapeTensorType):
+            array = column.combine_chunks().to_numpy_ndarray()
+        else:
+            array = column.to_numpy()
+        if array.dtype.kind == "f":
+            bad = ~np.isfinite(array.reshape(len(array), -1)).all(axis=1)
+            if bad.any():
+                row = int(np.flatnonzero(bad)[0])
+                raise CorruptShard(str(path), f"column {name!r} has NaN or inf (row {row})")
+        arrays[name] = array
+    return arrays
+
+
+def list_shards(root: str | Path, split: str) -> list[Path]:
+    """The shard files of ``split`` under data set folder ``root``, in shard order."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
+    folder = Path(root) / split
+    if not folder.is_dir():
+        raise DatasetError(f"{folder}: no such split folder")
+    return sorted(p for p in folder.iterdir() if SHARD_RE.fullmatch(p.name))
+
+
+# --- manifest ---------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class Manifest:
+    """What ``DIR/manifest.json`` says: the data set's config and every shard's checksum."""
+
+    dataset: DatasetConfig
+    shards: dict[str, tuple[ShardInfo, ...]]  # split -> shards in order
+    cdiflow_version: str = ""
+
+    @property
+    def generator(self) -> GeneratorConfig:
+        return self.dataset.generator
+
+    @property
+    def seed(self) -> int:
+        return self.dataset.seed
+
+    def count(self, split: str) -> int:
+        return sum(info.rows for info in self.shards[split])
+
+    def files(self, root: str | Path, split: str) -> list[Path]:
+        return [Path(root) / split / info.file for info in self.shards[split]]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": FORMAT_NAME,
+            "schema_version": SCHEMA_VERSION,
+            "cdiflow_version": self.cdiflow_version,
+            "fingerprint": self.dataset.fingerprint(),
+            "seed": self.dataset.seed,
+            "counts": {split: self.count(split) for split in SPLITS},
+            "dataset": self.dataset.to_dict(),
+            "columns": _column_summary(self.generator),
+            "splits": {
+                split: [dataclasses.asdict(info) for info in self.shards[split]] for split in SPLITS
+            },
+        }
+
+
+def _column_summary(generator: GeneratorConfig) -> dict[str, dict[str, Any]]:
+    summary = {}
+    for field in shard_schema(generator):
+        if isinstance(field.type, pa.FixedShapeTensorType):
+            kind, shape = field.type.value_type, list(field.type.shape)
+        else:
+            kind, shape = field.type, []
+        summary[field.name] = {"dtype": np.dtype(kind.to_pandas_dtype()).name, "shape": shape}
+    return summary
+
+
+def write_manifest(root: str | Path, manifest: Manifest) -> Path:
+    """Write ``root/manifest.json`` atomically; returns its path."""
+    path = Path(root) / MANIFEST_NAME
+    write_json_atomic(path, manifest.to_dict())
+    return path
+
+
+def read_manifest(root: str | Path) -> Manifest:
+    """Read and check ``root/manifest.json``; ``DatasetError`` naming the file if bad."""
+    path = Path(root) / MANIFEST_NAME
+    if not path.is_file():
+        raise DatasetError(
+            f"{path}: no manifest, so {root} is not a complete cdiflow data set "
+            "(re-run the same `cdiflow generate` to finish it)"
+        )
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT_NAME:
+            raise DatasetError(f"{path}: not a cdiflow data set manifest")
+        if data.get("schema_version") != SCHEMA_VERSION:
+            raise DatasetError(
+                f"{path}: schema version {data.get('schema_version')}, this cdiflow reads "
+                f"{SCHEMA_VERSION}"
+            )
+        dataset = DatasetConfig.from_dict(data["dataset"], where=str(path))
+        shards = {
+            split: tuple(ShardInfo(**entry) for entry in data["splits"][split]) for split in SPLITS
+        }
+    except DatasetError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise DatasetError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
+    return Manifest(dataset, shards, data.get("cdiflow_version", ""))
+
+
+def validate_split(root: str | Path, split: str, deep: bool = True) -> Manifest:
+    """Check that ``split`` of the data set at ``root`` is complete and sound.
+
+    Always: the manifest, every listed shard present with its footer, schema (shapes
+    against the manifest's generator config) and row count, and no unlisted shard.
+    With ``deep`` (default): each file's sha256 and every value (no NaN, inf or null).
+    Memory: one shard at a time. Raises ``DatasetError`` naming the file and column.
+    """
+    manifest = read_manifest(root)
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
+    listed = manifest.files(root, split)
+    unlisted = sorted(set(list_shards(root, split)) - set(listed))
+    if unlisted:
+        raise DatasetError(f"{unlisted[0]}: shard not listed in the manifest")
+    for path, info in zip(listed, manifest.shards[split], strict=True):
+        if not path.is_file():
+            raise DatasetError(f"{path}: shard listed in the manifest is missing")
+        try:
+            schema, rows, identity = shard_metadata(path)
+            check_schema(path, schema, manifest.generator)
+            if rows != info.rows or identity.get("split") != split:
+                raise CorruptShard(
+                    str(path),
+                    f"holds {rows} rows of split {identity.get('split')!r}, the manifest "
+                    f"says {info.rows} of {split!r}",
+                )
+            if deep:
+                if file_sha256(path) != info.sha256:
+                    raise CorruptShard(str(path), "sha256 differs from the manifest")
+                read_shard(path, manifest.generator)
+        except CorruptShard as exc:
+            raise DatasetError(str(exc)) from exc
+    return manifest

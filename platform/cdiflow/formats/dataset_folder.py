@@ -1,0 +1,154 @@
+"""The folder a data set is generated into: ownership checks, resumption, locking.
+
+A generation run may be killed at any point and re-run with the same command. What it
+leaves behind, and what the re-run does with it:
+
+- ``.generate-plan.json`` (written before any shard): the data set being built. A re-run
+  with another config or seed is refused rather than mixing two data sets.
+- complete shards (renamed into place only once fsynced): checked against their footer
+  identity and kept; only missing shards are generated again.
+- temp files ``.shard-NNNNN.parquet.<hex>.tmp``: a killed writer's leftovers, removed.
+- ``manifest.json`` last; then the plan and lock go.
+
+Anything else in the folder is not ours: ``OutputDirError``, before anything is written.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from cdiflow.errors import CorruptShard, OutputDirError
+from cdiflow.formats.dataset import (
+    MANIFEST_NAME,
+    SHARD_RE,
+    TEMP_RE,
+    ShardInfo,
+    file_sha256,
+    shard_identity,
+    shard_metadata,
+    write_json_atomic,
+)
+from cdiflow.formats.layout import SPLITS, DatasetConfig
+
+PLAN_NAME = ".generate-plan.json"
+LOCK_NAME = ".generate.lock"
+_OURS_AT_TOP = {MANIFEST_NAME, PLAN_NAME, LOCK_NAME, *SPLITS}
+
+
+def inspect_folder(root: str | Path, config: DatasetConfig) -> dict[str, ShardInfo]:
+    """Complete shards already in ``root`` for ``config``, by relative path; reads only.
+
+    Raises ``OutputDirError`` if ``root`` holds files that are not ours or another data
+    set, ``CorruptShard`` naming the file if a shard there is foreign or damaged.
+    """
+    root = Path(root)
+    if not root.exists():
+        return {}
+    if not root.is_dir():
+        raise OutputDirError(f"{root} exists and is not a folder")
+    _refuse_foreign(root)
+    shards = [p for split in SPLITS if (root / split).is_dir() for p in _shard_files(root / split)]
+    recorded = _recorded_fingerprint(root)
+    if recorded is None:
+        if shards:
+            raise OutputDirError(f"{root} holds shards but no plan or manifest; not resumable")
+        return {}
+    if recorded != config.fingerprint():
+        raise OutputDirError(
+            f"{root} holds another data set (different config or seed); use a new folder"
+        )
+    expected = {spec.relpath: spec for spec in config.shard_specs()}
+    done = {}
+    for path in shards:
+        relpath = f"{path.parent.name}/{path.name}"
+        spec = expected.get(relpath)
+        if spec is None:
+            raise OutputDirError(f"{path}: a shard that this data set does not have")
+        _, rows, identity = shard_metadata(path)
+        if identity != shard_identity(config, spec) or rows != spec.rows:
+            raise CorruptShard(str(path), "is not this data set's shard (identity differs)")
+        done[relpath] = ShardInfo(path.name, rows, file_sha256(path), path.stat().st_size)
+    return done
+
+
+def _refuse_foreign(root: Path) -> None:
+    for entry in sorted(root.iterdir()):
+        ours = entry.name in _OURS_AT_TOP or bool(TEMP_RE.fullmatch(entry.name))
+        if not ours or (entry.name in SPLITS) != entry.is_dir():
+            raise OutputDirError(
+                f"{root} holds files that cdiflow did not write (e.g. {entry.name!r}); "
+                "use an empty or new folder"
+            )
+    for split in SPLITS:
+        if not (root / split).is_dir():
+            continue
+        for entry in sorted((root / split).iterdir()):
+            if not (SHARD_RE.fullmatch(entry.name) or TEMP_RE.fullmatch(entry.name)):
+                raise OutputDirError(
+                    f"{root} holds files that cdiflow did not write (e.g. "
+                    f"{split}/{entry.name!r}); use an empty or new folder"
+                )
+
+
+def _shard_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.iterdir() if SHARD_RE.fullmatch(p.name))
+
+
+def _recorded_fingerprint(root: Path) -> str | None:
+    """The fingerprint that the manifest (else the plan) in ``root`` records, or None."""
+    for name in (MANIFEST_NAME, PLAN_NAME):
+        path = root / name
+        if path.is_file():
+            try:
+                return str(json.loads(path.read_text())["fingerprint"])
+            except (ValueError, KeyError, TypeError) as exc:
+                raise OutputDirError(f"{path}: unreadable ({exc}); use a new folder") from None
+    return None
+
+
+@contextlib.contextmanager
+def locked_folder(root: str | Path, config: DatasetConfig) -> Iterator[Path]:
+    """Create ``root`` and its split folders, hold its lock, record the plan, drop temps.
+
+    Refuses (``OutputDirError``) when another run holds the lock. The lock is an
+    ``flock``: the kernel releases it when the holder dies, so a killed run never blocks
+    the next one.
+    """
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / LOCK_NAME, "w") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise OutputDirError(f"{root} is being written by another run") from None
+        for split in SPLITS:
+            (root / split).mkdir(exist_ok=True)
+        remove_temp_files(root)
+        if not (root / MANIFEST_NAME).is_file():
+            write_json_atomic(root / PLAN_NAME, _plan(config))
+        yield root
+
+
+def _plan(config: DatasetConfig) -> dict:
+    return {"fingerprint": config.fingerprint(), "dataset": config.resolved().to_dict()}
+
+
+def remove_temp_files(root: Path) -> None:
+    """Delete the temp files a killed writer left (only ever ours: fixed name pattern)."""
+    for folder in (root, *(root / split for split in SPLITS)):
+        if folder.is_dir():
+            for entry in folder.iterdir():
+                if TEMP_RE.fullmatch(entry.name):
+                    entry.unlink(missing_ok=True)
+
+
+def finish_folder(root: Path) -> None:
+    """After the manifest is written: the plan and the lock file are no longer needed."""
+    for name in (PLAN_NAME, LOCK_NAME):
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(root / name)
