@@ -242,6 +242,7 @@ def reconstruct_beamtime(
     address: str | None = None,
     progress: Callable[[str], None] | None = None,
     cnn_actors: int = 1,
+    runner: str = "ray",
 ) -> BeamtimeOutcome:
     """Reconstruct every selected scan of ``sources`` into ``out`` (module docstring).
 
@@ -257,6 +258,8 @@ def reconstruct_beamtime(
     address : Ray cluster address; None: ``RAY_ADDRESS`` or a small local Ray. A Ray
         already initialised in this process is used as is.
     progress : called with one line per finished scan (default: print to stderr).
+    runner : ``"ray"`` (the job) or ``"local"`` (the same steps in this process, no
+        Ray: for debugging and tests).
 
     Raises
     ------
@@ -280,25 +283,53 @@ def reconstruct_beamtime(
     new_rows: dict[str, dict] = {}
     model_info: dict[str, Any] = {}
     if todo:
-        uri = configure(workspace)
+        registry = model_reference(model).startswith("models:/")
+        uri = configure(workspace) if registry else None  # a weights file needs no store
         pinned, model_info = resolve_model(model, uri)
         progress(f"model {model_info['pinned_ref']}")
-        import ray
-
-        from cdiflow.pipelines.cluster import connect
-
-        started = not ray.is_initialized() and connect(address).address == "local"
-        try:
-            rows = run_pipeline(
-                todo, out, config, pinned, uri, model_info, provenance, progress, cnn_actors
+        if runner == "local":
+            rows = _run_locally(todo, out, config, pinned, uri, model_info, provenance, progress)
+        else:
+            rows = _run_on_ray(
+                todo,
+                out,
+                config,
+                pinned,
+                uri,
+                model_info,
+                provenance,
+                progress,
+                address,
+                cnn_actors,
             )
-        finally:
-            if started:
-                ray.shutdown()  # only the local Ray this call started
         new_rows = {r["key"]: r for r in rows}
     all_rows = [done.get(i["key"]) or new_rows[i["key"]] for i in items]
     seconds = time.perf_counter() - t0
     return _write_tables(out, all_rows, sources, model_info, config, seconds, len(todo), done)
+
+
+def _run_locally(todo, out, config, model_ref, uri, model_info, provenance, progress):
+    from cdiflow.pipelines.scan_steps import run_items_locally
+
+    predictor = CNNPredictor(model_ref, uri, "{}", "cpu")
+    info = json.dumps(model_info, sort_keys=True, default=str)
+    rows = run_items_locally(todo, predictor.model, config, out, provenance, info)
+    for k, row in enumerate(rows):
+        progress(_progress_line(k + 1, len(todo), row))
+    return rows
+
+
+def _run_on_ray(todo, out, config, model_ref, uri, model_info, provenance, progress, address, n):
+    import ray
+
+    from cdiflow.pipelines.cluster import connect
+
+    started = not ray.is_initialized() and connect(address).address == "local"
+    try:
+        return run_pipeline(todo, out, config, model_ref, uri, model_info, provenance, progress, n)
+    finally:
+        if started:
+            ray.shutdown()  # only the local Ray this call started
 
 
 def _write_tables(out, rows, sources, model_info, config, seconds, processed, done):

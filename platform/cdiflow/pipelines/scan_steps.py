@@ -104,8 +104,9 @@ def plan_scans(sources: list[str | Path], selection: list[int] | None = None) ->
     ----------
     sources : 34-ID-C beamtime folders, folders of scan files (HDF5/CXI/NeXus, TIFF,
         NPY/NPZ), or single ``open_scan`` sources (``file.h5:/entry/data``).
-    selection : scan numbers to keep (``--scans``); None keeps all. Generic files take
-        their number from the digits that end their name.
+    selection : scan numbers to keep (``--scans``); None keeps all. Files in a folder
+        of scan files take their number from the digits that end their name; a single
+        file given as a source is always kept.
 
     Returns
     -------
@@ -619,3 +620,33 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
         },
     )
     return relative
+
+
+# --- the whole chain in one process (tests, benchmarks, debugging without Ray) ----------
+
+
+def run_items_locally(
+    items: list[dict],
+    model,
+    config: ReconstructConfig,
+    out: str | Path,
+    provenance: dict[str, Any],
+    model_info: str = "{}",
+    device: str = "cpu",
+) -> list[dict]:
+    """Run stages 2-5 on ``items`` in this process, in batches; return summary rows.
+
+    The same functions the Ray job runs, in the same order, so a test of this is a test
+    of what every Ray worker does.
+    """
+    import uuid
+
+    token = uuid.uuid4().hex  # a fresh discovery / calibration cache for this run
+    rows = [read_and_preprocess(item, config, token) for item in items]
+    summaries = []
+    for start in range(0, len(rows), config.refine_batch):
+        batch = rows_to_batch(rows[start : start + config.refine_batch])
+        batch = predict_batch(model, batch, model_info, device)
+        batch = refine_batch(batch, config, device)
+        summaries += [finish_scan(row, out, provenance) for row in batch_to_rows(batch)]
+    return summaries
