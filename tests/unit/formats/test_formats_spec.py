@@ -154,3 +154,21 @@ def test_discovery_of_a_folder_that_is_no_beamtime(tmp_path):
         discover_beamtime(tmp_path)
     with pytest.raises(ScanError, match="not a beamtime folder"):
         discover_beamtime(tmp_path / "absent")
+
+
+def test_selection_and_scans_without_spec_entry_or_data(tmp_path):
+    _tiny_beamtime(tmp_path, np.ones((4, 32, 32), np.int32))
+    orphan = tmp_path / "det" / "T_S0009"
+    orphan.mkdir()
+    tifffile.imwrite(orphan / "T_S0009_00000.tif", np.ones((32, 32), np.int32))
+    beamtime = discover_beamtime(tmp_path)
+    assert [e.number for e in beamtime.scans()] == [3, 9]  # data folders only
+    spec_only, unknown, orphan_entry = beamtime.scans([4, 77, 9])
+    for entry, kind, match in (
+        (spec_only, "no_data", "scan 4: spec entry has no data folder"),
+        (unknown, "no_data", "scan 77: no such scan"),
+        (orphan_entry, "no_spec", "data folder without a spec entry"),
+    ):
+        with pytest.raises(ScanError, match=match) as info:
+            read_scan(beamtime, entry)
+        assert info.value.kind == kind
