@@ -26,7 +26,7 @@ import dataclasses
 
 import torch
 
-from cdiflow.phasing.projections import PROJECTIONS
+from cdiflow.phasing.projections import COEFFICIENTS, apply
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, gaussian_transfer, shrink_wrap
 
@@ -129,28 +129,33 @@ def run_phasing(
         if ub is None:
             ub = torch.ones(size, size, dtype=torch.bool, device=device)
 
+    def coefficients(support):
+        names = set(algorithms)
+        return {n: COEFFICIENTS[n](support, b, real) for n in names}
+
+    coef = coefficients(s)
     for k, name in enumerate(algorithms):
         if shrinkwrap is not None and shrinkwrap.due(k):
             new = shrink_wrap(x, ub, threshold=shrinkwrap.threshold, transfer=transfer)
-            small = new.flatten(1).sum(1) < shrinkwrap.min_pixels
-            collapsed |= small
+            collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
             s = torch.where(collapsed[:, None, None], s, new)
+            coef = coefficients(s)
         spectrum = torch.fft.fft2(x, norm="ortho")
         magnitude = spectrum.abs()
         diff = magnitude - m
         if w is not None:
             diff = diff * w
-        err = (diff * diff).sum(_DIMS2) / norm
+        err = torch.linalg.vecdot(diff, diff, dim=-1).sum(-1) / norm
         chi2[:, k] = err
         if k == 0 or algorithms[k - 1] == "ER":  # x satisfies the support: a valid object
             better = err < best_chi2
             best_chi2 = torch.where(better, err, best_chi2)
             best_x = torch.where(better[:, None, None], x, best_x)
-        ratio = m / magnitude.clamp_min(_EPS)
+        ratio = m / magnitude.clamp_min_(_EPS)
         if w is not None:
             ratio = torch.where(w, ratio, 1.0)
         y = torch.fft.ifft2(spectrum * ratio, norm="ortho")
-        x = PROJECTIONS[name](x, y, s, b)
+        x = apply(coef[name], x, y)
 
     x = torch.where(s, x, 0)
     magnitude = torch.fft.fft2(x, norm="ortho").abs()

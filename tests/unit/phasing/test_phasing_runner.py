@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from _numpy_oracle import phase_one
+from phasing_numpy_oracle import phase_one
 
 from cdiflow.metrics import chi2 as metric_chi2
 from cdiflow.phasing.runner import run_phasing
