@@ -1,0 +1,312 @@
+"""Time-to-chi^2 and large-batch inference speed of the CNN: pure PyTorch, GPU or CPU.
+
+No Ray, no MLflow (the GPU image has neither): training data come from the generator
+in worker processes (``--workers``, one thread each) and stream into device memory while
+training runs, so the network keeps seeing new patterns; or from a Parquet dataset
+(``--data DIR``). Training uses AdamW with a one-cycle schedule laid out over the time
+budget (``--budget-s``) and bf16 autocast on CUDA; the modulus chi^2 (eq. 5, scale
+fitted) on a held-out set is evaluated every ``--eval-every`` steps and training stops
+at ``--target-chi2`` (the paper's 0.019) or at the budget. Then it reports chi^2 on the
+300-pattern test set (indices 0..299 of the seed; training indices start at 10**7, so
+they never overlap), and inference patterns/s of the inference-optimised model at a
+large batch in bf16 and fp32.
+
+    PYTHONPATH=platform python benchmarks/gpu_train.py --out results.json   # ~6 min, H100
+    PYTHONPATH=platform python benchmarks/gpu_train.py --smoke --out /tmp/smoke.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures
+import json
+import multiprocessing
+import os
+import platform as stdlib_platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
+from cdiflow.physics.generator import GeneratorConfig
+from cdiflow.train import TrainConfig, evaluate, lr_factor, train_one_epoch
+from cdiflow.train.data import KEYS, chunks, generate_chunk, generate_tensors, ordered_batches
+
+VAL_START = 1000
+TRAIN_START = 10**7
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--smoke", action="store_true", help="tiny CPU run (< 60 s), for tests")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--out", default=None, help="write the results JSON here")
+    p.add_argument("--budget-s", type=float, default=300.0, help="training time budget")
+    p.add_argument("--target-chi2", type=float, default=0.019)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--data", default=None, help="Parquet dataset folder (else generate)")
+    p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
+    p.add_argument("--initial-patterns", type=int, default=32768)
+    p.add_argument("--max-patterns", type=int, default=1_000_000, help="cap of the stream")
+    p.add_argument("--val-patterns", type=int, default=1024)
+    p.add_argument("--test-patterns", type=int, default=300, help="indices 0.. of the seed")
+    p.add_argument("--width", type=int, default=16)
+    p.add_argument("--depth", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--weight-decay", type=float, default=1e-4)
+    p.add_argument("--warmup-fraction", type=float, default=0.1)
+    p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
+    p.add_argument("--infer-batch", type=int, default=8192)
+    p.add_argument("--save-weights", default=None, help="save the trained model here")
+    args = p.parse_args(argv)
+    if args.smoke:
+        args.device = "cpu"
+        args.budget_s = min(args.budget_s, 8.0)
+        args.workers = 0
+        args.initial_patterns, args.max_patterns, args.val_patterns = 128, 128, 32
+        args.test_patterns = 32
+        args.width, args.batch_size, args.eval_every, args.infer_batch = 4, 32, 4, 64
+    return args
+
+
+class PatternStream:
+    """Training patterns in device memory, topped up from generator worker processes."""
+
+    def __init__(self, args, config: GeneratorConfig, device: torch.device):
+        self.args, self.config, self.device = args, config, device
+        self.next_index = TRAIN_START
+        self.pool = None
+        self.pending: list[concurrent.futures.Future] = []
+        if args.workers > 0:
+            ctx = multiprocessing.get_context("spawn")
+            self.pool = concurrent.futures.ProcessPoolExecutor(args.workers, mp_context=ctx)
+        t0 = time.perf_counter()
+        first = self._indices(args.initial_patterns)
+        if self.pool is not None:
+            futures = [self._submit(c) for c in chunks(first, 256)]
+            parts = [f.result() for f in futures]
+            self.data = _to_device(_concat(parts), device)
+        else:
+            self.data = _to_device(generate_tensors(config, args.seed, first), device)
+        self.generation_rate = len(first) / (time.perf_counter() - t0)
+        self._top_up_queue()
+
+    def _indices(self, n: int) -> np.ndarray:
+        out = np.arange(self.next_index, self.next_index + n)
+        self.next_index += n
+        return out
+
+    def _submit(self, idx) -> concurrent.futures.Future:
+        return self.pool.submit(generate_chunk, self.config.to_dict(), self.args.seed, idx)
+
+    def _top_up_queue(self) -> None:
+        if self.pool is None:
+            return
+        while len(self.pending) < 2 * self.args.workers and self.next_index - TRAIN_START < (
+            self.args.max_patterns
+        ):
+            self.pending.append(self._submit(self._indices(256)))
+
+    def absorb(self) -> None:
+        """Move finished chunks into device memory (non-blocking)."""
+        done = [f for f in self.pending if f.done()]
+        if done:
+            self.pending = [f for f in self.pending if not f.done()]
+            new = _to_device(_concat([f.result() for f in done]), self.device)
+            self.data = {k: torch.cat([self.data[k], new[k]]) for k in KEYS}
+        self._top_up_queue()
+
+    def batches(self, steps: int, gen: torch.Generator):
+        n = self.data["modulus"].shape[0]
+        for _ in range(steps):
+            idx = torch.randint(n, (self.args.batch_size,), generator=gen).to(self.device)
+            yield {k: self.data[k][idx] for k in KEYS}
+
+    def close(self) -> None:
+        if self.pool is not None:
+            for f in self.pending:
+                f.cancel()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+
+
+def _concat(parts) -> dict[str, torch.Tensor]:
+    return {k: torch.from_numpy(np.concatenate([p[k] for p in parts])) for k in KEYS}
+
+
+def _to_device(data: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device) for k, v in data.items()}
+
+
+def read_parquet(folder: str) -> dict[str, torch.Tensor]:
+    """Columns modulus / amplitude / phase of every *.parquet under ``folder``."""
+    import pyarrow.parquet as pq
+
+    files = sorted(Path(folder).rglob("*.parquet"))
+    if not files:
+        sys.exit(f"no *.parquet files under {folder}")
+    parts = []
+    for f in files:
+        table = pq.read_table(f, columns=list(KEYS))
+        part = {}
+        for k in KEYS:
+            column = table.column(k).combine_chunks()
+            if hasattr(column, "to_numpy_ndarray"):  # fixed_shape_tensor extension
+                arr = column.to_numpy_ndarray()
+            else:
+                arr = np.stack([np.asarray(v, dtype=np.float32) for v in column.to_pylist()])
+            side = 64 if k == "modulus" else 32
+            part[k] = arr.astype(np.float32).reshape(len(table), side, side)
+        parts.append(part)
+    return _concat(parts)
+
+
+def train(args, model, stream, val, device) -> dict:
+    config = TrainConfig.recommended(
+        epochs=1000, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        warmup_epochs=1000 * args.warmup_fraction, bf16=True,
+    )  # fmt: skip
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+    )
+    start = time.perf_counter()
+
+    def by_time(_step: int) -> float:  # one-cycle over the time budget, not over steps
+        progress = min(1.0, (time.perf_counter() - start) / args.budget_s)
+        return lr_factor(config, int(progress * config.epochs * 1000), 1000)
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, by_time)
+    autocast = device.type == "cuda"
+    gen = torch.Generator().manual_seed(args.seed)
+    history, reached, steps = [], None, 0
+    while True:
+        stats = train_one_epoch(
+            model, stream.batches(args.eval_every, gen), optimizer, scheduler, config.loss,
+            device, autocast, config.grad_clip,
+        )  # fmt: skip
+        steps += args.eval_every
+        metrics = evaluate(model, ordered_batches(val, 1024), device, config.loss, autocast)
+        elapsed = time.perf_counter() - start
+        row = {
+            "seconds": elapsed,
+            "steps": steps,
+            "train_patterns_per_s": stats["patterns_per_s"],
+            "distinct_patterns": int(stream.data["modulus"].shape[0]),
+            "lr": stats["lr"],
+            "train_loss": stats["loss"],
+        }
+        row |= {f"val_{k}": v for k, v in metrics.items()}
+        history.append(row)
+        print(
+            f"{elapsed:7.1f}s step {steps:6d} loss {stats['loss']:.4f} val chi2 modulus "
+            f"{metrics['chi2_modulus']:.4f} amp {metrics['chi2_amplitude']:.4f} phase "
+            f"{metrics['chi2_phase']:.4f} | {stats['patterns_per_s']:.0f} patt/s, "
+            f"{row['distinct_patterns']} distinct",
+            flush=True,
+        )
+        if reached is None and metrics["chi2_modulus"] <= args.target_chi2:
+            reached = elapsed
+            break
+        if elapsed >= args.budget_s:
+            break
+        stream.absorb()
+    return {"history": history, "time_to_target_s": reached, "train_seconds": elapsed}
+
+
+@torch.inference_mode()
+def inference_speed(model, batch: int, device: torch.device, dtype: torch.dtype) -> float:
+    fast = inference_model(model).to(device=device, dtype=dtype)
+    x = torch.rand(batch, 1, 64, 64, device=device, dtype=dtype)
+    x = x.contiguous(memory_format=torch.channels_last)
+    for _ in range(3):
+        fast(x)
+    repeats = 20 if device.type == "cuda" else 2
+    _sync(device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        fast(x)
+    _sync(device)
+    return batch * repeats / (time.perf_counter() - t0)
+
+
+def _device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(0)
+    return f"cpu ({os.cpu_count()} cores, {stdlib_platform.machine()})"
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    t_start = time.perf_counter()
+    gconfig = GeneratorConfig()
+    # Worker processes are spawned before CUDA is touched.
+    stream = None
+    if args.data is None:
+        stream = PatternStream(args, gconfig, torch.device("cpu"))
+    want_cuda = args.device == "cuda" or (args.device == "auto" and torch.cuda.is_available())
+    device = torch.device("cuda" if want_cuda else "cpu")
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if stream is None:
+        stream = PatternStream.__new__(PatternStream)
+        stream.args, stream.pool, stream.pending = args, None, []
+        stream.data, stream.generation_rate = read_parquet(args.data), None
+        stream.next_index = TRAIN_START + stream.data["modulus"].shape[0]
+    stream.device = device
+    stream.data = _to_device(stream.data, device)
+    val_indices = range(VAL_START, VAL_START + args.val_patterns)
+    val = _to_device(generate_tensors(gconfig, args.seed, val_indices), device)
+    test = _to_device(generate_tensors(gconfig, args.seed, range(args.test_patterns)), device)
+    torch.manual_seed(args.seed)  # model init only; data order has its own generator
+    mconfig = ModelConfig(base_width=args.width, depth=args.depth)
+    model = build_model(mconfig).to(device).to(memory_format=torch.channels_last)
+    print(f"device {device}, data ready in {time.perf_counter() - t_start:.1f}s", flush=True)
+    try:
+        run = train(args, model, stream, val, device)
+    finally:
+        stream.close()
+    test_metrics = evaluate(model, ordered_batches(test, 300), device)
+    rounded = {k: round(v, 5) for k, v in test_metrics.items()}
+    print(f"test ({args.test_patterns}): {json.dumps(rounded)}")
+    speeds = {"fp32": inference_speed(model, args.infer_batch, device, torch.float32)}
+    if device.type == "cuda":
+        speeds["bf16"] = inference_speed(model, args.infer_batch, device, torch.bfloat16)
+    print(f"inference patterns/s at batch {args.infer_batch}: {speeds}")
+    result = {
+        "device": _device_name(device),
+        "torch": torch.__version__,
+        "args": vars(args),
+        "model_config": mconfig.to_dict(),
+        "gflop_per_pattern": count_flops(model) / 1e9,
+        "generation_patterns_per_s": stream.generation_rate,
+        "time_to_target_s": run["time_to_target_s"],
+        "train_seconds": run["train_seconds"],
+        "final_val": run["history"][-1],
+        "test": test_metrics,
+        "inference_patterns_per_s": speeds,
+        "total_seconds": time.perf_counter() - t_start,
+        "loadavg": os.getloadavg(),
+        "history": run["history"],
+    }
+    if args.save_weights:
+        save_weights(args.save_weights, model.cpu(), mconfig, {
+            "test_chi2_modulus": test_metrics["chi2_modulus"],
+            "test_chi2_amplitude": test_metrics["chi2_amplitude"],
+            "test_chi2_phase": test_metrics["chi2_phase"],
+        })  # fmt: skip
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main()

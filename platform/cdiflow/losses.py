@@ -1,0 +1,111 @@
+"""The physics-constrained loss of the paper (eq. 4).
+
+    loss = (l1 L(A) + l2 L(phi) + l3 (1 - Pearson(|F(pred)|, M))) / (l1 + l2 + l3)
+    L(x) = ||x_p - x_g|| / ||x_g||   (per pattern, 2-norm over pixels; batch mean)
+
+The reciprocal-space term goes through the same forward model as the generator
+(``cdiflow.physics.fft``): the predicted object ``A exp(i (2 pi p - pi))`` (N x N,
+centred) is zero-padded to P x P and ``|centred_fft2|`` is compared with the input
+modulus M by Pearson correlation, which is invariant to the per-pattern scale of
+M (normalised to max 1) and of A. Outside the support the phase target is 0 by
+convention, but there the object is ``A exp(i phi)`` with A ~ 0, so a phase predicted
+outside the support changes |F| only as much as the predicted amplitude there is not 0.
+
+All terms are computed in float32 (or float64 if the inputs are), outside autocast: FFTs
+and the norms must not run in bf16.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import torch
+
+from cdiflow.config import Config, require
+from cdiflow.physics.fft import centred_fft2, pad_centre
+
+_DIMS2 = (-2, -1)
+_EPS = 1e-12
+
+
+@dataclasses.dataclass(frozen=True)
+class LossWeights(Config):
+    """lambda_1 (amplitude), lambda_2 (phase), lambda_3 (physics / Pearson); paper (1, 1, 4)."""
+
+    amplitude: float = 1.0
+    phase: float = 1.0
+    physics: float = 4.0
+
+    def validate(self) -> None:
+        for name in ("amplitude", "phase", "physics"):
+            require(getattr(self, name) >= 0, f"loss weight {name} must be >= 0")
+        require(
+            self.amplitude + self.phase + self.physics > 0, "at least one loss weight must be > 0"
+        )
+
+
+def relative_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """L(x) = ||x_p - x_g|| / ||x_g|| over the last two axes: (..., N, N) -> (...)."""
+    num = torch.linalg.vector_norm(predicted - truth, dim=_DIMS2)
+    return num / torch.linalg.vector_norm(truth, dim=_DIMS2).clamp_min(_EPS)
+
+
+def predicted_object(amplitude: torch.Tensor, phase_target: torch.Tensor) -> torch.Tensor:
+    """Complex object A exp(i phi), phi = 2 pi p - pi: (..., N, N) real -> complex."""
+    return torch.polar(amplitude, 2 * math.pi * phase_target - math.pi)
+
+
+def predicted_modulus(prediction: torch.Tensor, pattern_size: int) -> torch.Tensor:
+    """|F| of a (B, 2, N, N) prediction, padded to P x P: (B, P, P), unnormalised.
+
+    Centred convention of ``cdiflow.physics.fft`` (zero frequency at index P // 2).
+    """
+    obj = predicted_object(prediction[:, 0], prediction[:, 1])
+    return centred_fft2(pad_centre(obj, pattern_size)).abs()
+
+
+def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Pearson correlation over the last two axes: (..., P, P) x 2 -> (...)."""
+    xc = x - x.mean(_DIMS2, keepdim=True)
+    yc = y - y.mean(_DIMS2, keepdim=True)
+    cov = (xc * yc).sum(_DIMS2)
+    norm = torch.linalg.vector_norm(xc, dim=_DIMS2) * torch.linalg.vector_norm(yc, dim=_DIMS2)
+    return cov / norm.clamp_min(_EPS)
+
+
+def physics_loss(
+    prediction: torch.Tensor,
+    modulus: torch.Tensor,
+    amplitude: torch.Tensor,
+    phase: torch.Tensor,
+    weights: LossWeights | None = None,
+) -> dict[str, torch.Tensor]:
+    """Eq. 4 on a batch.
+
+    Parameters
+    ----------
+    prediction : (B, 2, N, N) float, amplitude and phase target as the CNN outputs them.
+    modulus : (B, P, P) float input modulus (centred, any per-pattern scale).
+    amplitude, phase : (B, N, N) float ground truth (amplitude max 1; phase target
+        p = (phi + pi) / (2 pi) in the support, 0 outside).
+    weights : lambdas; default (1, 1, 4).
+
+    Returns
+    -------
+    dict of scalar tensors: ``loss`` (the weighted mean, differentiable) and its batch-mean
+    terms ``amplitude``, ``phase`` (L(x)) and ``physics`` (1 - Pearson).
+    """
+    w = weights or LossWeights()
+    device_type = prediction.device.type
+    with torch.autocast(device_type=device_type, enabled=False):
+        dtype = torch.float64 if prediction.dtype == torch.float64 else torch.float32
+        pred = prediction.to(dtype)
+        amp_term = relative_error(pred[:, 0], amplitude.to(dtype)).mean()
+        phase_term = relative_error(pred[:, 1], phase.to(dtype)).mean()
+        fourier = predicted_modulus(pred, modulus.shape[-1])
+        physics_term = (1 - pearson(fourier, modulus.to(dtype))).mean()
+        total = (w.amplitude * amp_term + w.phase * phase_term + w.physics * physics_term) / (
+            w.amplitude + w.phase + w.physics
+        )
+    return {"loss": total, "amplitude": amp_term, "phase": phase_term, "physics": physics_term}

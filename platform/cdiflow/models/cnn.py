@@ -1,0 +1,128 @@
+"""The paper's encoder-decoder CNN: a 64x64 modulus in, a 32x32 amplitude and phase out.
+
+Layout (depth d = 3, base width w = 16, the default)::
+
+    (B,1,64,64) -> block(1->w)@64 -> pool -> block(w->2w)@32 -> pool -> block(2w->4w)@16
+      -> pool -> block(4w->8w)@8 = code, split into two halves of 4w channels (the paper's
+      "encoded result is equally divided into two ... decoder parts")
+    each half: up -> block(4w->2w)@16 -> up -> block(2w->w)@32 -> conv3x3(w->1) -> act
+    -> concat -> (B,2,32,32): channel 0 amplitude (target max 1), channel 1 phase target
+       p = (phi + pi) / (2 pi) in the support, 0 outside.
+
+A block is a 3x3 unit (conv + BN + LeakyReLU) then a separable unit (3x1 conv + 1x3 conv
++ BN + LeakyReLU); see ``cdiflow.models.blocks`` for why BN sits before the activation.
+Decoder widths step down one level ahead of the mirrored encoder (U-Net style), which
+keeps the 32x32 stage, the most expensive one, at w channels.
+
+Cost of the default (w = 16, d = 3), from ``count_flops`` / ``count_parameters``:
+0.131 GFLOP per pattern (conv multiply-adds x 2; elementwise ops are not counted) and
+0.29 M parameters. ``base_width`` scales both about quadratically: w = 8 gives 0.033
+GFLOP and 0.07 M parameters, w = 12 0.074 GFLOP / 0.16 M, w = 24 0.29 GFLOP / 0.65 M.
+On a 2-core CPU the inference copy (``inference_model``) of w = 16 runs ~460 patterns/s
+at batch 256, ~75% of the machine's fp32 matmul rate; w = 8 and 12 are no faster there
+(too few channels to fill the vector units), w = 24 is 2.5x slower
+(``benchmarks/cnn_inference.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cdiflow.models.blocks import ConvBNAct, conv_block
+from cdiflow.models.config import ModelConfig
+
+
+class PhaseRetrievalCNN(nn.Module):
+    """Encoder-decoder of Wu et al. (2021), width and depth from ``ModelConfig``.
+
+    ``forward(modulus)`` takes (B, P, P) or (B, 1, P, P) float moduli (centred, max 1)
+    and returns (B, 2, N, N): amplitude and phase target, both in [0, 1] with the default
+    ``relu_clamp`` output.
+    """
+
+    def __init__(self, config: ModelConfig):
+        super().__init__()
+        self.config = config
+        c = config
+        slope, mom = c.leaky_slope, c.bn_momentum
+        self.encoder = nn.ModuleList()
+        cin = 1
+        for level in range(c.depth):
+            self.encoder.append(conv_block(cin, c.level_width(level), slope, mom))
+            cin = c.level_width(level)
+        self.pool = nn.MaxPool2d(2)
+        code = c.level_width(c.depth)
+        self.bottleneck = conv_block(cin, code, slope, mom)
+        self.amplitude_decoder = self._decoder(code // 2)
+        self.phase_decoder = self._decoder(code // 2)
+
+    def _decoder(self, cin: int) -> nn.Sequential:
+        c = self.config
+        layers: list[nn.Module] = []
+        # Levels depth-1 .. 1: resolution input / 2**level, width of encoder level-1.
+        for level in range(c.depth - 1, 0, -1):
+            cout = c.level_width(level - 1)
+            layers += [nn.Upsample(scale_factor=2, mode="nearest")]
+            layers += [conv_block(cin, cout, c.leaky_slope, c.bn_momentum)]
+            cin = cout
+        head = nn.Conv2d(cin, 1, 3, padding=1)
+        # Start every output pixel near 0.5, inside the linear part of ReLU / clamp:
+        # with torch's default init a whole output channel can start (and stay) below 0,
+        # where ReLU passes no gradient (seen as an amplitude loss stuck at 1.0).
+        with torch.no_grad():
+            head.weight.mul_(0.1)
+            head.bias.fill_(0.5)
+        layers.append(head)
+        return nn.Sequential(*layers)
+
+    def _activate(self, x: torch.Tensor) -> torch.Tensor:
+        kind = self.config.output_activation
+        if kind == "relu":
+            return torch.relu(x)
+        if kind == "sigmoid":
+            return torch.sigmoid(x)
+        return torch.clamp(x, 0.0, 1.0)  # relu_clamp: ReLU, then min(., 1)
+
+    def forward(self, modulus: torch.Tensor) -> torch.Tensor:
+        x = modulus.unsqueeze(1) if modulus.dim() == 3 else modulus
+        for block in self.encoder:
+            x = self.pool(block(x))
+        code = self.bottleneck(x)
+        amp_code, phase_code = torch.chunk(code, 2, dim=1)
+        out = torch.cat([self.amplitude_decoder(amp_code), self.phase_decoder(phase_code)], 1)
+        return self._activate(out)
+
+
+def build_model(config: ModelConfig | None = None) -> PhaseRetrievalCNN:
+    """A freshly initialised CNN (torch's default init; seed with ``torch.manual_seed``
+    or, better, build inside ``torch.random.fork_rng`` with a seeded generator)."""
+    return PhaseRetrievalCNN(config or ModelConfig())
+
+
+def fold_batchnorm(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
+    """Fold every BN into its conv, in place (uses running statistics: eval semantics)."""
+    for module in model.modules():
+        if isinstance(module, ConvBNAct):
+            module.fold()
+    return model
+
+
+def inference_model(model: nn.Module) -> PhaseRetrievalCNN:
+    """An inference-optimised copy: BN folded, eval mode, channels_last, no grad.
+
+    The original is untouched. Outputs equal ``model.eval()(x)`` to float tolerance.
+    Feed it with ``x.contiguous(memory_format=torch.channels_last)`` of shape (B,1,P,P)
+    or plain (B,P,P); both work.
+    """
+    import copy
+
+    model = getattr(model, "module", model)  # unwrap DDP
+    fast = copy.deepcopy(model).eval()
+    fold_batchnorm(fast)
+    for p in fast.parameters():
+        p.requires_grad_(False)
+    for module in fast.modules():
+        if isinstance(module, nn.LeakyReLU):
+            module.inplace = True
+    return fast.to(memory_format=torch.channels_last)

@@ -1,0 +1,62 @@
+"""Typed architecture config of the CNN (what the registry stores next to the weights)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+from cdiflow.config import Config, require
+
+OUTPUT_ACTIVATIONS = ("relu_clamp", "relu", "sigmoid")
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelConfig(Config):
+    """Architecture of ``PhaseRetrievalCNN``.
+
+    Attributes
+    ----------
+    input_size : P, pixels per axis of the input modulus (64).
+    output_size : N, pixels per axis of the amplitude / phase output (P // 2).
+    base_width : channels of the first encoder level; level i has ``base_width * 2**i``.
+    depth : number of max-pooling steps in the encoder (64 -> 8 for depth 3). The
+        decoders upsample ``depth - 1`` times, back to ``output_size``.
+    leaky_slope : negative slope of every LeakyReLU.
+    output_activation : ``"relu_clamp"`` (default: the paper's ReLU followed by a clamp at
+        1, so targets in [0, 1] are reachable exactly, including the 0 outside the
+        support, and the output never leaves [0, 1]), ``"relu"`` (the paper, unbounded
+        above) or ``"sigmoid"`` (bounded, but 0 only asymptotically).
+    bn_momentum : BatchNorm running-statistics momentum (torch convention).
+    """
+
+    input_size: int = 64
+    output_size: int = 32
+    base_width: int = 16
+    depth: int = 3
+    leaky_slope: float = 0.01
+    output_activation: str = "relu_clamp"
+    bn_momentum: float = 0.1
+
+    def validate(self) -> None:
+        require(self.base_width >= 1, f"base_width must be >= 1, got {self.base_width}")
+        require(self.depth >= 1, f"depth must be >= 1, got {self.depth}")
+        require(
+            self.input_size > 0 and self.input_size % (2**self.depth) == 0,
+            f"input_size {self.input_size} must be a positive multiple of 2**depth "
+            f"({2**self.depth})",
+        )
+        require(
+            self.output_size * 2 == self.input_size,
+            f"output_size must be input_size // 2 (oversampling 2), got "
+            f"{self.output_size} for input {self.input_size}",
+        )
+        require(0 <= self.leaky_slope < 1, f"leaky_slope must be in [0, 1), got {self.leaky_slope}")
+        require(
+            self.output_activation in OUTPUT_ACTIVATIONS,
+            f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got "
+            f"{self.output_activation!r}",
+        )
+        require(0 < self.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
+
+    def level_width(self, level: int) -> int:
+        """Channels of encoder level ``level`` (0 = full resolution)."""
+        return self.base_width * 2**level

@@ -1,0 +1,226 @@
+"""The pure-PyTorch training loop: one epoch, evaluation, and ``fit`` over epochs.
+
+Batches are dicts of float tensors: ``modulus`` (B, P, P), ``amplitude`` and ``phase``
+(B, N, N) (targets as ``cdiflow.physics.generator`` makes them). Any iterable of such
+dicts works: a list, a generator, a Ray Data shard's ``iter_torch_batches``. No Ray here:
+the Ray Train glue calls ``fit`` with an ``on_epoch_end`` hook that reports and
+checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import torch
+from torch import nn
+
+from cdiflow.losses import LossWeights, physics_loss, predicted_modulus
+from cdiflow.metrics import chi2, image_error
+from cdiflow.train.checkpoint import load_checkpoint, training_state
+from cdiflow.train.config import TrainConfig
+from cdiflow.train.optim import build_optimizer, build_scheduler
+
+Batch = dict[str, torch.Tensor]
+LOSS_KEYS = ("loss", "amplitude", "phase", "physics")
+LOSS_NAMES = ("loss", "loss_amplitude", "loss_phase", "loss_physics")  # as reported
+CHI2_KEYS = ("chi2_modulus", "chi2_amplitude", "chi2_phase")
+
+
+def _to(batch: Batch, device: torch.device) -> Batch:
+    return {
+        k: batch[k].to(device, torch.float32, non_blocking=True)
+        for k in ("modulus", "amplitude", "phase")
+    }
+
+
+def train_one_epoch(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    loss_weights: LossWeights,
+    device: torch.device | str,
+    autocast: bool = False,
+    grad_clip: float = 0.0,
+) -> dict[str, float]:
+    """One pass over ``batches``; the scheduler is stepped per batch.
+
+    ``autocast`` turns on bf16 autocast for the model (the loss runs in float32).
+    Returns pattern-weighted means ``loss``, ``loss_amplitude``, ``loss_phase``,
+    ``loss_physics``, plus ``lr`` (after the last step), ``patterns`` and
+    ``patterns_per_s``. Sums stay on the device until the end (no per-step sync).
+    """
+    device = torch.device(device)
+    model.train()
+    sums = torch.zeros(len(LOSS_KEYS), device=device, dtype=torch.float64)
+    count = 0
+    start = time.perf_counter()
+    for batch in batches:
+        b = _to(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            prediction = model(b["modulus"])
+        terms = physics_loss(prediction, b["modulus"], b["amplitude"], b["phase"], loss_weights)
+        optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        if grad_clip > 0:
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        optimizer.step()
+        if scheduler is not None:
+            scheduler.step()
+        n = b["modulus"].shape[0]
+        sums += torch.stack([terms[k].detach().double() for k in LOSS_KEYS]) * n
+        count += n
+    if count == 0:
+        raise ValueError("train_one_epoch got no batches")
+    means = (sums / count).tolist()
+    seconds = time.perf_counter() - start
+    out = dict(zip(LOSS_NAMES, means, strict=True))
+    out.update(
+        lr=optimizer.param_groups[0]["lr"],
+        patterns=float(count),
+        patterns_per_s=count / max(seconds, 1e-9),
+    )
+    return out
+
+
+@torch.no_grad()
+def per_pattern_metrics(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device | str,
+    autocast: bool = False,
+) -> dict[str, torch.Tensor]:
+    """Per-pattern chi^2 (CPU float tensors of length n_patterns), for histograms.
+
+    ``chi2_modulus``: eq. 5 between |F(predicted object)| and the input modulus, after
+    fitting the scale (the two are normalised independently). ``chi2_amplitude`` and
+    ``chi2_phase``: ``image_error`` of the amplitude and the phase target (0..1).
+    """
+    device = torch.device(device)
+    model.eval()
+    out: dict[str, list[torch.Tensor]] = {k: [] for k in CHI2_KEYS}
+    for batch in batches:
+        b = _to(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            prediction = model(b["modulus"])
+        for k, v in _pattern_chi2(prediction, b).items():
+            out[k].append(v.cpu())
+    return {k: torch.cat(v) for k, v in out.items()}
+
+
+def _pattern_chi2(prediction: torch.Tensor, b: Batch) -> dict[str, torch.Tensor]:
+    prediction = prediction.float()
+    fourier = predicted_modulus(prediction, b["modulus"].shape[-1])
+    return {
+        "chi2_modulus": chi2(fourier, b["modulus"], fit_scale=True),
+        "chi2_amplitude": image_error(prediction[:, 0], b["amplitude"]),
+        "chi2_phase": image_error(prediction[:, 1], b["phase"]),
+    }
+
+
+@torch.no_grad()
+def evaluate(
+    model: nn.Module,
+    batches: Iterable[Batch],
+    device: torch.device | str,
+    loss_weights: LossWeights | None = None,
+    autocast: bool = False,
+) -> dict[str, float]:
+    """Mean loss terms and chi^2 (modulus, amplitude, phase) over ``batches``.
+
+    Keys: ``loss``, ``loss_amplitude``, ``loss_phase``, ``loss_physics``,
+    ``chi2_modulus``, ``chi2_amplitude``, ``chi2_phase``, ``patterns``.
+    """
+    device = torch.device(device)
+    model.eval()
+    weights = loss_weights or LossWeights()
+    sums = dict.fromkeys(LOSS_NAMES + CHI2_KEYS, 0.0)
+    count = 0
+    for batch in batches:
+        b = _to(batch, device)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            prediction = model(b["modulus"])
+        terms = physics_loss(prediction, b["modulus"], b["amplitude"], b["phase"], weights)
+        chis = _pattern_chi2(prediction, b)
+        n = b["modulus"].shape[0]
+        for k, name in zip(LOSS_KEYS, LOSS_NAMES, strict=True):
+            sums[name] += terms[k].item() * n
+        for k, v in chis.items():
+            sums[k] += v.double().sum().item()
+        count += n
+    if count == 0:
+        raise ValueError("evaluate got no batches")
+    result = {k: v / count for k, v in sums.items()}
+    result["patterns"] = float(count)
+    return result
+
+
+@dataclasses.dataclass
+class EpochEnd:
+    """What ``fit`` hands to ``on_epoch_end`` after each epoch (epoch counts from 0)."""
+
+    epoch: int
+    metrics: dict[str, float]
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+
+    def state(self) -> dict[str, Any]:
+        """A weights_only-safe checkpoint dict to resume *after* this epoch."""
+        return training_state(self.model, self.optimizer, self.scheduler, self.epoch + 1)
+
+
+def fit(
+    model: nn.Module,
+    config: TrainConfig,
+    train_batches: Callable[[int], Iterable[Batch]],
+    steps_per_epoch: int,
+    *,
+    val_batches: Callable[[], Iterable[Batch]] | None = None,
+    device: torch.device | str = "cpu",
+    resume: str | dict | None = None,
+    on_epoch_end: Callable[[EpochEnd], bool | None] | None = None,
+) -> list[dict[str, float]]:
+    """Train ``model`` for ``config.epochs`` epochs (or until the hook returns True).
+
+    Parameters
+    ----------
+    train_batches : ``epoch -> iterable of batches``; it owns shuffling (seed it with the
+        epoch so a resumed run sees the same data order).
+    steps_per_epoch : batches per epoch, for the per-batch LR schedule.
+    val_batches : ``() -> iterable of batches``; evaluated after each epoch (``val_*``).
+    resume : a checkpoint path or dict from ``EpochEnd.state()`` / ``save_checkpoint``;
+        training continues at the epoch after it, bit-identical on CPU.
+    on_epoch_end : called with an ``EpochEnd``; return True to stop.
+
+    Returns the per-epoch metrics (``epoch``, ``train_*``, ``val_*``, ``seconds``).
+    """
+    device = torch.device(device)
+    model.to(device)
+    optimizer = build_optimizer(model, config)
+    scheduler = build_scheduler(optimizer, config, steps_per_epoch)
+    start_epoch = 0
+    if resume is not None:
+        start_epoch = load_checkpoint(resume, model, optimizer, scheduler)
+    autocast = config.bf16 and device.type == "cuda"
+    history = []
+    for epoch in range(start_epoch, config.epochs):
+        t0 = time.perf_counter()
+        train = train_one_epoch(
+            model, train_batches(epoch), optimizer, scheduler, config.loss, device, autocast,
+            config.grad_clip,
+        )  # fmt: skip
+        metrics = {"epoch": float(epoch)} | {f"train_{k}": v for k, v in train.items()}
+        if val_batches is not None:
+            val = evaluate(model, val_batches(), device, config.loss, autocast)
+            metrics |= {f"val_{k}": v for k, v in val.items()}
+        metrics["seconds"] = time.perf_counter() - t0
+        history.append(metrics)
+        if on_epoch_end is not None and on_epoch_end(
+            EpochEnd(epoch, metrics, model, optimizer, scheduler)
+        ):
+            break
+    return history
