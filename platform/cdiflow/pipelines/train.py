@@ -93,7 +93,7 @@ def _model_config_type():
 
 
 def _train_config_type():
-    from cdiflow.train import TrainConfig
+    from cdiflow.train.config import TrainConfig
 
     return TrainConfig
 
@@ -201,6 +201,14 @@ def train_worker(loop_config: dict) -> None:
             local_shuffle_seed=job.train.seed * 100_003 + epoch,  # same order on a rerun
         )
 
+    cached_val: list = []
+
+    def val_batches() -> list:
+        # the validation split is small (5%): read it once, not through Ray Data each epoch
+        if not cached_val:
+            cached_val.extend(val_shard.iter_torch_batches(batch_size=256, dtypes=torch.float32))
+        return cached_val
+
     def on_epoch_end(end) -> None:
         train = {k: v for k, v in end.metrics.items() if k.startswith("train_")}
         count = train.pop("train_patterns", 0.0)
@@ -219,8 +227,7 @@ def train_worker(loop_config: dict) -> None:
         with tempfile.TemporaryDirectory() as folder:
             checkpoint = None
             if rank == 0:
-                batches = val_shard.iter_torch_batches(batch_size=256, dtypes=torch.float32)
-                val = evaluate(bare, batches, device, job.train.loss, autocast)
+                val = evaluate(bare, val_batches(), device, job.train.loss, autocast)
                 metrics.update({f"val_{k}": float(v) for k, v in val.items()})
                 metrics[SCORE_METRIC] = metrics["val_chi2_modulus"]
                 torch.save(end.state(), Path(folder) / STATE_FILE)
