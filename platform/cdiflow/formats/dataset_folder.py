@@ -3,12 +3,12 @@
 A generation run may be killed at any point and re-run with the same command. What it
 leaves behind, and what the re-run does with it:
 
-- ``.generate-plan.json`` (written before any shard): the data set being built. A re-run
-  with another config or seed is refused rather than mixing two data sets.
-- complete shards (renamed into place only once fsynced): checked against their footer
-  identity and kept; only missing shards are generated again.
+- complete shards (renamed into place only once fsynced): each names its data set (the
+  config fingerprint) in its footer. They are kept, and only missing shards are
+  generated again; a re-run with another config or seed is refused rather than mixing
+  two data sets.
 - temp files ``.shard-NNNNN.parquet.<hex>.tmp``: a killed writer's leftovers, removed.
-- ``manifest.json`` last; then the plan and lock go.
+- ``.generate.lock`` while a run holds the folder; ``manifest.json`` last.
 
 Anything else in the folder is not ours: ``OutputDirError``, before anything is written.
 """
@@ -31,13 +31,11 @@ from cdiflow.formats.dataset import (
     file_sha256,
     shard_identity,
     shard_metadata,
-    write_json_atomic,
 )
 from cdiflow.formats.layout import SPLITS, DatasetConfig
 
-PLAN_NAME = ".generate-plan.json"
 LOCK_NAME = ".generate.lock"
-_OURS_AT_TOP = {MANIFEST_NAME, PLAN_NAME, LOCK_NAME, *SPLITS}
+_OURS_AT_TOP = {MANIFEST_NAME, LOCK_NAME, *SPLITS}
 
 
 def inspect_folder(root: str | Path, config: DatasetConfig) -> dict[str, ShardInfo]:
@@ -52,27 +50,25 @@ def inspect_folder(root: str | Path, config: DatasetConfig) -> dict[str, ShardIn
     if not root.is_dir():
         raise OutputDirError(f"{root} exists and is not a folder")
     _refuse_foreign(root)
-    shards = [p for split in SPLITS if (root / split).is_dir() for p in _shard_files(root / split)]
-    recorded = _recorded_fingerprint(root)
-    if recorded is None:
-        if shards:
-            raise OutputDirError(f"{root} holds shards but no plan or manifest; not resumable")
-        return {}
-    if recorded != config.fingerprint():
+    fingerprint = config.fingerprint()
+    if _manifest_fingerprint(root) not in (None, fingerprint):
         raise OutputDirError(
-            f"{root} holds another data set (different config or seed); use a new folder"
+            f"{root} holds another data set (other config or seed); use a new folder"
         )
     expected = {spec.relpath: spec for spec in config.shard_specs()}
     done = {}
-    for path in shards:
-        relpath = f"{path.parent.name}/{path.name}"
-        spec = expected.get(relpath)
-        if spec is None:
-            raise OutputDirError(f"{path}: a shard that this data set does not have")
-        _, rows, identity = shard_metadata(path)
-        if identity != shard_identity(config, spec) or rows != spec.rows:
-            raise CorruptShard(str(path), "is not this data set's shard (identity differs)")
-        done[relpath] = ShardInfo(path.name, rows, file_sha256(path), path.stat().st_size)
+    for split in SPLITS:
+        for path in _shard_files(root / split):
+            _, rows, identity = shard_metadata(path)  # CorruptShard if not a cdiflow shard
+            if identity.get("dataset") != fingerprint:
+                raise OutputDirError(
+                    f"{root} holds another data set (other config or seed: {path}); "
+                    "use a new folder"
+                )
+            spec = expected.get(f"{split}/{path.name}")
+            if spec is None or identity != shard_identity(config, spec) or rows != spec.rows:
+                raise CorruptShard(str(path), "does not match its name (split, shard or rows)")
+            done[spec.relpath] = ShardInfo(path.name, rows, file_sha256(path), path.stat().st_size)
     return done
 
 
@@ -96,24 +92,25 @@ def _refuse_foreign(root: Path) -> None:
 
 
 def _shard_files(folder: Path) -> list[Path]:
+    if not folder.is_dir():
+        return []
     return sorted(p for p in folder.iterdir() if SHARD_RE.fullmatch(p.name))
 
 
-def _recorded_fingerprint(root: Path) -> str | None:
-    """The fingerprint that the manifest (else the plan) in ``root`` records, or None."""
-    for name in (MANIFEST_NAME, PLAN_NAME):
-        path = root / name
-        if path.is_file():
-            try:
-                return str(json.loads(path.read_text())["fingerprint"])
-            except (ValueError, KeyError, TypeError) as exc:
-                raise OutputDirError(f"{path}: unreadable ({exc}); use a new folder") from None
-    return None
+def _manifest_fingerprint(root: Path) -> str | None:
+    """The fingerprint that the manifest in ``root`` records, or None without one."""
+    path = root / MANIFEST_NAME
+    if not path.is_file():
+        return None
+    try:
+        return str(json.loads(path.read_text())["fingerprint"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise OutputDirError(f"{path}: unreadable ({exc}); use a new folder") from None
 
 
 @contextlib.contextmanager
-def locked_folder(root: str | Path, config: DatasetConfig) -> Iterator[Path]:
-    """Create ``root`` and its split folders, hold its lock, record the plan, drop temps.
+def locked_folder(root: str | Path) -> Iterator[Path]:
+    """Create ``root`` and its split folders, hold its lock, drop a killed run's temps.
 
     Refuses (``OutputDirError``) when another run holds the lock. The lock is an
     ``flock``: the kernel releases it when the holder dies, so a killed run never blocks
@@ -129,13 +126,7 @@ def locked_folder(root: str | Path, config: DatasetConfig) -> Iterator[Path]:
         for split in SPLITS:
             (root / split).mkdir(exist_ok=True)
         remove_temp_files(root)
-        if not (root / MANIFEST_NAME).is_file():
-            write_json_atomic(root / PLAN_NAME, _plan(config))
         yield root
-
-
-def _plan(config: DatasetConfig) -> dict:
-    return {"fingerprint": config.fingerprint(), "dataset": config.resolved().to_dict()}
 
 
 def remove_temp_files(root: Path) -> None:
@@ -148,7 +139,6 @@ def remove_temp_files(root: Path) -> None:
 
 
 def finish_folder(root: Path) -> None:
-    """After the manifest is written: the plan and the lock file are no longer needed."""
-    for name in (PLAN_NAME, LOCK_NAME):
-        with contextlib.suppress(FileNotFoundError):
-            os.remove(root / name)
+    """After the manifest is written: the lock file is no longer needed."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(root / LOCK_NAME)

@@ -160,7 +160,7 @@ def generate_dataset(
     started = _connect(address) if todo else False
     try:
         workers = (workers or _cluster_cpus()) if todo else (workers or 0)
-        with locked_folder(out, config):
+        with locked_folder(out):
             start = time.perf_counter()
             infos = dict(done)
             infos.update(_run_shards(out, config, todo, workers, progress, len(specs)))

@@ -25,7 +25,6 @@ from cdiflow.formats.dataset import (
 )
 from cdiflow.formats.dataset_folder import (
     LOCK_NAME,
-    PLAN_NAME,
     finish_folder,
     inspect_folder,
     locked_folder,
@@ -308,6 +307,10 @@ def test_complete_shards_are_found_for_resumption(copy):
 def test_foreign_files_or_another_data_set_are_refused(copy, tmp_path):
     with pytest.raises(OutputDirError, match="another data set"):
         inspect_folder(copy, CONFIG.replace(seed=4))
+    (copy / "manifest.json").unlink()  # the shards alone still say whose they are
+    with pytest.raises(OutputDirError, match=r"another data set .*shard-00000\.parquet"):
+        inspect_folder(copy, CONFIG.replace(seed=4))
+    assert len(inspect_folder(copy, CONFIG)) == 6
     (copy / "train" / "notes.txt").write_text("mine")
     with pytest.raises(OutputDirError, match="notes.txt"):
         inspect_folder(copy, CONFIG)
@@ -319,21 +322,24 @@ def test_foreign_files_or_another_data_set_are_refused(copy, tmp_path):
     assert sorted(p.name for p in other.iterdir()) == ["results.csv"]
 
 
-def test_foreign_shard_under_our_name_is_refused_by_name(copy):
+def test_foreign_or_misplaced_shard_under_our_name_is_refused_by_name(copy):
+    shutil.copy(copy / "train/shard-00001.parquet", copy / "train/shard-00003.parquet")
+    with pytest.raises(CorruptShard, match=r"shard-00003\.parquet: does not match its name"):
+        inspect_folder(copy, CONFIG)
     pq.write_table(pa.table({"x": [1]}), copy / "train/shard-00003.parquet")
     with pytest.raises(CorruptShard, match=r"shard-00003\.parquet: not a cdiflow shard"):
         inspect_folder(copy, CONFIG)
 
 
-def test_locked_folder_clears_temps_records_plan_and_refuses_a_second_run(tmp_path):
+def test_locked_folder_clears_temps_and_refuses_a_second_run(tmp_path):
     root = tmp_path / "data"
     (root / "train").mkdir(parents=True)
     (root / "train/.shard-00000.parquet.0123456789ab.tmp").write_bytes(b"half")
-    with locked_folder(root, CONFIG):
+    with locked_folder(root):
         assert sorted(p.name for p in (root / "train").iterdir()) == []
-        assert json.loads((root / PLAN_NAME).read_text())["fingerprint"] == CONFIG.fingerprint()
-        with pytest.raises(OutputDirError, match="another run"), locked_folder(root, CONFIG):
+        assert sorted(p.name for p in root.iterdir()) == [LOCK_NAME, "test", "train", "val"]
+        with pytest.raises(OutputDirError, match="another run"), locked_folder(root):
             pass
-        assert inspect_folder(root, CONFIG) == {}  # the plan makes it ours
+        assert inspect_folder(root, CONFIG) == {}  # the lock file is ours
         finish_folder(root)
-    assert not (root / PLAN_NAME).exists() and not (root / LOCK_NAME).exists()
+    assert not (root / LOCK_NAME).exists()
