@@ -71,7 +71,7 @@ def test_job_on_ray_isolates_bad_scans_and_resumes(local_ray, tmp_path, monkeypa
     ok = outcome.ok[0]
     arrays, attrs = read_scan_result(out / ok["result"])
     assert attrs["model"]["version"] == version and "champion" in attrs["model"]["aliases"]
-    assert arrays["amplitude"].shape == (32, 32) and np.isfinite(ok["refined_chi2"])
+    assert arrays["amplitude"].shape == (56, 56) and np.isfinite(ok["refined_chi2"])
     table = pq.read_table(out / "summary.parquet")
     assert table.num_rows == len(outcome.rows)
     assert (out / "summary.csv").is_file() and "<img" in (out / "report.html").read_text()

@@ -14,7 +14,8 @@ would leave OUT, whatever the scan is called (``../../x``, absolute paths, NUL b
 
 A per-scan file holds the arrays (centred, see ``cdiflow.physics.fft``):
 ``amplitude``, ``phase`` (radians), ``phase_unwrapped`` (radians, NaN outside the
-support), ``support`` (N x N bool), ``chi2`` (per iteration), ``modulus`` and ``mask``
+support), ``support`` (bool; all four 56 x 56, the central box of the object field, so
+objects wider than the 32-pixel training box fit), ``chi2`` (per iteration), ``modulus`` and ``mask``
 (the P x P pattern phased), ``cnn_amplitude`` and ``cnn_phase``, and the provenance as
 JSON attributes: ``preprocessing``, ``model``, ``refinement``, ``summary``, and scalar
 attributes ``cdiflow_version``, ``git_sha``, ``scan``, ``source``, ``complete``.
@@ -54,6 +55,7 @@ SUMMARY_COLUMNS = (
     "refined_chi2",
     "oversampling_y",
     "oversampling_x",
+    "upper_bound",
     "frames",
     "raw_bytes",
     "t_read",
@@ -207,7 +209,7 @@ def summary_table(rows: list[dict[str, Any]]):
     import pyarrow as pa
 
     columns = {name: [row.get(name) for row in rows] for name in SUMMARY_COLUMNS}
-    for name in ("number", "frames", "raw_bytes"):
+    for name in ("number", "frames", "raw_bytes", "upper_bound"):
         columns[name] = [None if v is None else int(v) for v in columns[name]]
     floats = [c for c in SUMMARY_COLUMNS if c.startswith(("t_", "cnn_", "refined_", "overs"))]
     for name in floats:

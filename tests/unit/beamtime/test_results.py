@@ -79,7 +79,7 @@ def test_result_file_holds_images_and_provenance(good_beamtime, tiny_model, fast
     arrays, attrs = read_scan_result(tmp_path / rows[0]["result"])
     for name in ("amplitude", "phase", "phase_unwrapped", "support", "chi2", "modulus", "mask"):
         assert name in arrays
-    assert arrays["amplitude"].shape == (32, 32) and arrays["modulus"].shape == (64, 64)
+    assert arrays["amplitude"].shape == (56, 56) and arrays["modulus"].shape == (64, 64)
     assert arrays["chi2"].shape == (fast_config.iterations,)
     assert arrays["support"].dtype == bool and arrays["support"].any()
     inside = arrays["phase_unwrapped"][arrays["support"]]
@@ -105,10 +105,10 @@ def test_incomplete_file_is_not_finished(tmp_path):
 
 
 def test_unwrap_removes_2pi_jumps():
-    yy, xx = np.mgrid[0:32, 0:32]
+    yy, xx = np.mgrid[0:56, 0:56]
     ramp = 0.6 * xx - 9.0  # spans more than 2 pi
     wrapped = np.angle(np.exp(1j * ramp))
-    support = np.zeros((32, 32), bool)
+    support = np.zeros((56, 56), bool)
     support[4:28, 4:28] = True
     out = unwrapped_phase(wrapped, support)
     diffs = np.diff(out[10, 4:28])
