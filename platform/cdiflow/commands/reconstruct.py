@@ -69,6 +69,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
     parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
+    parser.add_argument(
+        "--local", action="store_true", help="run in this process without Ray (debugging)"
+    )
     parser.set_defaults(run=run)
     return parser
 
@@ -101,6 +104,7 @@ def run(args: argparse.Namespace) -> int:
         config=config,
         selection=selection,
         address=args.address,
+        runner="local" if args.local else "ray",
     )
     print(
         f"{len(outcome.ok)} ok, {len(outcome.failed)} failed, {outcome.skipped} skipped "
