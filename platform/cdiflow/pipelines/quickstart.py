@@ -37,9 +37,9 @@ RUN_NAME = "quickstart"
 class QuickstartConfig(Config):
     """Sizes of the quickstart (defaults: under 10 minutes on 2 cores)."""
 
-    patterns: int = 2400  # train + validation patterns
+    patterns: int = 1600  # train + validation patterns
     test_patterns: int = 64
-    epochs: int = 6
+    epochs: int = 5
     batch_size: int = 64
     base_width: int = 16
     lr: float = 3e-3
