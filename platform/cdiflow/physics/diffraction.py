@@ -16,7 +16,7 @@ import math
 
 import torch
 
-from cdiflow.physics.fft import centred_fft2, centred_fft3, pad_centre
+from cdiflow.physics.fft import centred_fft3, object_modulus, pad_centre
 
 
 def project_along_beam(volume: torch.Tensor) -> torch.Tensor:
@@ -26,7 +26,7 @@ def project_along_beam(volume: torch.Tensor) -> torch.Tensor:
 
 def fourier_slice_pattern(volume: torch.Tensor, pattern_size: int) -> torch.Tensor:
     """Fast path: |2D FFT| of the projection padded to P x P (a centred modulus)."""
-    return centred_fft2(pad_centre(project_along_beam(volume), pattern_size)).abs()
+    return object_modulus(project_along_beam(volume), pattern_size)
 
 
 def literal_slice_pattern(volume: torch.Tensor, pattern_size: int) -> torch.Tensor:

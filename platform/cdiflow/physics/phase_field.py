@@ -13,18 +13,34 @@ import torch
 from cdiflow.physics.particles import apply_separable, gaussian_matrix
 
 
-def correlated_field(noise: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+def correlated_field(
+    noise: torch.Tensor, lengths: torch.Tensor, window: tuple[int, int, int] | None = None
+) -> torch.Tensor:
     """Smooth white noise into a Gaussian-correlated field.
 
     Parameters
     ----------
     noise : (B, N, N, N) float, uncorrelated standard normal, indexed (z, y, x).
     lengths : (B, 3) correlation lengths (Lx, Ly, Lz) in voxels.
+    window : optional (wz, wy, wx) sizes of a centred window (as ``crop_centre`` cuts
+        it); only the field inside it is computed, from all of the noise.
+
+    Returns
+    -------
+    (B, wz, wy, wx) field (the whole (B, N, N, N) without a window), noise's dtype.
     """
     n = noise.shape[-1]
-    mats = [gaussian_matrix(n, lengths[:, i] / 2, noise.dtype) for i in range(3)]
-    mx, my, mz = mats
-    return apply_separable(noise, mz, my, mx)
+    wz, wy, wx = window or (n, n, n)
+    # One call builds the three axes' kernels: (B, 3) widths -> (B, 3, N, N).
+    kernels = gaussian_matrix(n, lengths.flatten() / 2, noise.dtype).view(-1, 3, n, n)
+    lx, ly, lz = kernels.unbind(1)
+    return apply_separable(noise, _rows(lz, wz), _rows(ly, wy), _rows(lx, wx))
+
+
+def _rows(matrix: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size`` central rows of (..., n, n) matrices: outputs in a centred window."""
+    start = matrix.shape[-1] // 2 - size // 2
+    return matrix[..., start : start + size, :]
 
 
 def scale_to_span(field: torch.Tensor, inside: torch.Tensor, span: float) -> torch.Tensor:
@@ -35,9 +51,15 @@ def scale_to_span(field: torch.Tensor, inside: torch.Tensor, span: float) -> tor
     field : (B, N, N, N) float.
     inside : (B, N, N, N) bool, the particle's voxels (at least one per volume).
     span : total phase range in radians (0 < span <= 2 pi).
+
+    Voxels outside ``inside`` (the blurred edge) follow the same linear map. A volume
+    whose field is flat inside (a one-voxel particle) gets phase 0 everywhere.
     """
     big = torch.finfo(field.dtype).max
     lo = torch.where(inside, field, big).flatten(1).amin(1).view(-1, 1, 1, 1)
     hi = torch.where(inside, field, -big).flatten(1).amax(1).view(-1, 1, 1, 1)
-    width = (hi - lo).clamp_min(torch.finfo(field.dtype).tiny)
-    return (field - lo) / width * span - span / 2
+    width = hi - lo
+    # A one-voxel particle has no range to scale: give it a flat zero phase, rather than
+    # dividing by ~0 and sending the blurred edge's phase to +-1e38.
+    phase = (field - lo) / width.clamp_min(torch.finfo(field.dtype).tiny) * span - span / 2
+    return torch.where(width > 0, phase, 0.0)

@@ -1,0 +1,198 @@
+"""Generic scan sources and the one entry point ``open_scan``.
+
+Forms accepted by ``open_scan(source)``:
+
+- ``file.h5:/entry/data/data`` (also ``.hdf5``, ``.nxs``, ``.cxi``): one dataset, 2D or
+  3D. Without ``:/path``: a CXI file's ``/entry_1/data_1/data``; else the NeXus default
+  (``@default`` of the root and entry, then the NXdata ``@signal``); else the one 2D/3D
+  numeric dataset of the file.
+- ``file.tif`` / ``file.tiff``: one page (2D) or a multi-page stack (3D).
+- ``file.npy``; ``file.npz:key`` (or ``file.npz`` holding exactly one array).
+- a 34-ID-C scan folder ``.../<detector>/<prefix>_S<NNNN>``: read with the dark,
+  whitefield and spec file of the beamtime folder two levels up.
+
+Every failure is a ``ScanError`` subclass with one line naming the file.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from cdiflow.formats.scan import NotAScan, Scan, ScanDataError, ScanReadError, check_frames_array
+
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
+CXI_DEFAULT = "/entry_1/data_1/data"
+
+
+def split_source(source: str | Path) -> tuple[Path, str | None]:
+    """``"a/b.h5:/entry/x"`` -> ``(Path("a/b.h5"), "/entry/x")``; no key -> None."""
+    text = str(source)
+    m = re.match(r"^(.*\.(?:h5|hdf5|hdf|nxs|nx5|cxi|npz)):(.+)$", text, flags=re.IGNORECASE)
+    if m:
+        return Path(m.group(1)), m.group(2)
+    return Path(text), None
+
+
+def open_scan(source: str | Path) -> Scan:
+    """Open any supported scan source as a ``Scan`` (see the module docstring).
+
+    Raises
+    ------
+    ScanReadError (or a subclass)
+        Missing or unreadable file, unknown form, bad dataset path, bad numbers.
+    """
+    path, key = split_source(source)
+    if path.is_dir():
+        return _open_34idc_folder(path)
+    if not path.exists():
+        raise ScanReadError(path, "file not found", kind="not_found")
+    suffix = path.suffix.lower()
+    if suffix in HDF5_SUFFIXES:
+        data, where = read_hdf5_dataset(path, key)
+    elif suffix in TIFF_SUFFIXES:
+        data, where = read_tiff_stack(path), str(path)
+    elif suffix == ".npy":
+        data, where = _read_npy(path), str(path)
+    elif suffix == ".npz":
+        data, where = _read_npz(path, key)
+    else:
+        raise NotAScan(path, f"unknown scan file type {suffix!r}")
+    frames = check_frames_array(data, where)
+    return Scan(
+        name=path.stem,
+        source=where,
+        frames=frames.astype(np.float32, copy=False),
+        raw=frames if frames.dtype != np.float32 else None,
+        bad_pixels=np.zeros(frames.shape[1:], dtype=bool),
+        metadata={"layout": suffix.lstrip("."), "source": where},
+    )
+
+
+def read_tiff_stack(path: Path, error: type[ScanReadError] = ScanReadError) -> np.ndarray:
+    """All pages of a TIFF as one array: (H, W) for one page, (F, H, W) for several.
+
+    Every failure (missing, truncated, no image page) raises ``error`` naming the file.
+    """
+    import tifffile
+
+    if not path.is_file():
+        raise error(path, "file not found")
+    try:
+        with tifffile.TiffFile(path) as tif:
+            pages = len(tif.pages)
+            if pages == 0:
+                raise error(path, "unreadable TIFF (no image page)")
+            return tif.asarray(key=range(pages)) if pages > 1 else tif.asarray()
+    except ScanReadError:
+        raise
+    except Exception as exc:  # tifffile raises many types on corrupt files
+        raise error(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
+
+
+def _read_npy(path: Path) -> np.ndarray:
+    try:
+        return np.load(path, allow_pickle=False)
+    except Exception as exc:  # ValueError, OSError, EOFError on bad files
+        raise ScanReadError(path, f"unreadable NPY ({type(exc).__name__}: {exc})") from None
+
+
+def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, str]:
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            keys = list(archive.keys())
+            if key is None:
+                if len(keys) != 1:
+                    raise ScanReadError(
+                        path, f"holds {keys}; name one as {path.name}:KEY", "bad_key"
+                    )
+                key = keys[0]
+            if key not in keys:
+                raise ScanReadError(path, f"no array {key!r} (has {keys})", kind="bad_key")
+            return archive[key], f"{path}:{key}"
+    except ScanReadError:
+        raise
+    except Exception as exc:  # zipfile.BadZipFile, ValueError, OSError
+        raise ScanReadError(path, f"unreadable NPZ ({type(exc).__name__}: {exc})") from None
+
+
+def _nexus_default(h5) -> str | None:
+    """Follow NeXus ``@default`` (root -> entry -> NXdata) and the NXdata ``@signal``."""
+
+    def attr(node, name):
+        value = node.attrs.get(name)
+        return value.decode() if isinstance(value, bytes) else value
+
+    node, path = h5, ""
+    for _ in range(3):
+        default = attr(node, "default")
+        if not default or default not in node:
+            break
+        path += "/" + default
+        node = node[default]
+    signal = attr(node, "signal") if path else None
+    if signal and signal in node:
+        return f"{path}/{signal}"
+    return None
+
+
+def _only_dataset(h5) -> str | None:
+    """The path of the single 2D/3D numeric dataset in the file, if exactly one."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uif":
+            found.append("/" + name)
+
+    h5.visititems(visit)
+    return found[0] if len(found) == 1 else None
+
+
+def read_hdf5_dataset(path: Path, key: str | None) -> tuple[np.ndarray, str]:
+    """Read one dataset of an HDF5 / NeXus / CXI file (see the module docstring)."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as h5:
+            if key is None:
+                if path.suffix.lower() == ".cxi" and CXI_DEFAULT in h5:
+                    key = CXI_DEFAULT
+                else:
+                    key = _nexus_default(h5) or _only_dataset(h5)
+                if key is None:
+                    raise ScanReadError(
+                        path,
+                        f"name the dataset as {path.name}:/path (no single 2D/3D one)",
+                        "bad_key",
+                    )
+            where = f"{path}:{key}"
+            if key not in h5:
+                raise ScanReadError(where, "no such dataset in the file", kind="bad_key")
+            node = h5[key]
+            if not isinstance(node, h5py.Dataset):
+                raise ScanReadError(where, "is a group, not a dataset", kind="bad_key")
+            return node[()], where
+    except ScanReadError:
+        raise
+    except Exception as exc:  # OSError for non-HDF5 / truncated files, KeyError, ...
+        raise ScanReadError(path, f"unreadable HDF5 ({type(exc).__name__}: {exc})") from None
+
+
+def _open_34idc_folder(folder: Path) -> Scan:
+    """A ``<prefix>_S<NNNN>`` folder of a 34-ID-C beamtime, with its beamtime's files."""
+    from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
+
+    m = _SCAN_FOLDER.match(folder.name)
+    if not m:
+        raise NotAScan(folder, "a folder that is not a 34-ID-C <prefix>_S<NNNN> scan folder")
+    beamtime = discover_beamtime(folder.resolve().parents[1])
+    number = int(m.group("number"))
+    entries = [e for e in beamtime.entries if e.number == number]
+    if not entries or entries[0].folder is None:
+        raise ScanDataError(folder, "not found by beamtime discovery", kind="not_a_scan")
+    return read_scan(beamtime, entries[0])

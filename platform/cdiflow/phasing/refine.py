@@ -1,0 +1,172 @@
+"""``refine``: batched iterative refinement with per-pattern validation and failure isolation.
+
+This is what the beamtime job calls. Each pattern is checked up front (shape, finite,
+non-negative, not all zero; start support not empty); bad patterns get a typed error in
+``RefineResult.errors`` and the others run. Shrink-wrap collapse is reported per pattern
+as ``SupportCollapsed``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import torch
+
+from cdiflow import OBJECT_SIZE, PATTERN_SIZE
+from cdiflow.errors import CdiflowError, InputError, SupportCollapsed
+from cdiflow.phasing.runner import run_phasing
+from cdiflow.phasing.schedule import PAPER_SCHEDULE, Schedule, as_schedule
+from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.phasing.starts import Start, default_upper_bound
+from cdiflow.physics.fft import crop_centre
+
+PAPER_SHRINKWRAP = ShrinkWrap()
+"""The paper's shrink-wrap: from iteration 100, every 10 iterations."""
+
+
+class BadPattern(InputError):
+    """A pattern cannot be phased: wrong shape, non-finite or negative modulus, all zero."""
+
+
+class EmptySupport(InputError):
+    """A start support has no pixel."""
+
+
+@dataclasses.dataclass(frozen=True)
+class RefineResult:
+    """Per-pattern results of ``refine`` (failed patterns hold zeros and NaN chi^2).
+
+    Attributes
+    ----------
+    obj : (B, P, P) complex64, centred: best support-consistent iterate (the answer).
+    final_obj : (B, P, P) complex64, centred: last iterate projected onto the support.
+    support : (B, P, P) bool, centred: final support.
+    chi2 : (B, n_iter) float32: chi^2 (eq. 5) per iteration.
+    best_chi2, final_chi2 : (B,) float32.
+    errors : one entry per pattern: None, or the typed error that stopped it.
+    """
+
+    obj: torch.Tensor
+    final_obj: torch.Tensor
+    support: torch.Tensor
+    chi2: torch.Tensor
+    best_chi2: torch.Tensor
+    final_chi2: torch.Tensor
+    errors: tuple[CdiflowError | None, ...]
+
+    @property
+    def ok(self) -> np.ndarray:
+        """(B,) bool: True where the pattern was refined without error."""
+        return np.array([e is None for e in self.errors], dtype=bool)
+
+    def amplitude_phase(self, size: int = OBJECT_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+        """Central ``size`` x ``size`` amplitude and phase (radians) of ``obj``."""
+        box = crop_centre(self.obj, size)
+        return box.abs(), box.angle()
+
+
+def check_pattern(modulus, size: int = PATTERN_SIZE) -> torch.Tensor:
+    """Return one pattern as a float32 tensor or raise ``BadPattern`` saying why."""
+    m = torch.as_tensor(np.asarray(modulus) if not torch.is_tensor(modulus) else modulus)
+    if tuple(m.shape) != (size, size):
+        raise BadPattern(f"pattern has shape {tuple(m.shape)}, expected ({size}, {size})")
+    if m.is_complex() or not m.is_floating_point():
+        m = m.real if m.is_complex() else m
+        m = m.to(torch.float32)
+    if not torch.isfinite(m).all():
+        raise BadPattern(f"pattern has {int((~torch.isfinite(m)).sum())} non-finite value(s)")
+    if (m < 0).any():
+        raise BadPattern("pattern has negative values; expected a modulus sqrt(I) >= 0")
+    if not (m > 0).any():
+        raise BadPattern("pattern is all zero")
+    return m.to(torch.float32)
+
+
+def _check_start(start: Start, i: int) -> None:
+    if not bool(start.support[i].any()):
+        raise EmptySupport("start support is empty")
+    if not bool(torch.isfinite(torch.view_as_real(start.object[i])).all()):
+        raise BadPattern("start object has non-finite values")
+
+
+def refine(
+    modulus,
+    start: Start,
+    schedule: Schedule | str = PAPER_SCHEDULE,
+    *,
+    mask=None,
+    beta: float = 0.9,
+    shrinkwrap: ShrinkWrap | None = PAPER_SHRINKWRAP,
+    upper_bound: torch.Tensor | None = None,
+    device: str | torch.device | None = None,
+) -> RefineResult:
+    """Refine a batch of patterns from ``start`` with ``schedule`` (paper: 600 ER/HIO).
+
+    Parameters
+    ----------
+    modulus : (B, P, P) array/tensor or a sequence of B (P, P) arrays: centred sqrt(I).
+    start : a ``Start`` of B patterns (``cdiflow.phasing.starts``).
+    schedule : ``Schedule`` or string; default ``PAPER_SCHEDULE``.
+    mask : optional (P, P) or (B, P, P) bool, True where measured.
+    beta : HIO/RAAR feedback parameter.
+    shrinkwrap : shrink-wrap settings (None: fixed support).
+    upper_bound : (P, P) bool; default the central 32 x 32 square (the object box).
+    device : where to run (default: CPU).
+
+    Returns
+    -------
+    RefineResult; ``errors[i]`` is None or the typed error for pattern i.
+    """
+    schedule = as_schedule(schedule)
+    batch = len(modulus)
+    if len(start) != batch:
+        raise InputError(f"{batch} patterns but a start for {len(start)}")
+    errors: list[CdiflowError | None] = [None] * batch
+    checked = []
+    for i in range(batch):
+        try:
+            pattern = check_pattern(modulus[i])
+            _check_start(start, i)
+        except InputError as exc:
+            errors[i] = exc
+            continue
+        checked.append(pattern)
+    good = [i for i in range(batch) if errors[i] is None]
+    n_iter, p = len(schedule), PATTERN_SIZE
+    out = RefineResult(
+        obj=torch.zeros(batch, p, p, dtype=torch.complex64),
+        final_obj=torch.zeros(batch, p, p, dtype=torch.complex64),
+        support=torch.zeros(batch, p, p, dtype=torch.bool),
+        chi2=torch.full((batch, n_iter), float("nan")),
+        best_chi2=torch.full((batch,), float("nan")),
+        final_chi2=torch.full((batch,), float("nan")),
+        errors=(),
+    )
+    if good:
+        dev = torch.device(device or "cpu")
+        idx = torch.tensor(good)
+        sub_mask = None
+        if mask is not None:
+            sub_mask = torch.as_tensor(mask, dtype=torch.bool)
+            sub_mask = sub_mask[idx] if sub_mask.ndim == 3 else sub_mask
+        res = run_phasing(
+            torch.stack(checked).to(dev),
+            start.object[idx].to(dev),
+            start.support[idx].to(dev),
+            schedule,
+            mask=None if sub_mask is None else sub_mask.to(dev),
+            beta=beta,
+            shrinkwrap=shrinkwrap,
+            upper_bound=(default_upper_bound() if upper_bound is None else upper_bound).to(dev),
+        )
+        out.obj[idx] = res.best_obj.cpu().to(torch.complex64)
+        out.final_obj[idx] = res.obj.cpu().to(torch.complex64)
+        out.support[idx] = res.support.cpu()
+        out.chi2[idx] = res.chi2.cpu()
+        out.best_chi2[idx] = res.best_chi2.cpu()
+        out.final_chi2[idx] = res.final_chi2.cpu()
+        for j, i in enumerate(good):
+            if bool(res.collapsed[j]):
+                errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
+    return dataclasses.replace(out, errors=tuple(errors))

@@ -1,0 +1,34 @@
+"""The generation throughput benchmark runs end to end (tiny sizes) and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_generate_throughput_smoke(tmp_path):
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(
+        filter(None, [str(REPO / "platform"), env.get("PYTHONPATH")])
+    )
+    out = tmp_path / "results.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "generate_throughput.py"), "--smoke"]
+    command += ["--json", str(out), "--scratch", str(tmp_path)]
+    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    results = json.loads(out.read_text())
+    ray_results = results["ray"]
+    assert ray_results["workers_1"]["patterns"] == ray_results["workers_2"]["patterns"] == 100
+    assert ray_results["speedup_2_over_1"] > 0
+    assert 5_000 < ray_results["large_run"]["bytes_per_pattern"] < 30_000
+    assert ray_results["large_run"]["peak_pss_sum_mb"] > 0
+    assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # scratch data removed

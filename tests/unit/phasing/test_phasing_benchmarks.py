@@ -1,0 +1,41 @@
+"""The GPU phasing benchmark runs on CPU with --smoke and writes its JSON."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_gpu_phasing_smoke(tmp_path):
+    out = tmp_path / "gpu.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "gpu_phasing.py"), "--smoke", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(out.read_text())
+    assert result["smoke"] and result["device"] == "cpu"
+    row = result["rows"][0]
+    assert row["batch"] == 4 and row["iterations"] == 30 and row["patterns_per_s"] > 0
+    assert row["median_best_chi2"] < 1.0
+
+
+def test_cohere_layout_round_trip():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from phasing import from_cohere_layout, to_cohere_layout
+
+    x = np.random.default_rng(0).standard_normal((64, 64)) + 1j
+    z = to_cohere_layout(x)
+    assert np.allclose(from_cohere_layout(z), x)
+    # cohere's forward transform is ifftn of its layout; it must give our |F|
+    ours = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x))))
+    theirs = np.abs(np.fft.fftshift(np.fft.ifft2(z, norm="forward")))
+    assert np.allclose(ours, theirs)
