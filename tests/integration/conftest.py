@@ -63,56 +63,90 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listens_on(process: subprocess.Popen, port: int) -> bool:
+    """True when ``process`` (or a child of it) listens on ``port``: the answer at the port
+    is our server, not another one that took the port (the machine is shared)."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in tree:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                    return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def _start_mlflow_server(folder: Path, log):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return process, port
+
+
+def _stop(process: subprocess.Popen) -> None:
+    # the server runs uvicorn workers in its own session: stop that whole group
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite store; yields its URL."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = open(folder / "server.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+        for _attempt in range(3):  # a free port can be taken by someone else meanwhile
+            process, port = _start_mlflow_server(folder, log)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 150
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                        if reply.status == 200 and _listens_on(process, port):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            if process.poll() is None and _listens_on(process, port):
+                break
+            _stop(process)
+        else:
+            raise RuntimeError(
+                f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}"
+            )
         yield url
     finally:
-        # the server runs uvicorn workers in its own session: stop that whole group
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            _stop(process)
         log.close()
