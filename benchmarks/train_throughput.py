@@ -20,34 +20,26 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 
-def write_dataset(root: Path, counts: dict[str, int], seed: int = 0, per_shard: int = 256):
-    """The cdiflow dataset layout (manifest + split/shard-NNNNN.parquet), plain pyarrow."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def write_dataset(root: Path, num_patterns: int, seed: int = 0) -> None:
+    """A seeded data set in the project's format, written in this process (no Ray)."""
+    from cdiflow.formats.dataset import Manifest, generate_shard, write_manifest
+    from cdiflow.formats.layout import SPLITS, DatasetConfig
 
-    from cdiflow.physics.generator import GeneratorConfig, generate_samples
-
-    start = 0
-    for split, count in counts.items():
-        (root / split).mkdir(parents=True, exist_ok=True)
-        for shard, first in enumerate(range(start, start + count, per_shard)):
-            batch = generate_samples(
-                GeneratorConfig(), seed, np.arange(first, min(first + per_shard, start + count))
-            )
-            columns = {
-                name: pa.FixedShapeTensorArray.from_numpy_ndarray(getattr(batch, name))
-                for name in ("modulus", "amplitude", "phase")
-            }
-            pq.write_table(pa.table(columns), root / split / f"shard-{shard:05d}.parquet")
-        start += count
-    (root / "manifest.json").write_text(json.dumps({"seed": seed, "counts": counts}))
+    config = DatasetConfig(seed=seed, num_patterns=num_patterns, test_patterns=1, shards=4)
+    infos = {}
+    for spec in config.shard_specs():
+        (root / spec.split).mkdir(parents=True, exist_ok=True)
+        infos[spec.relpath] = generate_shard(root, config, spec)
+    shards = {
+        split: tuple(infos[s.relpath] for s in config.shard_specs() if s.split == split)
+        for split in SPLITS
+    }
+    write_manifest(root, Manifest(config.resolved(), shards, "train_throughput"))
 
 
 def pure_torch_rate(model_config: dict, root: Path, batch_size: int, threads: int) -> float:
@@ -100,7 +92,7 @@ def ray_rate(model_config: dict, root: Path, workspace: Path, workers: int, args
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--samples", type=int, default=1024, help="training patterns")
+    parser.add_argument("--samples", type=int, default=1024, help="train + val patterns (95/5)")
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--batch-size", type=int, default=32, help="per worker")
     parser.add_argument("--base-width", type=int, default=16)
@@ -118,7 +110,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="cdiflow-throughput-") as tmp:
         root = Path(tmp) / "data"
-        write_dataset(root, {"train": args.samples, "val": max(16, args.samples // 20)})
+        write_dataset(root, args.samples)
         baseline = {
             f"{t}_threads": pure_torch_rate(model_config, root, args.batch_size, t) for t in (1, 2)
         }

@@ -11,50 +11,32 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
+from registry_data import write_tiny_dataset
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-
-def write_tiny_dataset(root: Path, counts: dict[str, int], seed: int = 0, per_shard: int = 32):
-    """The dataset layout (manifest + split/shard-NNNNN.parquet) written with plain pyarrow."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from cdiflow.physics.generator import GeneratorConfig, generate_samples
-
-    config = GeneratorConfig()
-    start = 0
-    for split, count in counts.items():
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for shard, first in enumerate(range(start, start + count, per_shard)):
-            indices = np.arange(first, min(first + per_shard, start + count))
-            batch = generate_samples(config, seed, indices)
-            table = pa.table(
-                {
-                    "index": pa.array(indices),
-                    "modulus": pa.FixedShapeTensorArray.from_numpy_ndarray(batch.modulus),
-                    "amplitude": pa.FixedShapeTensorArray.from_numpy_ndarray(batch.amplitude),
-                    "phase": pa.FixedShapeTensorArray.from_numpy_ndarray(batch.phase),
-                }
-            )
-            pq.write_table(table, folder / f"shard-{shard:05d}.parquet")
-        start += count
-    (root / "manifest.json").write_text(json.dumps({"seed": seed, "counts": counts}))
-    return root
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-data")
-    return write_tiny_dataset(root, {"train": 96, "val": 32, "test": 16})
+    """128 train+val patterns (122 / 6) and 16 test patterns."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny-data"), 128, 16)
+
+
+@pytest.fixture(scope="module")
+def no_ray_auth():
+    """Token auth off for the small throwaway Ray clusters of these tests (as unit tests do:
+    it also keeps ~/.ray untouched). Set only while the fixture lives; the cluster tests
+    that exercise the real deployment keep auth on."""
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield
+    if previous is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = previous
 
 
 def free_port() -> int:

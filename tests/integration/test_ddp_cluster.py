@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def two_node_cluster():
+def two_node_cluster(no_ray_auth):
     import ray
     from ray.cluster_utils import Cluster
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from pathlib import Path
 
 import pytest
 
@@ -19,7 +18,7 @@ TINY = {"model": {"base_width": 4, "depth": 2}, "train": {"batch_size": 16}}
 
 
 @pytest.fixture(scope="module")
-def local_ray():
+def local_ray(no_ray_auth):
     import ray
 
     ray.init(
@@ -140,8 +139,7 @@ def test_cli_train_end_to_end_registers_a_model(local_ray, tiny_dataset, tmp_pat
 
 def test_bad_config_and_bad_dataset_exit_2_before_training(tiny_dataset, tmp_path, capsys):
     import numpy as np
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+    from registry_data import write_tiny_dataset
 
     from cdiflow.cli import main
 
@@ -154,24 +152,17 @@ def test_bad_config_and_bad_dataset_exit_2_before_training(tiny_dataset, tmp_pat
     assert main(["train", "--data", str(tiny_dataset), "--config", str(unknown)]) == 2
     assert "unknown key(s) ['workerz']" in capsys.readouterr().err
 
-    broken = tmp_path / "broken"
-    for split in ("train", "val"):
-        (broken / split).mkdir(parents=True)
-        for shard in sorted((Path(tiny_dataset) / split).glob("*.parquet")):
-            (broken / split / shard.name).write_bytes(shard.read_bytes())
+    def nan_in_val(split, chunks):
+        for chunk in chunks:
+            if split == "val":
+                chunk.phase[3, 5, 5] = np.nan
+            yield chunk
+
+    broken = write_tiny_dataset(tmp_path / "broken", 128, 4, fault=nan_in_val)
     victim = sorted((broken / "val").glob("*.parquet"))[0]
-    table = pq.read_table(victim)
-    phase = table.column("phase").combine_chunks().to_numpy_ndarray().copy()
-    phase[3, 5, 5] = np.nan
-    table = table.set_column(
-        table.schema.get_field_index("phase"),
-        "phase",
-        pa.FixedShapeTensorArray.from_numpy_ndarray(phase),
-    )
-    pq.write_table(table, victim)
     assert main(["train", "--data", str(broken), "--workspace", str(tmp_path / "w")]) == 2
     err = capsys.readouterr().err
-    assert victim.name in err and "'phase'" in err and "NaN" in err
+    assert str(victim) in err and "'phase'" in err and "NaN" in err
     assert not (tmp_path / "w").exists()  # nothing was started or written
 
 
