@@ -33,6 +33,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--storage-path", help="Ray run storage (default: WORKSPACE/runs)")
     parser.add_argument("--no-register", action="store_true", help="do not register the model")
+    parser.add_argument(
+        "--address",
+        help="Ray cluster host:port or 'auto' (default: RAY_ADDRESS, else a local Ray)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -58,6 +62,7 @@ def load_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
 
     from cdiflow.pipelines.cluster_connect import connect, disconnect
     from cdiflow.pipelines.data import validate_split
@@ -66,6 +71,14 @@ def run(args: argparse.Namespace) -> int:
     job = load_config(args)  # ConfigError (exit 2) before anything starts
     for split in ("train", "val"):
         validate_split(args.data, split)
+    # an unreachable MLflow server or cluster: one line and exit 2 within seconds
+    from cdiflow.pipelines.cluster import check_mlflow, parse_address, probe_tcp
+
+    check_mlflow()
+    if getattr(args, "address", None):
+        if args.address != "auto":
+            probe_tcp(*parse_address(args.address), timeout_s=5.0)
+        os.environ["RAY_ADDRESS"] = args.address  # what connect() joins
     default_workers_env()
     started = connect(num_cpus=None)
     try:
