@@ -184,7 +184,8 @@ class Jobs:
             [str(BIN / "ray"), "job", "status", job_id],
             cwd=REPO, env=self.env, capture_output=True, text=True, timeout=60,
         )  # fmt: skip
-        assert "SUCCEEDED" in status.stdout + status.stderr, status.stdout + status.stderr
+        text = status.stdout + status.stderr
+        assert f"job '{job_id}' succeeded" in text.lower(), text
         return logs
 
 
