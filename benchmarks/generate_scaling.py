@@ -49,7 +49,9 @@ def tree_cpu_seconds() -> float:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patterns", type=int, default=3000, help="train + val per run")
-    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    parser.add_argument(
+        "--workers", type=int, nargs="+", default=[1, 2, 1, 2], help="runs, in this order"
+    )
     parser.add_argument("--json", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -72,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         logging_level="WARNING",
     )
     scratch = Path(tempfile.mkdtemp(prefix="gen-scaling-"))
-    runs = {}
+    runs: list[dict] = []
     try:
         warm = config.replace(num_patterns=40 * cpus, test_patterns=8, shards=cpus)
         generate_dataset(warm, scratch / "warm", workers=cpus, progress=False)
@@ -82,20 +84,23 @@ def main(argv: list[str] | None = None) -> int:
                 config, scratch / f"w{workers}", workers=workers, progress=False
             )
             wall, cpu = time.perf_counter() - wall0, tree_cpu_seconds() - cpu0
-            runs[workers] = {
-                "patterns": report.generated,
-                "wall_s": round(wall, 2),
-                "generation_s": round(report.seconds, 2),
-                "patterns_per_s": round(report.generated / report.seconds, 1),
-                "cpu_s": round(cpu, 2),
-                "cpu_ms_per_pattern": round(1000 * cpu / report.generated, 2),
-            }
+            runs.append(
+                {
+                    "workers": workers,
+                    "patterns": report.generated,
+                    "wall_s": round(wall, 2),
+                    "generation_s": round(report.seconds, 2),
+                    "patterns_per_s": round(report.generated / report.seconds, 1),
+                    "cpu_s": round(cpu, 2),
+                    "cpu_ms_per_pattern": round(1000 * cpu / report.generated, 2),
+                }
+            )
             shutil.rmtree(scratch / f"w{workers}")
     finally:
         ray.shutdown()
         shutil.rmtree(scratch, ignore_errors=True)
-    base = runs[min(runs)]
-    for row in runs.values():
+    base = next(r for r in runs if r["workers"] == min(args.workers))
+    for row in runs:
         row["speedup"] = round(row["patterns_per_s"] / base["patterns_per_s"], 2)
         row["cpu_efficiency"] = round(base["cpu_ms_per_pattern"] / row["cpu_ms_per_pattern"], 2)
     result = {
@@ -103,7 +108,7 @@ def main(argv: list[str] | None = None) -> int:
         "load_average_before": [round(x, 1) for x in load_before],
         "load_average_after": [round(x, 1) for x in os.getloadavg()],
         "config": {"patterns": args.patterns, "shards": config.shards, "chunk_size": 32},
-        "runs": {str(k): v for k, v in runs.items()},
+        "runs": runs,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
