@@ -34,7 +34,8 @@ def test_evaluate_writes_figures_json_and_logs(tiny_dataset, tmp_path, monkeypat
         assert fit["mean"] > 0 and len(summary["errors"][kind]) == 16
     for name in ("chi2_histograms.png", "samples.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    client = MlflowClient(tracking_uri(workspace))
+    uri = tracking_uri(workspace)
+    client = MlflowClient(uri, registry_uri=uri)
     run = client.get_run(summary["mlflow_run_id"])
     assert (
         run.data.metrics["test_modulus_chi2_gamma_mean"] == summary["gamma_fits"]["modulus"]["mean"]

@@ -56,7 +56,7 @@ def test_log_register_alias_load_predict_identically(mlflow_server, tmp_path, mo
     first, worse, better = decisions
     assert first.promoted and not worse.promoted and better.promoted
     assert worse.champion_version == first.version  # the worse one was compared, not moved
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     assert str(client.get_registered_model(MODEL_NAME).aliases[CHAMPION]) == better.version
     tags = client.get_model_version(MODEL_NAME, worse.version).tags
     assert json.loads(tags["champion_decision"])["champion_score"] == 0.20

@@ -64,23 +64,17 @@ def run(args: argparse.Namespace) -> int:
     import json
     import os
 
-    from cdiflow.pipelines.cluster_connect import connect, disconnect
-    from cdiflow.pipelines.data import validate_split
-    from cdiflow.pipelines.train import default_workers_env, run_training
+    import ray
+
+    from cdiflow.pipelines.cluster import check_mlflow, connect
+    from cdiflow.pipelines.train import check_dataset, default_workers_env, run_training
 
     job = load_config(args)  # ConfigError (exit 2) before anything starts
-    for split in ("train", "val"):
-        validate_split(args.data, split)
-    # an unreachable MLflow server or cluster: one line and exit 2 within seconds
-    from cdiflow.pipelines.cluster import check_mlflow, parse_address, probe_tcp
-
-    check_mlflow()
-    if getattr(args, "address", None):
-        if args.address != "auto":
-            probe_tcp(*parse_address(args.address), timeout_s=5.0)
-        os.environ["RAY_ADDRESS"] = args.address  # what connect() joins
+    rows = check_dataset(args.data)  # DatasetError (exit 2) naming file and column
+    check_mlflow()  # a server that is down: exit 2 in seconds, not MLflow's retry loop
     default_workers_env()
-    started = connect(num_cpus=None)
+    joined = ray.is_initialized()
+    info = connect(getattr(args, "address", None), num_cpus=os.cpu_count() or 1)
     try:
         outcome = run_training(
             job,
@@ -89,8 +83,10 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             resume=args.resume,
             storage_path=args.storage_path,
+            rows=rows,
         )
     finally:
-        disconnect(started)
+        if not joined and info.address == "local":
+            ray.shutdown()  # the local Ray this command started; a cluster stays up
     print(json.dumps(outcome.to_dict(), indent=1))
     return 0
