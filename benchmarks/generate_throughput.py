@@ -7,8 +7,10 @@
 One local Ray (2 CPUs, as ``cdiflow generate`` starts it) runs, in this order: a warm-up
 (workers start and import torch), then the same data set with 1 and with 2 workers
 (generation wall time, Ray start-up excluded; the ratio is the figure to quote, since
-this machine is shared), then a larger run for memory. For context, the in-process
-baseline generates and writes shards in this process with one thread and no Ray.
+this machine is shared), then a larger run for memory. CPU milliseconds per pattern
+(summed over the whole process tree) are less sensitive to other load than wall time.
+For context, the in-process baseline generates and writes shards in this process with
+one thread and no Ray.
 
 Memory: the process tree (this driver, Ray's GCS and raylet, the workers) is sampled
 every 0.25 s. ``rss_sum`` adds each process's RSS (an upper bound: shared libraries
@@ -90,6 +92,13 @@ def _measure(proc: psutil.Process, measure) -> int:
         return measure(proc)
     except (psutil.NoSuchProcess, psutil.AccessDenied):
         return 0  # exited between listing and measuring
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process and its live descendants."""
+    root = psutil.Process(pid)
+    procs = [root, *root.children(recursive=True)]
+    return sum(_measure(p, lambda p: sum(p.cpu_times()[:2])) for p in procs)
 
 
 def _folder_bytes(root: Path) -> int:

@@ -11,50 +11,32 @@ import time
 import urllib.request
 from pathlib import Path
 
-import numpy as np
 import pytest
+from registry_data import write_tiny_dataset
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
-os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-
-
-def write_tiny_dataset(root: Path, counts: dict[str, int], seed: int = 0, per_shard: int = 32):
-    """The dataset layout (manifest + split/shard-NNNNN.parquet) written with plain pyarrow."""
-    import json
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from cdiflow.physics.generator import GeneratorConfig, generate_samples
-
-    config = GeneratorConfig()
-    start = 0
-    for split, count in counts.items():
-        folder = root / split
-        folder.mkdir(parents=True, exist_ok=True)
-        for shard, first in enumerate(range(start, start + count, per_shard)):
-            indices = np.arange(first, min(first + per_shard, start + count))
-            batch = generate_samples(config, seed, indices)
-            table = pa.table(
-                {
-                    "index": pa.array(indices),
-                    "modulus": pa.FixedShapeTensorArray.from_numpy_ndarray(batch.modulus),
-                    "amplitude": pa.FixedShapeTensorArray.from_numpy_ndarray(batch.amplitude),
-                    "phase": pa.FixedShapeTensorArray.from_numpy_ndarray(batch.phase),
-                }
-            )
-            pq.write_table(table, folder / f"shard-{shard:05d}.parquet")
-        start += count
-    (root / "manifest.json").write_text(json.dumps({"seed": seed, "counts": counts}))
-    return root
 
 
 @pytest.fixture(scope="session")
 def tiny_dataset(tmp_path_factory):
-    root = tmp_path_factory.mktemp("tiny-data")
-    return write_tiny_dataset(root, {"train": 96, "val": 32, "test": 16})
+    """128 train+val patterns (122 / 6) and 16 test patterns."""
+    return write_tiny_dataset(tmp_path_factory.mktemp("tiny-data"), 128, 16)
+
+
+@pytest.fixture(scope="module")
+def no_ray_auth():
+    """Token auth off for the small throwaway Ray clusters of these tests (as unit tests do:
+    it also keeps ~/.ray untouched). Set only while the fixture lives; the cluster tests
+    that exercise the real deployment keep auth on."""
+    previous = os.environ.get("RAY_AUTH_MODE")
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    yield
+    if previous is None:
+        os.environ.pop("RAY_AUTH_MODE", None)
+    else:
+        os.environ["RAY_AUTH_MODE"] = previous
 
 
 def free_port() -> int:
@@ -63,56 +45,90 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _listens_on(process: subprocess.Popen, port: int) -> bool:
+    """True when ``process`` (or a child of it) listens on ``port``: the answer at the port
+    is our server, not another one that took the port (the machine is shared)."""
+    import psutil
+
+    try:
+        root = psutil.Process(process.pid)
+        tree = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return False
+    for proc in tree:
+        try:
+            for conn in proc.net_connections(kind="tcp"):
+                if conn.status == psutil.CONN_LISTEN and conn.laddr.port == port:
+                    return True
+        except psutil.Error:
+            continue
+    return False
+
+
+def _start_mlflow_server(folder: Path, log):
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "mlflow",
+        "server",
+        "--backend-store-uri",
+        f"sqlite:///{folder / 'mlflow.db'}",
+        "--artifacts-destination",
+        str(folder / "artifacts"),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "1",
+    ]
+    process = subprocess.Popen(
+        command, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    return process, port
+
+
+def _stop(process: subprocess.Popen) -> None:
+    # the server runs uvicorn workers in its own session: stop that whole group
+    try:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=20)
+    except ProcessLookupError:
+        pass
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real ``mlflow server`` on 127.0.0.1 with a SQLite store; yields its URL."""
     folder = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
     log = open(folder / "server.log", "wb")
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mlflow",
-            "server",
-            "--backend-store-uri",
-            f"sqlite:///{folder / 'mlflow.db'}",
-            "--artifacts-destination",
-            str(folder / "artifacts"),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--workers",
-            "1",
-        ],
-        cwd=folder,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        start_new_session=True,
-    )
+    process = None
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
-                    if reply.status == 200:
-                        break
-            except OSError:
-                pass
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(
-                    f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}"
-                )
-            time.sleep(0.5)
+        for _attempt in range(3):  # a free port can be taken by someone else meanwhile
+            process, port = _start_mlflow_server(folder, log)
+            url = f"http://127.0.0.1:{port}"
+            deadline = time.monotonic() + 150
+            while process.poll() is None and time.monotonic() < deadline:
+                try:
+                    with urllib.request.urlopen(f"{url}/health", timeout=2) as reply:
+                        if reply.status == 200 and _listens_on(process, port):
+                            break
+                except OSError:
+                    pass
+                time.sleep(0.5)
+            if process.poll() is None and _listens_on(process, port):
+                break
+            _stop(process)
+        else:
+            raise RuntimeError(
+                f"mlflow server did not start: {(folder / 'server.log').read_text()[-2000:]}"
+            )
         yield url
     finally:
-        # the server runs uvicorn workers in its own session: stop that whole group
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
+        if process is not None:
+            _stop(process)
         log.close()

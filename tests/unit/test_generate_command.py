@@ -81,3 +81,22 @@ def test_help_names_the_layout(capsys):
     assert exit_info.value.code == 0
     out = capsys.readouterr().out
     assert "--num-patterns" in out and "manifest.json" in out and "--shards" in out
+
+
+def test_ray_job_entry_point_has_the_same_flags():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "PYTHONPATH": str(repo / "platform")}
+    done = subprocess.run(
+        [sys.executable, str(repo / "jobs" / "generate.py"), "--help"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "--num-patterns" in done.stdout and "--address" in done.stdout

@@ -52,7 +52,9 @@ METADATA_KEY = b"cdiflow"
 TENSOR_COLUMNS = ("modulus", "amplitude", "phase")
 SHARD_RE = re.compile(r"shard-(\d{5})\.parquet")
 TEMP_RE = re.compile(r"\.(shard-\d{5}\.parquet|manifest\.json)\.[0-9a-f]{12}\.tmp")
-_WRITE_OPTIONS = dict(compression="zstd", use_dictionary=False, use_byte_stream_split=True)
+_WRITE_OPTIONS = dict(
+    compression="zstd", compression_level=1, use_dictionary=False, use_byte_stream_split=True
+)  # float data: dictionaries only add bytes; zstd 1 is within 0.3% of level 3, faster
 
 
 @dataclasses.dataclass(frozen=True)

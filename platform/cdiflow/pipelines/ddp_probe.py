@@ -78,11 +78,11 @@ def ddp_step_worker(config: dict) -> None:
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.set_num_threads(1)
+    # rank 0 starts from the serial model; the others from different weights on purpose,
+    # so the test also checks that DDP broadcasts rank 0's weights
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"] + 1000 * rank)  # deliberately different per rank:
-        model = build_model(ModelConfig.from_dict(config["model"]))  # DDP must broadcast
-    if rank == 0:
-        model = serial_initial(config)
+        torch.manual_seed(config["seed"] + 1000 * rank)
+        model = build_model(ModelConfig.from_dict(config["model"]))
     model = ray.train.torch.prepare_model(model)
     model.train()
     freeze_batchnorm(model)
@@ -97,14 +97,3 @@ def ddp_step_worker(config: dict) -> None:
     optimizer.step()
     np.save(Path(config["out_dir"]) / f"rank-{rank}.npy", flat_parameters(model))
     ray.train.report({"rank": rank, "loss": float(loss["loss"].detach())})
-
-
-def serial_initial(config: dict):
-    """The probe's initial model (rank 0's, which DDP broadcasts to the other ranks)."""
-    import torch
-
-    from cdiflow.models import ModelConfig, build_model
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"])
-        return build_model(ModelConfig.from_dict(config["model"]))

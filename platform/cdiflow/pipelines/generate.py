@@ -50,8 +50,8 @@ class GenerateConfig(DatasetConfig):
 
     def validate(self) -> None:
         super().validate()
-        if self.workers is not None and self.workers < 1:
-            require(False, f"workers must be >= 1, got {self.workers}")
+        valid = self.workers is None or self.workers >= 1
+        require(valid, f"workers must be >= 1, got {self.workers}")
 
     def dataset(self) -> DatasetConfig:
         """The part that fixes the bytes (what the manifest records)."""

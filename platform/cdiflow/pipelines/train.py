@@ -295,7 +295,9 @@ def check_resources(scaling: ScalingSettings, resources: dict[str, float]) -> No
 def _read_split(paths: list[Path]):
     import ray.data
 
-    return ray.data.read_parquet([str(p) for p in paths], columns=["modulus", "amplitude", "phase"])
+    return ray.data.read_parquet([str(p) for p in paths]).select_columns(
+        ["modulus", "amplitude", "phase"]
+    )
 
 
 def _default_name() -> str:
@@ -427,6 +429,27 @@ def _finish(uri, run_id, status):
     RunLogger(uri, run_id).finish(status)
 
 
+CURVES = ("train_loss", "val_loss", "val_chi2_modulus", "val_chi2_amplitude", "val_chi2_phase")
+
+
+def _log_training_curves(uri: str, run_id: str) -> None:
+    """The run's loss and chi^2 curves as ``figures/training_curves.png``."""
+    import matplotlib.pyplot as plt
+
+    from cdiflow.pipelines.tracking import RunLogger
+    from cdiflow.reports.evaluation import training_curves
+
+    logger = RunLogger(uri, run_id)
+    history = {
+        name: [(m.step, m.value) for m in logger.client.get_metric_history(run_id, name)]
+        for name in CURVES
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        figure = training_curves(history, Path(folder) / "training_curves.png")
+        plt.close(figure)
+        logger.log_file(Path(folder) / "training_curves.png", "figures")
+
+
 def _finish_training(job, result, name, storage, uri, run_id, track) -> TrainOutcome:
     checkpoint = result.checkpoint
     if checkpoint is None:
@@ -438,6 +461,7 @@ def _finish_training(job, result, name, storage, uri, run_id, track) -> TrainOut
     if track:
         from cdiflow.pipelines.tracking import RunLogger, register_weights
 
+        _log_training_curves(uri, run_id)
         if job.run.register:
             decision = register_weights(uri, run_id, weights, metrics)
             promotion = decision.to_dict()

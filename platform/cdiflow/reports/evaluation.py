@@ -99,3 +99,22 @@ def sample_panel(
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     return fig
+
+
+def training_curves(history: Mapping[str, list[tuple[int, float]]], path: str | Path):
+    """Loss and validation chi^2 per epoch (log scale); saved as PNG.
+
+    ``history``: {metric name: [(epoch, value), ...]}, e.g. from MLflow's metric history.
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for name, points in sorted(history.items()):
+        if points:
+            steps, values = zip(*sorted(points), strict=True)
+            ax.plot(steps, values, marker="o", markersize=3, label=name)
+    ax.set_yscale("log")
+    ax.set_xlabel("epoch")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return fig
