@@ -111,16 +111,17 @@ def in_process_baseline(config: DatasetConfig, scratch: Path) -> dict:
 
     torch.set_num_threads(1)
     root = scratch / "in-process"
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for spec in config.shard_specs():
         (root / spec.split).mkdir(parents=True, exist_ok=True)
         generate_shard(root, config, spec)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     total = sum(config.count(s) for s in ("train", "val", "test"))
     return {
         "patterns": total,
         "seconds": round(seconds, 2),
         "patterns_per_s": round(total / seconds, 1),
+        "cpu_ms_per_pattern": round(1000 * cpu / total, 3),
     }
 
 
@@ -135,14 +136,18 @@ def ray_runs(config: DatasetConfig, large: DatasetConfig, scratch: Path) -> dict
         warm = config.replace(num_patterns=max(40, config.chunk_size * 4), test_patterns=8)
         generate_dataset(warm, scratch / "warm", workers=2, progress=False)
         for workers in (1, 2):
+            cpu = tree_cpu_seconds(os.getpid())
             report = generate_dataset(
                 config, scratch / f"w{workers}", workers=workers, progress=False
             )
+            cpu = tree_cpu_seconds(os.getpid()) - cpu
             results[f"workers_{workers}"] = {
                 "patterns": report.generated,
                 "seconds": round(report.seconds, 2),
                 "patterns_per_s": round(report.patterns_per_second, 1),
                 "bytes_per_pattern": round(report.bytes / report.generated),
+                # every process of this Ray (driver, raylet, workers): overhead included
+                "cpu_ms_per_pattern": round(1000 * cpu / report.generated, 3),
             }
             shutil.rmtree(scratch / f"w{workers}")
         with TreeMemory(os.getpid()) as memory:

@@ -29,6 +29,7 @@ def test_generate_throughput_smoke(tmp_path):
     ray_results = results["ray"]
     assert ray_results["workers_1"]["patterns"] == ray_results["workers_2"]["patterns"] == 100
     assert ray_results["speedup_2_over_1"] > 0
+    assert ray_results["workers_2"]["cpu_ms_per_pattern"] > 0
     assert 5_000 < ray_results["large_run"]["bytes_per_pattern"] < 30_000
     assert ray_results["large_run"]["peak_pss_sum_mb"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # scratch data removed
