@@ -30,9 +30,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
 from cdiflow.physics.generator import GeneratorConfig
-from cdiflow.train import TrainConfig, evaluate, lr_factor, train_one_epoch
+from cdiflow.train import (
+    TrainConfig,
+    evaluate,
+    lr_factor,
+    recalibrate_batchnorm,
+    train_one_epoch,
+)
 from cdiflow.train.data import KEYS, chunks, generate_chunk, generate_tensors, ordered_batches
 
 VAL_START = 1000
@@ -59,17 +66,24 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-fraction", type=float, default=0.1)
+    p.add_argument(
+        "--twin-invariant", action="store_true", help="real-space loss against the closer twin"
+    )
+    p.add_argument(
+        "--bn-batches", type=int, default=16, help="batches that recompute BN stats before eval"
+    )
     p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
-    p.add_argument("--infer-batch", type=int, default=8192)
+    p.add_argument("--infer-batch", type=int, default=None, help="default 8192 GPU, 256 CPU")
     p.add_argument("--save-weights", default=None, help="save the trained model here")
     args = p.parse_args(argv)
     if args.smoke:
         args.device = "cpu"
-        args.budget_s = min(args.budget_s, 8.0)
+        args.budget_s = min(args.budget_s, 3.0)
         args.workers = 0
-        args.initial_patterns, args.max_patterns, args.val_patterns = 128, 128, 32
-        args.test_patterns = 32
-        args.width, args.batch_size, args.eval_every, args.infer_batch = 4, 32, 4, 64
+        args.initial_patterns, args.max_patterns, args.val_patterns = 64, 64, 16
+        args.test_patterns = 16
+        args.width, args.depth, args.batch_size, args.eval_every = 4, 2, 16, 2
+        args.infer_batch, args.bn_batches = 32, 2
     return args
 
 
@@ -120,9 +134,12 @@ class PatternStream:
             self.data = {k: torch.cat([self.data[k], new[k]]) for k in KEYS}
         self._top_up_queue()
 
-    def batches(self, steps: int, gen: torch.Generator):
+    def batches(self, steps: int, gen: torch.Generator, deadline: float = float("inf")):
+        """``steps`` random batches (with replacement), fewer if ``deadline`` passes."""
         n = self.data["modulus"].shape[0]
         for _ in range(steps):
+            if time.perf_counter() >= deadline:
+                return
             idx = torch.randint(n, (self.args.batch_size,), generator=gen).to(self.device)
             yield {k: self.data[k][idx] for k in KEYS}
 
@@ -164,10 +181,15 @@ def read_parquet(folder: str) -> dict[str, torch.Tensor]:
     return _concat(parts)
 
 
+def config_loss(args) -> LossWeights:
+    return LossWeights(twin_invariant=args.twin_invariant)
+
+
 def train(args, model, stream, val, device) -> dict:
     config = TrainConfig.recommended(
         epochs=1000, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
         warmup_epochs=1000 * args.warmup_fraction, bf16=True,
+        loss=config_loss(args),
     )  # fmt: skip
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -183,11 +205,12 @@ def train(args, model, stream, val, device) -> dict:
     gen = torch.Generator().manual_seed(args.seed)
     history, reached, steps = [], None, 0
     while True:
+        batches = stream.batches(args.eval_every, gen, deadline=start + args.budget_s)
         stats = train_one_epoch(
-            model, stream.batches(args.eval_every, gen), optimizer, scheduler, config.loss,
-            device, autocast, config.grad_clip,
-        )  # fmt: skip
-        steps += args.eval_every
+            model, batches, optimizer, scheduler, config.loss, device, autocast, config.grad_clip
+        )
+        steps += int(stats["patterns"]) // args.batch_size
+        recalibrate_batchnorm(model, stream.batches(args.bn_batches, gen), device)
         metrics = evaluate(model, ordered_batches(val, 1024), device, config.loss, autocast)
         elapsed = time.perf_counter() - start
         row = {
@@ -203,16 +226,17 @@ def train(args, model, stream, val, device) -> dict:
         print(
             f"{elapsed:7.1f}s step {steps:6d} loss {stats['loss']:.4f} val chi2 modulus "
             f"{metrics['chi2_modulus']:.4f} amp {metrics['chi2_amplitude']:.4f} phase "
-            f"{metrics['chi2_phase']:.4f} | {stats['patterns_per_s']:.0f} patt/s, "
+            f"{metrics['chi2_phase']:.4f} (twin-aware {metrics['chi2_amplitude_twin_aware']:.4f} "
+            f"{metrics['chi2_phase_twin_aware']:.4f}) | {stats['patterns_per_s']:.0f} patt/s, "
             f"{row['distinct_patterns']} distinct",
             flush=True,
         )
         if reached is None and metrics["chi2_modulus"] <= args.target_chi2:
             reached = elapsed
             break
-        if elapsed >= args.budget_s:
-            break
         stream.absorb()
+        if time.perf_counter() - start >= args.budget_s:
+            break
     return {"history": history, "time_to_target_s": reached, "train_seconds": elapsed}
 
 
@@ -265,17 +289,25 @@ def main(argv=None) -> dict:
     val_indices = range(VAL_START, VAL_START + args.val_patterns)
     val = _to_device(generate_tensors(gconfig, args.seed, val_indices), device)
     test = _to_device(generate_tensors(gconfig, args.seed, range(args.test_patterns)), device)
-    torch.manual_seed(args.seed)  # model init only; data order has its own generator
     mconfig = ModelConfig(base_width=args.width, depth=args.depth)
-    model = build_model(mconfig).to(device).to(memory_format=torch.channels_last)
+    model = build_model(mconfig, seed=args.seed).to(device).to(memory_format=torch.channels_last)
+    if args.infer_batch is None:
+        args.infer_batch = 8192 if device.type == "cuda" else 256
     print(f"device {device}, data ready in {time.perf_counter() - t_start:.1f}s", flush=True)
     try:
         run = train(args, model, stream, val, device)
     finally:
         stream.close()
-    test_metrics = evaluate(model, ordered_batches(test, 300), device)
+    test_metrics = evaluate(model, ordered_batches(test, 300), device, config_loss(args))
     rounded = {k: round(v, 5) for k, v in test_metrics.items()}
     print(f"test ({args.test_patterns}): {json.dumps(rounded)}")
+    if args.save_weights:  # before the speed test, so a stopped run keeps its model
+        save_weights(args.save_weights, model.cpu(), mconfig, {
+            "test_chi2_modulus": test_metrics["chi2_modulus"],
+            "test_chi2_amplitude": test_metrics["chi2_amplitude"],
+            "test_chi2_phase": test_metrics["chi2_phase"],
+        })  # fmt: skip
+        model.to(device)
     speeds = {"fp32": inference_speed(model, args.infer_batch, device, torch.float32)}
     if device.type == "cuda":
         speeds["bf16"] = inference_speed(model, args.infer_batch, device, torch.bfloat16)
@@ -283,6 +315,7 @@ def main(argv=None) -> dict:
     result = {
         "device": _device_name(device),
         "torch": torch.__version__,
+        "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,  # "fp32" convs may use TF32
         "args": vars(args),
         "model_config": mconfig.to_dict(),
         "gflop_per_pattern": count_flops(model) / 1e9,
@@ -296,12 +329,6 @@ def main(argv=None) -> dict:
         "loadavg": os.getloadavg(),
         "history": run["history"],
     }
-    if args.save_weights:
-        save_weights(args.save_weights, model.cpu(), mconfig, {
-            "test_chi2_modulus": test_metrics["chi2_modulus"],
-            "test_chi2_amplitude": test_metrics["chi2_amplitude"],
-            "test_chi2_phase": test_metrics["chi2_phase"],
-        })  # fmt: skip
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")

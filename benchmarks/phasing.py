@@ -68,11 +68,29 @@ def from_cohere_layout(z: np.ndarray) -> np.ndarray:
     return np.fft.fftshift(np.roll(np.flip(z, axis=(-2, -1)), 1, axis=(-2, -1)), axes=(-2, -1))
 
 
+def _stub_matplotlib() -> None:
+    """cohere-core imports pyplot (for its live viewers) at import time; phasing never
+    plots. Where matplotlib is absent (a bare GPU image) stand-in modules let it import."""
+    import types
+
+    mpl = types.ModuleType("matplotlib")
+    mpl.pyplot = types.ModuleType("matplotlib.pyplot")
+    mpl.widgets = types.ModuleType("matplotlib.widgets")
+    mpl.widgets.Slider = object
+    sys.modules.update(
+        {"matplotlib": mpl, "matplotlib.pyplot": mpl.pyplot, "matplotlib.widgets": mpl.widgets}
+    )
+
+
 def cohere_worker(in_path: str, out_path: str) -> None:
     """Run in a subprocess: phase every pattern of ``in_path`` with cohere-core (numpy)."""
     import contextlib
     import io
 
+    try:
+        import matplotlib.pyplot  # noqa: F401
+    except ImportError:
+        _stub_matplotlib()
     import cohere_core.controller.phasing as ph
 
     data = np.load(in_path)
@@ -115,8 +133,13 @@ def run_cohere(modulus, start, support, schedule: str) -> dict | None:
         src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
         np.savez(src, modulus=modulus, start=start, support=support, schedule=schedule)
         t0 = time.perf_counter()
-        subprocess.run([sys.executable, __file__, "--cohere-worker", src, dst], check=True)
+        proc = subprocess.run(
+            [sys.executable, __file__, "--cohere-worker", src, dst], capture_output=True, text=True
+        )
         wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            print(f"cohere-core failed: {proc.stderr[-2000:]}")
+            return None
         out = np.load(dst)
         images, seconds = out["image"], out["seconds"]
     final = chi2(

@@ -87,7 +87,11 @@ def load_cnn(ref: str | None, workspace: Path):
     text = model_reference(ref)
     uri = configure(workspace) if text.startswith("models:/") else None
     model, config, provenance = load_model(text, uri)
-    return model.eval(), {"ref": text, **{k: v for k, v in provenance.items() if k != "tags"}}
+    # no local paths in the JSON (it is committed): where a model came from is its ref
+    kept = {k: v for k, v in provenance.items() if k in ("name", "version", "run_id", "aliases")}
+    kept["ref"] = Path(text).name if not text.startswith("models:/") else text
+    kept["config"] = config.to_dict()
+    return model.eval(), kept
 
 
 def main(argv=None) -> int:
@@ -210,11 +214,19 @@ def _save_images(folder: Path, result, side: int, object_images, unwrapped_phase
     c0, c1 = max(cols[0] - 3, 0), min(cols[-1] + 4, support.shape[2])
     view = (slice(r0, r1), slice(c0, c1))
     folder.mkdir(parents=True, exist_ok=True)
-    amp = amplitude[0][view] / max(float(amplitude[0].max()), 1e-12)
-    unwrapped = unwrapped_phase(phase[0], support[0])[view]
-    a = save_image(folder / "scan54_amplitude.png", amp, "scan 54: amplitude", "gray", "a.u.")
+    amp = amplitude[0] / max(float(amplitude[0].max()), 1e-12)
+    # phase where the particle is (amplitude >= 20% of its maximum): at the weak edge
+    # the phase is noise, and a few such pixels would set the colour scale
+    inside = support[0] & (amp >= 0.2)
+    unwrapped = unwrapped_phase(phase[0], inside)[view]
+    a = save_image(folder / "scan54_amplitude.png", amp[view], "scan 54: amplitude", "gray", "a.u.")
     p = save_image(
-        folder / "scan54_phase.png", unwrapped, "scan 54: unwrapped phase", "viridis", "rad"
+        folder / "scan54_phase.png",
+        unwrapped,
+        "scan 54: unwrapped phase",
+        "viridis",
+        "rad",
+        percentiles=(1.0, 99.0),
     )
     for path in (a, p):
         print(f"wrote {path} ({path.stat().st_size / 1024:.0f} KB)")

@@ -26,6 +26,8 @@ at batch 256, ~75% of the machine's fp32 matmul rate; w = 8 and 12 are no faster
 
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 
@@ -78,11 +80,16 @@ class PhaseRetrievalCNN(nn.Module):
 
     def _activate(self, x: torch.Tensor) -> torch.Tensor:
         kind = self.config.output_activation
-        if kind == "relu":
-            return torch.relu(x)
         if kind == "sigmoid":
             return torch.sigmoid(x)
-        return torch.clamp(x, 0.0, 1.0)  # relu_clamp: ReLU, then min(., 1)
+        y = torch.relu(x) if kind == "relu" else torch.clamp(x, 0.0, 1.0)
+        leak = self.config.output_gradient_leak
+        if leak > 0 and torch.is_grad_enabled():
+            # Same value, but a small gradient where ReLU / clamp pass none: without it
+            # a whole output channel that drifts below 0 never comes back (seen: the
+            # phase head of a width-32 net died for good under AdamW at lr 3e-3).
+            y = y + leak * (x - x.detach())
+        return y
 
     def forward(self, modulus: torch.Tensor) -> torch.Tensor:
         x = modulus.unsqueeze(1) if modulus.dim() == 3 else modulus
@@ -94,10 +101,18 @@ class PhaseRetrievalCNN(nn.Module):
         return self._activate(out)
 
 
-def build_model(config: ModelConfig | None = None) -> PhaseRetrievalCNN:
-    """A freshly initialised CNN (torch's default init; seed with ``torch.manual_seed``
-    or, better, build inside ``torch.random.fork_rng`` with a seeded generator)."""
-    return PhaseRetrievalCNN(config or ModelConfig())
+def build_model(config: ModelConfig | None = None, seed: int | None = None) -> PhaseRetrievalCNN:
+    """A freshly initialised CNN.
+
+    ``seed`` makes the initialisation a function of the seed alone: torch's default
+    initialisers draw from the global generator, so they run inside ``fork_rng``, which
+    restores the global state afterwards (the caller's RNG is never touched).
+    """
+    if seed is None:
+        return PhaseRetrievalCNN(config or ModelConfig())
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return PhaseRetrievalCNN(config or ModelConfig())
 
 
 def fold_batchnorm(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
@@ -115,8 +130,6 @@ def inference_model(model: nn.Module) -> PhaseRetrievalCNN:
     Feed it with ``x.contiguous(memory_format=torch.channels_last)`` of shape (B,1,P,P)
     or plain (B,P,P); both work.
     """
-    import copy
-
     model = getattr(model, "module", model)  # unwrap DDP
     fast = copy.deepcopy(model).eval()
     fold_batchnorm(fast)

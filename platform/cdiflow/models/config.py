@@ -26,6 +26,9 @@ class ModelConfig(Config):
         support, and the output never leaves [0, 1]), ``"relu"`` (the paper, unbounded
         above) or ``"sigmoid"`` (bounded, but 0 only asymptotically).
     bn_momentum : BatchNorm running-statistics momentum (torch convention).
+    output_gradient_leak : slope of the gradient (not the value) of the ReLU / clamp
+        output where it is flat, so a dead output channel can recover; 0 gives the
+        paper's exact ReLU gradient. Outputs are unchanged.
     """
 
     input_size: int = 64
@@ -35,6 +38,7 @@ class ModelConfig(Config):
     leaky_slope: float = 0.01
     output_activation: str = "relu_clamp"
     bn_momentum: float = 0.1
+    output_gradient_leak: float = 0.01
 
     def validate(self) -> None:
         require(self.base_width >= 1, f"base_width must be >= 1, got {self.base_width}")
@@ -56,6 +60,10 @@ class ModelConfig(Config):
             f"{self.output_activation!r}",
         )
         require(0 < self.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
+        require(
+            0 <= self.output_gradient_leak < 1,
+            f"output_gradient_leak must be in [0, 1), got {self.output_gradient_leak}",
+        )
 
     def level_width(self, level: int) -> int:
         """Channels of encoder level ``level`` (0 = full resolution)."""

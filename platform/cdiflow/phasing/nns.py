@@ -164,22 +164,22 @@ class ReferenceSet:
         return torch.einsum("qd,qkd->qk", q, mod)
 
 
-def shard_paths(folder) -> list[str]:
-    """Sorted ``shard-*.parquet`` files of a split folder, or of ``folder/train``."""
+def shard_paths(folder, split: str = "train") -> list[str]:
+    """Sorted ``shard-*.parquet`` files of a split folder, or of ``folder/<split>``."""
     folder = os.fspath(folder)
     paths = sorted(glob.glob(os.path.join(folder, "shard-*.parquet")))
     if not paths:
-        paths = sorted(glob.glob(os.path.join(folder, "train", "shard-*.parquet")))
+        paths = sorted(glob.glob(os.path.join(folder, split, "shard-*.parquet")))
     if not paths:
-        raise DatasetError(f"{folder}: no shard-*.parquet files (nor in {folder}/train)")
+        raise DatasetError(f"{folder}: no shard-*.parquet files (nor in {folder}/{split})")
     return paths
 
 
-def iter_shards(folder, columns=("modulus", "amplitude", "phase")):
+def iter_shards(folder, columns=("modulus", "amplitude", "phase"), split: str = "train"):
     """Yield (modulus, amplitude, phase) numpy arrays per shard, read with plain pyarrow."""
     import pyarrow.parquet as pq
 
-    for path in shard_paths(folder):
+    for path in shard_paths(folder, split):
         table = pq.read_table(path, columns=list(columns))
         arrays = []
         for name in columns:
@@ -191,3 +191,16 @@ def iter_shards(folder, columns=("modulus", "amplitude", "phase")):
         if arrays[0].shape[1:] != (PATTERN_SIZE, PATTERN_SIZE):
             raise DatasetError(f"{path}: modulus has shape {arrays[0].shape[1:]}")
         yield tuple(arrays)
+
+
+def read_patterns(folder, count: int | None = None, split: str = "test"):
+    """The first ``count`` (modulus, amplitude, phase) rows of a split folder, as arrays."""
+    parts, n = [], 0
+    for arrays in iter_shards(folder, split=split):
+        parts.append(arrays)
+        n += len(arrays[0])
+        if count is not None and n >= count:
+            break
+    if not parts:
+        raise DatasetError(f"{folder}: no patterns")
+    return tuple(np.concatenate([p[i] for p in parts])[:count] for i in range(3))

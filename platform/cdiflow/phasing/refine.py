@@ -45,6 +45,7 @@ class RefineResult:
     chi2 : (B, n_iter) float32: chi^2 (eq. 5) per iteration.
     best_chi2, final_chi2 : (B,) float32.
     errors : one entry per pattern: None, or the typed error that stopped it.
+    snapshots : {iteration: (B, P, P) complex64} iterates kept on request (``snapshots=``).
     """
 
     obj: torch.Tensor
@@ -54,6 +55,7 @@ class RefineResult:
     best_chi2: torch.Tensor
     final_chi2: torch.Tensor
     errors: tuple[CdiflowError | None, ...]
+    snapshots: dict = dataclasses.field(default_factory=dict)
 
     @property
     def ok(self) -> np.ndarray:
@@ -64,6 +66,12 @@ class RefineResult:
         """Central ``size`` x ``size`` amplitude and phase (radians) of ``obj``."""
         box = crop_centre(self.obj, size)
         return box.abs(), box.angle()
+
+
+def _select(value, index: torch.Tensor):
+    """A scalar stays; a per-pattern sequence is cut to the patterns that run."""
+    t = torch.as_tensor(value, dtype=torch.float64)
+    return float(t) if t.ndim == 0 else t[index]
 
 
 def check_pattern(modulus, size: int = PATTERN_SIZE) -> torch.Tensor:
@@ -96,10 +104,12 @@ def refine(
     schedule: Schedule | str = PAPER_SCHEDULE,
     *,
     mask=None,
-    beta: float = 0.9,
+    beta=0.9,
     shrinkwrap: ShrinkWrap | None = PAPER_SHRINKWRAP,
     upper_bound: torch.Tensor | None = None,
     device: str | torch.device | None = None,
+    snapshots: tuple[int, ...] = (),
+    strict: bool = False,
 ) -> RefineResult:
     """Refine a batch of patterns from ``start`` with ``schedule`` (paper: 600 ER/HIO).
 
@@ -109,10 +119,12 @@ def refine(
     start : a ``Start`` of B patterns (``cdiflow.phasing.starts``).
     schedule : ``Schedule`` or string; default ``PAPER_SCHEDULE``.
     mask : optional (P, P) or (B, P, P) bool, True where measured.
-    beta : HIO/RAAR feedback parameter.
+    beta : HIO/RAAR feedback parameter: a float or one value per pattern (B,).
     shrinkwrap : shrink-wrap settings (None: fixed support).
     upper_bound : (P, P) bool; default the central 32 x 32 square (the object box).
     device : where to run (default: CPU).
+    snapshots : iterations whose iterate to keep (see ``run_phasing``).
+    strict : raise the first pattern's error instead of recording it (single-pattern use).
 
     Returns
     -------
@@ -130,6 +142,8 @@ def refine(
             _check_start(start, i)
         except InputError as exc:
             errors[i] = exc
+            if strict:
+                raise
             continue
         checked.append(pattern)
     good = [i for i in range(batch) if errors[i] is None]
@@ -142,6 +156,7 @@ def refine(
         best_chi2=torch.full((batch,), float("nan")),
         final_chi2=torch.full((batch,), float("nan")),
         errors=(),
+        snapshots={k: torch.zeros(batch, p, p, dtype=torch.complex64) for k in snapshots},
     )
     if good:
         dev = torch.device(device or "cpu")
@@ -156,10 +171,13 @@ def refine(
             start.support[idx].to(dev),
             schedule,
             mask=None if sub_mask is None else sub_mask.to(dev),
-            beta=beta,
+            beta=_select(beta, idx),
             shrinkwrap=shrinkwrap,
             upper_bound=(default_upper_bound() if upper_bound is None else upper_bound).to(dev),
+            snapshots=snapshots,
         )
+        for k, v in res.snapshots.items():
+            out.snapshots[k][idx] = v.cpu().to(torch.complex64)
         out.obj[idx] = res.best_obj.cpu().to(torch.complex64)
         out.final_obj[idx] = res.obj.cpu().to(torch.complex64)
         out.support[idx] = res.support.cpu()
@@ -169,4 +187,6 @@ def refine(
         for j, i in enumerate(good):
             if bool(res.collapsed[j]):
                 errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
+                if strict:
+                    raise errors[i]
     return dataclasses.replace(out, errors=tuple(errors))

@@ -26,7 +26,7 @@ import dataclasses
 
 import torch
 
-from cdiflow.phasing.projections import COEFFICIENTS, apply
+from cdiflow.phasing.projections import COEFFICIENTS, apply, magnitude
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, gaussian_transfer, shrink_wrap
 
@@ -47,6 +47,8 @@ class PhasingResult:
     final_chi2 : (B,) float32: chi^2 of ``obj``.
     best_chi2 : (B,) float32: chi^2 of ``best_obj``.
     collapsed : (B,) bool: shrink-wrap collapsed for this pattern (its support was kept).
+    snapshots : {iteration: (B, P, P) complex, centred} the iterate entering each requested
+        iteration, projected onto the support in force (for figures such as Fig. 6).
     """
 
     obj: torch.Tensor
@@ -56,6 +58,7 @@ class PhasingResult:
     final_chi2: torch.Tensor
     best_chi2: torch.Tensor
     collapsed: torch.Tensor
+    snapshots: dict = dataclasses.field(default_factory=dict)
 
 
 def _per_pattern(value, batch: int, device, dtype) -> torch.Tensor:
@@ -64,6 +67,23 @@ def _per_pattern(value, batch: int, device, dtype) -> torch.Tensor:
     if t.ndim == 0:
         t = t.expand(batch)
     return t.reshape(batch, 1, 1)
+
+
+def _keep_best(x, err, best_x, best_chi2, ties: bool = False):
+    """Keep, per pattern, whichever of (x, best_x) has the lower chi^2.
+
+    A complex ``torch.where`` over the batch costs about an FFT on CPU; under ER the error
+    falls at every step, so usually every pattern improves and ``x`` is kept as it is
+    (the loop never writes into an iterate in place, so no copy is needed).
+    """
+    better = err <= best_chi2 if ties else err < best_chi2
+    if bool(better.all()):
+        return x, err
+    best_chi2 = torch.where(better, err, best_chi2)
+    if bool(better.any()):
+        best_x = best_x.clone()
+        best_x[better] = x[better]
+    return best_x, best_chi2
 
 
 def run_phasing(
@@ -76,6 +96,7 @@ def run_phasing(
     beta: float | torch.Tensor = 0.9,
     shrinkwrap: ShrinkWrap | None = None,
     upper_bound: torch.Tensor | None = None,
+    snapshots: tuple[int, ...] = (),
 ) -> PhasingResult:
     """Run ``schedule`` on a batch of patterns.
 
@@ -92,6 +113,8 @@ def run_phasing(
     shrinkwrap : when and how to update the support; None keeps the support fixed.
     upper_bound : (P, P) or (B, P, P) bool upper-bound support for shrink-wrap
         (default: the whole field).
+    snapshots : iterations at which to keep a copy of the (support-projected) iterate;
+        ``len(schedule)`` means the final object.
 
     Returns
     -------
@@ -134,39 +157,41 @@ def run_phasing(
         return {n: COEFFICIENTS[n](support, b, real) for n in names}
 
     coef = coefficients(s)
+    wanted, kept = set(snapshots), {}
     for k, name in enumerate(algorithms):
         if shrinkwrap is not None and shrinkwrap.due(k):
             new = shrink_wrap(x, ub, threshold=shrinkwrap.threshold, transfer=transfer)
             collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
             s = torch.where(collapsed[:, None, None], s, new)
             coef = coefficients(s)
+        if k in wanted:
+            kept[k] = torch.fft.fftshift(torch.where(s, x, 0), dim=_DIMS2)
         spectrum = torch.fft.fft2(x, norm="ortho")
-        magnitude = spectrum.abs()
-        diff = magnitude - m
+        mag = magnitude(spectrum)
+        diff = mag - m
         if w is not None:
             diff = diff * w
         err = torch.linalg.vecdot(diff, diff, dim=-1).sum(-1) / norm
         chi2[:, k] = err
         if k == 0 or algorithms[k - 1] == "ER":  # x satisfies the support: a valid object
-            better = err < best_chi2
-            best_chi2 = torch.where(better, err, best_chi2)
-            best_x = torch.where(better[:, None, None], x, best_x)
-        ratio = m / magnitude.clamp_min_(_EPS)
+            best_x, best_chi2 = _keep_best(x, err, best_x, best_chi2)
+        ratio = m / mag.clamp_min_(_EPS)
         if w is not None:
             ratio = torch.where(w, ratio, 1.0)
-        y = torch.fft.ifft2(spectrum * ratio, norm="ortho")
+        y = torch.fft.ifft2(spectrum.mul_(ratio), norm="ortho")
         x = apply(coef[name], x, y)
 
     x = torch.where(s, x, 0)
-    magnitude = torch.fft.fft2(x, norm="ortho").abs()
-    diff = magnitude - m if w is None else (magnitude - m) * w
+    mag = magnitude(torch.fft.fft2(x, norm="ortho"))
+    diff = mag - m if w is None else (mag - m) * w
     final = (diff * diff).sum(_DIMS2) / norm
-    better = final <= best_chi2
-    best_chi2 = torch.where(better, final, best_chi2)
-    best_x = torch.where(better[:, None, None], x, best_x)
+    best_x, best_chi2 = _keep_best(x, final, best_x, best_chi2, ties=True)
 
     def shift(t):
         return torch.fft.fftshift(t, dim=_DIMS2)
+
+    if n_iter in wanted:
+        kept[n_iter] = shift(x)
 
     return PhasingResult(
         obj=shift(x),
@@ -176,4 +201,5 @@ def run_phasing(
         final_chi2=final.float(),
         best_chi2=best_chi2.float(),
         collapsed=collapsed,
+        snapshots=kept,
     )

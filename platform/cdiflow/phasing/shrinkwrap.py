@@ -69,7 +69,7 @@ def gaussian_transfer(size: int, sigma: float, device=None, dtype=torch.float32)
 
 def blurred_amplitude(x: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
     """``|x|`` convolved (circularly) with the Gaussian whose transfer is ``transfer``."""
-    amp = x.abs()
+    amp = x.abs() if not x.is_complex() else (x.real.square() + x.imag.square()).sqrt()
     return torch.fft.ifft2(torch.fft.fft2(amp) * transfer).real
 
 

@@ -25,7 +25,7 @@ def _figure(width: float, height: float):
     matplotlib.use("Agg", force=False)
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), dpi=80)
+    return Figure(figsize=(width, height), dpi=100)
 
 
 def _colour(image: np.ndarray, cmap: str, percentiles=(0.0, 100.0)) -> np.ndarray:
@@ -92,11 +92,23 @@ def save_preview(
     return path
 
 
-def save_image(path: str | Path, image: np.ndarray, title: str, cmap: str, label: str) -> Path:
-    """One labelled image with a colour bar as a small PNG (README figures)."""
-    fig = _figure(3.2, 2.8)
+def save_image(
+    path: str | Path,
+    image: np.ndarray,
+    title: str,
+    cmap: str,
+    label: str,
+    percentiles: tuple[float, float] = (0.0, 100.0),
+) -> Path:
+    """One labelled image with a colour bar as a small PNG (README figures).
+
+    NaN pixels are blank; the colour range spans ``percentiles`` of the finite values.
+    """
+    fig = _figure(3.4, 3.0)
     ax = fig.subplots()
-    im = ax.imshow(np.ma.masked_invalid(image), cmap=cmap)
+    finite = np.isfinite(image)
+    lo, hi = np.percentile(image[finite], percentiles) if finite.any() else (0.0, 1.0)
+    im = ax.imshow(np.ma.masked_invalid(image), cmap=cmap, vmin=float(lo), vmax=float(hi))
     ax.set_title(title, fontsize=9)
     ax.set_xticks([])
     ax.set_yticks([])

@@ -12,7 +12,14 @@ from cdiflow.train.checkpoint import (
     training_state,
 )
 from cdiflow.train.config import TrainConfig
-from cdiflow.train.loop import EpochEnd, evaluate, fit, per_pattern_metrics, train_one_epoch
+from cdiflow.train.loop import (
+    EpochEnd,
+    evaluate,
+    fit,
+    per_pattern_metrics,
+    recalibrate_batchnorm,
+    train_one_epoch,
+)
 from cdiflow.train.optim import build_optimizer, build_scheduler, lr_factor
 
 __all__ = [
@@ -26,6 +33,7 @@ __all__ = [
     "load_checkpoint",
     "lr_factor",
     "per_pattern_metrics",
+    "recalibrate_batchnorm",
     "save_checkpoint",
     "train_one_epoch",
     "training_state",

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from cdiflow.losses import LossWeights, physics_loss, predicted_modulus
+from cdiflow.losses import LossWeights, physics_loss, predicted_modulus, twin_targets
 from cdiflow.metrics import chi2, image_error
 from cdiflow.train.checkpoint import load_checkpoint, training_state
 from cdiflow.train.config import TrainConfig
@@ -26,7 +26,13 @@ from cdiflow.train.optim import build_optimizer, build_scheduler
 Batch = dict[str, torch.Tensor]
 LOSS_KEYS = ("loss", "amplitude", "phase", "physics")
 LOSS_NAMES = ("loss", "loss_amplitude", "loss_phase", "loss_physics")  # as reported
-CHI2_KEYS = ("chi2_modulus", "chi2_amplitude", "chi2_phase")
+CHI2_KEYS = (
+    "chi2_modulus",
+    "chi2_amplitude",
+    "chi2_phase",
+    "chi2_amplitude_twin_aware",
+    "chi2_phase_twin_aware",
+)
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
@@ -97,7 +103,9 @@ def per_pattern_metrics(
 
     ``chi2_modulus``: eq. 5 between |F(predicted object)| and the input modulus, after
     fitting the scale (the two are normalised independently). ``chi2_amplitude`` and
-    ``chi2_phase``: ``image_error`` of the amplitude and the phase target (0..1).
+    ``chi2_phase``: ``image_error`` of the amplitude and the phase target (0..1) (the
+    paper's three numbers); ``*_twin_aware``: the same against the closer of the target
+    and its twin.
     """
     device = torch.device(device)
     model.eval()
@@ -114,10 +122,20 @@ def per_pattern_metrics(
 def _pattern_chi2(prediction: torch.Tensor, b: Batch) -> dict[str, torch.Tensor]:
     prediction = prediction.float()
     fourier = predicted_modulus(prediction, b["modulus"].shape[-1])
+    amp = image_error(prediction[:, 0], b["amplitude"])
+    phase = image_error(prediction[:, 1], b["phase"])
+    amp_t, phase_t = twin_targets(b["amplitude"], b["phase"])
+    amp_twin = image_error(prediction[:, 0], amp_t)
+    phase_twin = image_error(prediction[:, 1], phase_t)
+    use_twin = amp_twin + phase_twin < amp + phase
     return {
         "chi2_modulus": chi2(fourier, b["modulus"], fit_scale=True),
-        "chi2_amplitude": image_error(prediction[:, 0], b["amplitude"]),
-        "chi2_phase": image_error(prediction[:, 1], b["phase"]),
+        "chi2_amplitude": amp,
+        "chi2_phase": phase,
+        # The same against whichever of target / twin is closer (|F| cannot tell them
+        # apart): the fair real-space score of a prediction.
+        "chi2_amplitude_twin_aware": torch.where(use_twin, amp_twin, amp),
+        "chi2_phase_twin_aware": torch.where(use_twin, phase_twin, phase),
     }
 
 
@@ -132,7 +150,8 @@ def evaluate(
     """Mean loss terms and chi^2 (modulus, amplitude, phase) over ``batches``.
 
     Keys: ``loss``, ``loss_amplitude``, ``loss_phase``, ``loss_physics``,
-    ``chi2_modulus``, ``chi2_amplitude``, ``chi2_phase``, ``patterns``.
+    ``chi2_modulus``, ``chi2_amplitude``, ``chi2_phase``, ``chi2_amplitude_twin_aware``,
+    ``chi2_phase_twin_aware``, ``patterns``.
     """
     device = torch.device(device)
     model.eval()
@@ -156,6 +175,36 @@ def evaluate(
     result = {k: v / count for k, v in sums.items()}
     result["patterns"] = float(count)
     return result
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(
+    model: nn.Module, batches: Iterable[Batch], device: torch.device | str
+) -> None:
+    """Recompute every BN's running statistics as a plain average over ``batches``.
+
+    Early in training, or with a high learning rate, the exponential running averages
+    lag far behind the weights, and the eval-mode model can output all zeros (seen on
+    short CPU runs). A few training batches through the model in train mode, with a
+    cumulative average, fix that before evaluation or saving. Weights are not changed.
+    """
+    device = torch.device(device)
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    momenta = [m.momentum for m in norms]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    was_training = model.training
+    model.train()
+    try:
+        for batch in batches:
+            model(batch["modulus"].to(device, torch.float32))
+    finally:
+        for m, momentum in zip(norms, momenta, strict=True):
+            m.momentum = momentum
+        model.train(was_training)
 
 
 @dataclasses.dataclass

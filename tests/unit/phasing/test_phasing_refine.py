@@ -118,3 +118,22 @@ def test_check_pattern_errors_are_input_errors():
     with pytest.raises(BadPattern, match=r"\(64, 63\)"):
         check_pattern(np.ones((64, 63), np.float32))
     assert check_pattern(np.ones((64, 64), np.float64)).dtype == torch.float32
+
+
+def test_strict_raises_the_typed_error(exact_batch):
+    _, mod = exact_batch
+    bad = mod.float().clone()
+    bad[0, 1, 1] = float("inf")
+    with pytest.raises(BadPattern, match="non-finite"):
+        refine(bad[:1], random_phase_rectangle(1, rng=0), SHORT, strict=True)
+
+
+def test_per_pattern_beta_follows_the_patterns_that_run(exact_batch):
+    _, mod = exact_batch
+    m = mod.float().clone()
+    m[0] = float("nan")  # pattern 0 is dropped; betas must stay with their patterns
+    start = random_phase_rectangle(6, rng=5)
+    betas = [0.5, 0.6, 0.7, 0.8, 0.9, 0.95]
+    res = refine(m, start, SHORT, beta=betas)
+    alone = refine(m[3:4], start.select([3]), SHORT, beta=0.8)
+    assert torch.allclose(res.obj[3], alone.obj[0], atol=1e-5)

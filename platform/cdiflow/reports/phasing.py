@@ -1,0 +1,137 @@
+"""Figures of the phasing comparisons: Fig. 5(f) curves, Fig. 6 panel, NNS histogram.
+
+matplotlib is imported inside each function (Agg backend), so importing this module is
+cheap. Every function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+LABELS = {
+    "random-rectangle": "random phase + rectangle support",
+    "random-cnn-support": "random phase + CNN support",
+    "cnn": "CNN phase + support",
+    "nns": "NNS phase + support",
+}
+COLOURS = {
+    "random-rectangle": "tab:blue",
+    "random-cnn-support": "tab:green",
+    "cnn": "tab:orange",
+    "nns": "tab:red",
+}
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_chi2_curves(runs: dict, path, title: str = "") -> Path:
+    """Fig. 5(f): chi^2 against iteration; mean +- std band where a start has many runs.
+
+    ``runs`` maps a start name to an object with a ``chi2`` (R, n_iter) array
+    (``cdiflow.phasing.compare.StartRun``).
+    """
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, run in runs.items():
+        curves = np.asarray(run.chi2, dtype=np.float64)
+        it = np.arange(1, curves.shape[1] + 1)
+        colour = COLOURS.get(name)
+        label = LABELS.get(name, name)
+        if curves.shape[0] > 1:
+            mean, std = curves.mean(0), curves.std(0)
+            ax.plot(it, mean, color=colour, label=f"{label} (mean of {curves.shape[0]})")
+            ax.fill_between(
+                it,
+                np.clip(mean - std, 1e-12, None),
+                mean + std,
+                color=colour,
+                alpha=0.25,
+                linewidth=0,
+            )
+        else:
+            ax.plot(it, curves[0], color=colour, label=label)
+    ax.set_yscale("log")
+    ax.set_xlabel("iteration")
+    ax.set_ylabel(r"$\chi^2$")
+    ax.set_title(title or r"$\chi^2$ against iteration (Fig. 5f)")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def unwrapped_phase(obj: np.ndarray, threshold: float = 0.1) -> np.ma.MaskedArray:
+    """Phase of a complex image, unwrapped (Herraez 2002, skimage) inside its support."""
+    from skimage.restoration import unwrap_phase
+
+    obj = np.asarray(obj)
+    amp = np.abs(obj)
+    support = amp > threshold * amp.max() if amp.max() > 0 else np.zeros(amp.shape, bool)
+    masked = np.ma.masked_array(np.angle(obj), mask=~support)
+    if support.sum() < 2:
+        return masked
+    return unwrap_phase(masked)
+
+
+def plot_evolution_panel(runs: dict, path, title: str = "") -> Path:
+    """Fig. 6: per start, amplitudes then unwrapped phases at the snapshot iterations."""
+    plt = _pyplot()
+    names = [n for n, r in runs.items() if r.snapshots]
+    iterations = sorted(next(iter(runs.values())).snapshots) if names else []
+    ncol = 2 * len(iterations)
+    fig, axes = plt.subplots(
+        len(names), ncol, figsize=(1.6 * ncol, 1.7 * len(names) + 0.4), squeeze=False
+    )
+    for row, name in enumerate(names):
+        for j, it in enumerate(iterations):
+            obj = np.asarray(runs[name].snapshots[it])
+            amp_ax, ph_ax = axes[row][j], axes[row][len(iterations) + j]
+            amp_ax.imshow(np.abs(obj), cmap="gray")
+            phase = unwrapped_phase(obj)
+            ph_ax.imshow(phase, cmap="viridis")
+            if row == 0:
+                amp_ax.set_title(f"|x| it {it}", fontsize=7)
+                ph_ax.set_title(f"phase it {it}", fontsize=7)
+        axes[row][0].set_ylabel(LABELS.get(name, name), fontsize=6)
+    for ax in np.ravel(axes):
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle(title or "Reconstructions against iteration (Fig. 6)", fontsize=9)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def plot_chi2_histogram(values: dict, path, title: str = "") -> Path:
+    """Histograms of chi^2 per pattern, one per method (e.g. {"NNS": ..., "CNN": ...})."""
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    finite = [np.asarray(v)[np.isfinite(v)] for v in values.values()]
+    lo = max(min((v[v > 0].min() for v in finite if (v > 0).any()), default=1e-6), 1e-8)
+    hi = max((v.max() for v in finite if v.size), default=1.0)
+    bins = np.logspace(np.log10(lo), np.log10(max(hi, lo * 10)), 40)
+    for name, f in zip(values, finite, strict=True):
+        ax.hist(f, bins=bins, alpha=0.6, label=f"{name} (mean {f.mean():.3g})")
+    ax.set_xscale("log")
+    ax.set_xlabel(r"$\chi^2$ (eq. 5, scale fitted)")
+    ax.set_ylabel("patterns")
+    ax.set_title(title or r"$\chi^2$ per test pattern")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

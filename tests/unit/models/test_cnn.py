@@ -1,0 +1,160 @@
+"""The CNN: shapes, output ranges, config checks, BN folding, FLOP counts."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from cdiflow.errors import ConfigError
+from cdiflow.models import (
+    ModelConfig,
+    build_model,
+    count_flops,
+    count_parameters,
+    fold_batchnorm,
+    inference_model,
+)
+
+
+def _model(seed: int = 0, **kw) -> nn.Module:
+    torch.manual_seed(seed)
+    return build_model(ModelConfig(**kw))
+
+
+def _inputs(batch: int, size: int = 64, seed: int = 1) -> torch.Tensor:
+    return torch.rand(batch, size, size, generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.mark.parametrize("kw", [{"base_width": 4}, {"base_width": 4, "depth": 2}, {"depth": 1}])
+def test_output_shape_for_both_input_layouts(kw):
+    model = _model(**kw).eval()
+    x = _inputs(3)
+    with torch.no_grad():
+        out = model(x)
+        out4 = model(x.unsqueeze(1))
+    assert out.shape == (3, 2, 32, 32)
+    assert torch.equal(out, out4)
+
+
+@pytest.mark.parametrize("activation", ["relu_clamp", "sigmoid", "relu"])
+def test_output_range(activation):
+    model = _model(base_width=4, output_activation=activation).train()
+    with torch.no_grad():  # large weights push the head far beyond [0, 1]
+        for p in model.parameters():
+            p.mul_(5)
+        out = model(_inputs(4) * 10)
+    assert out.min() >= 0
+    if activation != "relu":
+        assert out.max() <= 1
+    else:
+        assert out.max() > 1  # the paper's plain ReLU is unbounded above
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"base_width": 0},
+        {"depth": 0},
+        {"depth": 7},  # 64 is not a multiple of 128
+        {"output_size": 16},
+        {"leaky_slope": 1.5},
+        {"output_activation": "tanh"},
+        {"bn_momentum": 0.0},
+    ],
+)
+def test_config_rejects_bad_values(bad):
+    with pytest.raises(ConfigError):
+        ModelConfig(**bad)
+
+
+def test_config_from_dict_refuses_unknown_keys():
+    with pytest.raises(ConfigError, match="width"):
+        ModelConfig.from_dict({"width": 8})
+    assert ModelConfig.from_dict({"base_width": 8}).base_width == 8
+
+
+def _trained_bn_model() -> nn.Module:
+    """A model whose BN layers hold non-trivial statistics and affine parameters."""
+    model = _model(base_width=6)
+    gen = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.weight.copy_(torch.rand(m.num_features, generator=gen) * 2 - 0.5)  # some < 0
+                m.bias.copy_(torch.randn(m.num_features, generator=gen) * 0.3)
+        model.train()
+        for _ in range(3):
+            model(_inputs(8, seed=int(torch.randint(100, (1,), generator=gen))) * 2)
+    return model.eval()
+
+
+def test_inference_model_matches_eval_model_and_leaves_original():
+    model = _trained_bn_model()
+    x = _inputs(5, seed=7)
+    with torch.no_grad():
+        expected = model(x)
+        fast = inference_model(model)
+        got = fast(x.unsqueeze(1).contiguous(memory_format=torch.channels_last))
+        got_plain = fast(x)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert any(isinstance(m, nn.BatchNorm2d) for m in model.modules())  # original untouched
+    assert not any(p.requires_grad for p in fast.parameters())
+    torch.testing.assert_close(got, expected, atol=2e-5, rtol=1e-4)
+    torch.testing.assert_close(got_plain, expected, atol=2e-5, rtol=1e-4)
+
+
+def test_fold_batchnorm_in_place_is_exact_in_float64():
+    model = _trained_bn_model().double()
+    x = _inputs(2, seed=9).double()
+    with torch.no_grad():
+        expected = model(x)
+        folded = fold_batchnorm(model)
+        got = folded(x)
+    torch.testing.assert_close(got, expected, atol=1e-10, rtol=1e-10)
+
+
+def test_flops_and_parameters_match_hand_count():
+    # depth 1, width w: block(1->w)@64, pool, block(w->2w)@32, split into two w-channel
+    # halves, each head 3x3 (w->1)@32.
+    w = 4
+    model = _model(base_width=w, depth=1)
+    macs = 64 * 64 * (9 * 1 * w + 3 * w * w + 3 * w * w)
+    macs += 32 * 32 * (9 * w * 2 * w + 2 * 3 * (2 * w) ** 2)
+    macs += 2 * 32 * 32 * 9 * w
+    assert count_flops(model) == 2 * macs
+    convs = 9 * w + 6 * w * w + 9 * w * 2 * w + 6 * (2 * w) ** 2 + 2 * (9 * w + 1)
+    bn = 2 * (2 * w + 2 * 2 * w)
+    assert count_parameters(model) == convs + bn
+
+
+def test_default_model_cost_is_documented():
+    model = build_model()
+    assert 0.12e9 < count_flops(model) < 0.14e9
+    assert 0.28e6 < count_parameters(model) < 0.30e6
+
+
+def test_dead_output_channel_still_gets_a_gradient():
+    model = _model(base_width=4)
+    with torch.no_grad():  # push both heads far below 0: ReLU / clamp are flat there
+        model.amplitude_decoder[-1].bias.fill_(-10.0)
+        model.phase_decoder[-1].bias.fill_(-10.0)
+    out = model(_inputs(2))
+    assert out.abs().max() == 0  # the value is the clamp's
+    out.sum().backward()
+    assert model.phase_decoder[-1].bias.grad.item() > 0
+    paper = _model(base_width=4, output_gradient_leak=0.0)
+    with torch.no_grad():
+        paper.phase_decoder[-1].bias.fill_(-10.0)
+    paper(_inputs(2)).sum().backward()
+    assert paper.phase_decoder[-1].bias.grad.item() == 0
+
+
+def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
+    state = torch.random.get_rng_state()
+    a = build_model(ModelConfig(base_width=4), seed=3)
+    b = build_model(ModelConfig(base_width=4), seed=3)
+    c = build_model(ModelConfig(base_width=4), seed=4)
+    assert torch.equal(torch.random.get_rng_state(), state)
+    pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
+    assert torch.equal(pa, pb) and not torch.equal(pa, pc)

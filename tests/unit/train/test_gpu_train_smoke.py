@@ -1,0 +1,26 @@
+"""benchmarks/gpu_train.py runs end to end on CPU with --smoke."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_train.py"
+
+
+def test_smoke_run_writes_results(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_train", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "r.json"
+    weights = tmp_path / "w.pt"
+    module.main(["--smoke", "--out", str(out), "--save-weights", str(weights)])
+    result = json.loads(out.read_text())
+    assert result["args"]["smoke"] is True
+    assert len(result["history"]) >= 1
+    for key in ("chi2_modulus", "chi2_amplitude", "chi2_phase"):
+        assert math.isfinite(result["test"][key])
+    assert result["inference_patterns_per_s"]["fp32"] > 0
+    assert weights.is_file()
