@@ -89,16 +89,14 @@ def run(args: argparse.Namespace) -> int:
     import os
 
     from cdiflow.pipelines.cluster import check_mlflow, connect
-    from cdiflow.pipelines.data import validate_split
     from cdiflow.pipelines.tune import SweepInterrupted, run_sweep
     from cdiflow.pipelines.tune_space import check_space
 
     sweep, base = load_configs(args)  # ConfigError (exit 2) before anything starts
-    from cdiflow.pipelines.train import TrainJobConfig
+    from cdiflow.pipelines.train import TrainJobConfig, check_dataset
 
     check_space(sweep, base.to_dict(), TrainJobConfig.from_dict)
-    train_rows = validate_split(args.data, "train")  # DatasetError (exit 2) before Ray
-    validate_split(args.data, "val")
+    rows = check_dataset(args.data)  # DatasetError (exit 2) before Ray starts
     check_mlflow(timeout_s=args.connect_timeout)  # ClusterUnavailable (exit 2) in seconds
     os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     import ray
@@ -113,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
             args.workspace,
             name=args.name,
             storage_path=args.storage_path,
-            train_rows=train_rows,
+            train_rows=rows["train"],
         )
     except SweepInterrupted as exc:
         print(f"cdiflow tune: interrupted: {exc}", file=sys.stderr)
