@@ -93,6 +93,7 @@ def test_space_checked_against_the_training_config(key, spec, message):
         ({"reduction_factor": 1.0}, "reduction_factor"),
         ({"space": {}}, "space is empty"),
         ({"trial_cpus": 0.0}, "trial_cpus"),
+        ({"space": {"train.epochs": {"type": "int", "low": 2, "high": 9}}}, "ASHA's max_t"),
     ],
 )
 def test_invalid_sweep_settings(settings, message):

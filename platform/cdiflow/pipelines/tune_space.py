@@ -179,6 +179,10 @@ class SweepConfig(Config):
                 f"space.{key}: keys are dotted paths under {TUNABLE_SECTIONS}, "
                 "e.g. train.lr or model.base_width",
             )
+        require(
+            "train.epochs" not in self.space,
+            "space.train.epochs: set the sweep's `epochs` instead (it is ASHA's max_t)",
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = super().to_dict()
