@@ -17,9 +17,7 @@ def _trained_weights(tmp_path, seed: int, name: str):
     from cdiflow.models import ModelConfig, build_model, save_weights
 
     config = ModelConfig(base_width=4, depth=2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(config).eval()
+    model = build_model(config, seed=seed).eval()
     path = save_weights(tmp_path / name, model, config)
     return model, path
 

@@ -179,9 +179,7 @@ def train_worker(loop_config: dict) -> None:
         threads = job.scaling.torch_threads or max(1, round(job.scaling.cpus_per_worker))
         torch.set_num_threads(threads)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(job.train.seed)  # same initial weights on every rank
-        model = build_model(job.model)
+    model = build_model(job.model, seed=job.train.seed)  # same initial weights on every rank
     resume = _load_state(ray.train.get_checkpoint())
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
