@@ -14,11 +14,12 @@ would leave OUT, whatever the scan is called (``../../x``, absolute paths, NUL b
 
 A per-scan file holds the arrays (centred, see ``cdiflow.physics.fft``):
 ``amplitude``, ``phase`` (radians), ``phase_unwrapped`` (radians, NaN outside the
-support), ``support`` (bool; all four 56 x 56, the central box of the object field, so
-objects wider than the 32-pixel training box fit), ``chi2`` (per iteration), ``modulus`` and ``mask``
-(the P x P pattern phased), ``cnn_amplitude`` and ``cnn_phase``, and the provenance as
-JSON attributes: ``preprocessing``, ``model``, ``refinement``, ``summary``, and scalar
-attributes ``cdiflow_version``, ``git_sha``, ``scan``, ``source``, ``complete``.
+support) and ``support`` (bool), all 56 x 56 (the central box of the object field, so
+objects wider than the 32-pixel training box fit); ``chi2`` (per iteration); ``modulus``
+and ``mask`` (the P x P pattern phased); ``cnn_amplitude`` and ``cnn_phase``; and the
+provenance as JSON attributes ``preprocessing``, ``model``, ``reconstruction``,
+``summary``, plus scalar attributes ``cdiflow_version``, ``git_sha``, ``scan``,
+``source``, ``cnn_chi2``, ``refined_chi2``, ``complete``.
 """
 
 from __future__ import annotations
