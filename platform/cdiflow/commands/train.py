@@ -33,6 +33,10 @@ def add_parser(subparsers) -> None:
     )
     parser.add_argument("--storage-path", help="Ray run storage (default: WORKSPACE/runs)")
     parser.add_argument("--no-register", action="store_true", help="do not register the model")
+    parser.add_argument(
+        "--address",
+        help="Ray cluster host:port or 'auto' (default: RAY_ADDRESS, else a local Ray)",
+    )
     parser.set_defaults(run=run)
 
 
@@ -62,14 +66,15 @@ def run(args: argparse.Namespace) -> int:
 
     import ray
 
-    from cdiflow.pipelines.cluster import connect
+    from cdiflow.pipelines.cluster import check_mlflow, connect
     from cdiflow.pipelines.train import check_dataset, default_workers_env, run_training
 
     job = load_config(args)  # ConfigError (exit 2) before anything starts
     rows = check_dataset(args.data)  # DatasetError (exit 2) naming file and column
+    check_mlflow()  # a server that is down: exit 2 in seconds, not MLflow's retry loop
     default_workers_env()
     joined = ray.is_initialized()
-    info = connect(num_cpus=os.cpu_count() or 1)
+    info = connect(getattr(args, "address", None), num_cpus=os.cpu_count() or 1)
     try:
         outcome = run_training(
             job,

@@ -104,6 +104,7 @@ def connect(
     *,
     num_cpus: int = LOCAL_NUM_CPUS,
     object_store_memory: int = LOCAL_OBJECT_STORE_BYTES,
+    dashboard: bool = False,
 ) -> ClusterInfo:
     """Connect this process to Ray: to a cluster at ``address``, or to a small local one.
 
@@ -119,6 +120,10 @@ def connect(
         How long the GCS port may take to accept a TCP connection (seconds).
     num_cpus, object_store_memory : int
         Size of the embedded local Ray (ignored when connecting to a cluster).
+    dashboard : bool
+        Start the embedded Ray's dashboard on 127.0.0.1 (a free port). Ray's State API
+        lives there, and Train V2 needs it to release the placement group of a trial that
+        Tune stopped early; without it the next trial waits forever.
 
     Returns
     -------
@@ -149,10 +154,24 @@ def connect(
         return _describe(os.environ.get("RAY_ADDRESS") or "local")
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target is None or target == "local":
+        extra = {}
+        if dashboard:
+            port = _free_port()
+            # Actors find the State API from RAY_API_SERVER_ADDRESS; without it they guess,
+            # and fail when other Ray instances run on the same machine.
+            extra = {
+                "dashboard_host": "127.0.0.1",
+                "dashboard_port": port,
+                "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+            }
+        # address="local": a new instance, even when `ray start` ran on this machine
+        # (with no address, ray.init joins the newest such cluster it finds in /tmp/ray)
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             object_store_memory=object_store_memory,
-            include_dashboard=False,
+            include_dashboard=dashboard,
+            **extra,
         )
         return _describe("local")
     if target != "auto":
@@ -203,6 +222,12 @@ def check_mlflow(uri: str | None = None, timeout_s: float = 5.0) -> None:
         )
     if status != 200:
         raise ClusterUnavailable(f"MLflow server at {uri} is not healthy (HTTP {status})")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def _describe(address: str) -> ClusterInfo:

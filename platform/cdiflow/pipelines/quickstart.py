@@ -1,0 +1,239 @@
+"""``cdiflow quickstart``: the whole platform once, on a local Ray and an embedded MLflow.
+
+Steps, all inside one workspace folder (re-running reuses what is there):
+
+1. generate a small synthetic data set (``WORKSPACE/data``; Ray Data);
+2. train a small CNN briefly (Ray Train) -- skipped when the workspace registry already
+   has a ``champion`` (the cached model);
+3. register it as ``cdiflow-cnn`` and make it champion (the champion rule);
+4. write a small synthetic beamtime in the 34-ID-C layout (``WORKSPACE/beamtimes``) and
+   reconstruct it, plus every ``--beamtime`` folder given (``WORKSPACE/reports/<name>``);
+5. write ``WORKSPACE/report.html`` linking the beamtime reports, and say where it is.
+
+Sizes are chosen to finish in well under 10 minutes on a 2-core machine; ``smoke``
+shrinks everything for CI.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import html
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from cdiflow.config import Config, require
+from cdiflow.formats.results import atomic_write_bytes
+from cdiflow.formats.results import scan_key as safe_name
+
+SYNTHETIC_SEED = 2026  # the quickstart's synthetic beamtime is always the same
+RUN_NAME = "quickstart"
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartConfig(Config):
+    """Sizes of the quickstart (defaults: under 10 minutes on 2 cores)."""
+
+    patterns: int = 1600  # train + validation patterns
+    test_patterns: int = 64
+    epochs: int = 5
+    batch_size: int = 64
+    base_width: int = 16
+    lr: float = 3e-3
+    scans: int = 4  # scans of the synthetic beamtime
+    frames: int = 16  # rocking steps per synthetic scan
+    schedule: str = "5*(100*HIO+20*ER)"  # the paper's 600 iterations
+    shrinkwrap_start: int = 100
+
+    def validate(self) -> None:
+        require(self.patterns >= 40, "patterns must be >= 40")
+        require(self.epochs >= 1 and self.batch_size >= 1, "epochs, batch_size >= 1")
+        require(self.scans >= 1 and self.frames >= 1, "scans, frames >= 1")
+
+    @classmethod
+    def smoke(cls) -> QuickstartConfig:
+        """CI size: a minute or two on 2 cores."""
+        return cls(
+            patterns=160,
+            test_patterns=16,
+            epochs=1,
+            batch_size=32,
+            base_width=8,
+            scans=2,
+            frames=8,
+            schedule="2*(20*HIO+10*ER)",
+            shrinkwrap_start=10,
+        )
+
+
+@dataclasses.dataclass(frozen=True)
+class QuickstartOutcome:
+    workspace: Path
+    report: Path
+    model: str  # the registry version used
+    trained: bool  # False: the cached champion was reused
+    beamtimes: dict[str, dict]  # name -> {"report", "ok", "failed", "seconds"}
+    seconds: dict[str, float]  # wall time per step
+
+
+def _champion(uri: str) -> str | None:
+    """The champion's version in this registry, or None."""
+    from cdiflow.errors import ModelNotFound
+    from cdiflow.pipelines.tracking import CHAMPION, MODEL_NAME, resolve_version
+
+    try:
+        return str(resolve_version(uri, f"models:/{MODEL_NAME}@{CHAMPION}").version)
+    except ModelNotFound:
+        return None
+
+
+def _generate(config: QuickstartConfig, data: Path) -> None:
+    from cdiflow.formats.layout import DatasetConfig
+    from cdiflow.pipelines.generate import generate_dataset
+
+    dataset = DatasetConfig(
+        seed=0, num_patterns=config.patterns, test_patterns=config.test_patterns, shards=2
+    )
+    generate_dataset(dataset, data, workers=2, progress=False)
+
+
+def _train(config: QuickstartConfig, data: Path, workspace: Path) -> str:
+    from cdiflow.models import ModelConfig
+    from cdiflow.pipelines.train import RunSettings, ScalingSettings, TrainJobConfig, run_training
+    from cdiflow.train import TrainConfig
+
+    job = TrainJobConfig(
+        model=ModelConfig(base_width=config.base_width),
+        train=TrainConfig.recommended(
+            epochs=config.epochs, batch_size=config.batch_size, lr=config.lr
+        ),
+        scaling=ScalingSettings(workers=1, cpus_per_worker=0.5, torch_threads=2),
+        run=RunSettings(max_failures=1, checkpoints_to_keep=1),
+    )
+    runs = workspace / "runs"
+    resume = (runs / RUN_NAME).exists()  # a quickstart killed while training goes on
+    outcome = run_training(job, data, workspace, name=RUN_NAME, resume=resume)
+    if outcome.promotion is None:
+        raise RuntimeError("training finished without registering a model")
+    return str(outcome.promotion["version"])
+
+
+def _synthetic_beamtime(config: QuickstartConfig, root: Path) -> Path:
+    from cdiflow.formats.synthetic_beamtime import (
+        SyntheticBeamtimeConfig,
+        write_synthetic_beamtime,
+    )
+
+    folder = root / "synthetic"
+    marker = folder / ".complete"
+    if marker.is_file() and marker.read_text() == json.dumps(config.to_dict()):
+        return folder
+    if folder.exists():
+        import shutil
+
+        shutil.rmtree(folder)
+    write_synthetic_beamtime(
+        folder,
+        SyntheticBeamtimeConfig(scans=config.scans, frames=config.frames),
+        np.random.default_rng(SYNTHETIC_SEED),
+    )
+    marker.write_text(json.dumps(config.to_dict()))
+    return folder
+
+
+def run_quickstart(
+    workspace: str | Path,
+    beamtimes: list[str | Path] = (),
+    config: QuickstartConfig | None = None,
+    say: Callable[[str], None] = print,
+) -> QuickstartOutcome:
+    """Run the quickstart (module docstring). Starts a local Ray and shuts it down after."""
+    import ray
+
+    from cdiflow.phasing.shrinkwrap import ShrinkWrap
+    from cdiflow.pipelines.reconstruct import reconstruct_beamtime
+    from cdiflow.pipelines.scan_steps import ReconstructConfig
+    from cdiflow.pipelines.tracking import configure
+
+    config = config or QuickstartConfig()
+    workspace = Path(workspace).expanduser().resolve()
+    workspace.mkdir(parents=True, exist_ok=True)
+    missing = [str(b) for b in beamtimes if not Path(b).is_dir()]
+    if missing:
+        from cdiflow.errors import InputError
+
+        raise InputError(f"--beamtime folder(s) not found: {missing}")
+    uri = configure(workspace)
+    seconds: dict[str, float] = {}
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2)
+    try:
+        t = time.perf_counter()
+        version = _champion(uri)
+        trained = version is None
+        if trained:
+            say("[1/5] generating a small synthetic data set ...")
+            _generate(config, workspace / "data")
+            seconds["generate"] = time.perf_counter() - t
+            say(f"[2/5] training a small CNN ({config.epochs} epochs) ...")
+            t = time.perf_counter()
+            version = _train(config, workspace / "data", workspace)
+            seconds["train+register"] = time.perf_counter() - t
+            say(f"[3/5] registered cdiflow-cnn version {version} (champion)")
+        else:
+            say(f"[1-3/5] the workspace registry has a champion (version {version}): reusing it")
+        t = time.perf_counter()
+        synthetic = _synthetic_beamtime(config, workspace / "beamtimes")
+        recon = ReconstructConfig(
+            schedule=config.schedule, shrinkwrap=ShrinkWrap(start=config.shrinkwrap_start)
+        )
+        results = {}
+        for folder in [synthetic, *[Path(b).resolve() for b in beamtimes]]:
+            name = safe_name(folder.name)
+            say(f"[4/5] reconstructing {folder} ...")
+            out = workspace / "reports" / name
+            outcome = reconstruct_beamtime(
+                [folder], out, model=version, workspace=workspace, config=recon, progress=say
+            )
+            results[name] = {
+                "source": str(folder),
+                "report": str(outcome.report),
+                "ok": len(outcome.ok),
+                "failed": len(outcome.failed),
+                "seconds": round(outcome.seconds, 1),
+                "refined_chi2": [r["refined_chi2"] for r in outcome.ok],
+            }
+        seconds["reconstruct"] = time.perf_counter() - t
+    finally:
+        if started:
+            ray.shutdown()
+    report = _write_index(workspace, version, trained, results, seconds)
+    say(f"[5/5] report: {report}")
+    return QuickstartOutcome(workspace, report, version, trained, results, seconds)
+
+
+def _write_index(workspace: Path, version: str, trained: bool, results: dict, seconds) -> Path:
+    e = html.escape
+    items = []
+    for name, info in results.items():
+        rel = Path(info["report"]).relative_to(workspace).as_posix()
+        items.append(
+            f"<li><a href='{e(rel, quote=True)}'>{e(name)}</a>: {info['ok']} ok, "
+            f"{info['failed']} failed ({e(info['source'])})</li>"
+        )
+    timing = ", ".join(f"{k} {v:.0f} s" for k, v in seconds.items())
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>cdiflow quickstart</title>"
+        "</head><body style='font-family:sans-serif'><h1>cdiflow quickstart</h1>"
+        f"<p>Model: cdiflow-cnn version {e(version)} "
+        f"({'trained now' if trained else 'cached champion'}); MLflow store: "
+        f"{e(str(workspace / 'mlflow.db'))}</p><p>Time: {e(timing)}</p>"
+        f"<h2>Beamtimes</h2><ul>{''.join(items)}</ul></body></html>\n"
+    )
+    path = workspace / "report.html"
+    atomic_write_bytes(path, page.encode())
+    return path

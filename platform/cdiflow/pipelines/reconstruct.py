@@ -1,0 +1,358 @@
+"""The beamtime job on Ray Data: read -> preprocess -> CNN actors -> refinement -> results.
+
+::
+
+    scan items (driver: plan, skip finished)
+      -> map(read_and_preprocess)             tasks, one scan per block
+      -> map_batches(CNNPredictor)            actor pool; model loaded once per actor;
+                                              GPU when the cluster has one, else 0.5 CPU
+      -> map_batches(refine_batch/Refiner)    CPU tasks, or GPU actors, batched
+      -> map(finish_scan)                     HDF5 + PNG per scan, returns summary rows
+    driver: progress lines, summary.parquet / summary.csv, report.html
+
+The per-scan work lives in ``cdiflow.pipelines.scan_steps`` (plain functions); this
+module is the glue. Resumable: a scan whose result file is complete is not read again,
+its row comes from that file. One bad scan never stops the job: it gets a failed row.
+
+Note for multi-node clusters: the writers run on the workers, so ``--out`` must be on
+storage that every node sees (NFS), like Ray Train's ``storage_path``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from cdiflow import __version__
+from cdiflow.errors import OutputDirError
+from cdiflow.formats.results import (
+    SCANS_DIR,
+    read_completed_summary,
+    result_path,
+    write_summary,
+)
+from cdiflow.pipelines.scan_steps import (
+    ReconstructConfig,
+    finish_scan,
+    plan_scans,
+    predict_batch,
+    read_and_preprocess,
+    refine_batch,
+)
+
+DEFAULT_MODEL = "models:/cdiflow-cnn@champion"
+ACTOR_CPUS = 0.5  # fractional: a pool that takes every CPU starves the read tasks (hangs)
+
+
+@dataclasses.dataclass(frozen=True)
+class BeamtimeOutcome:
+    """What a run did."""
+
+    out: Path
+    rows: list[dict[str, Any]]
+    summary_parquet: Path
+    summary_csv: Path
+    report: Path
+    seconds: float
+    processed: int  # scans run through the pipeline this time
+    skipped: int  # scans whose finished result was kept
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] != "ok"]
+
+    @property
+    def ok(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "ok"]
+
+
+def model_reference(ref: str | None) -> str:
+    """``None``/``champion`` -> the champion alias; ``3`` -> version 3; else as given."""
+    if ref is None or ref == "":
+        return DEFAULT_MODEL
+    text = str(ref)
+    if text.startswith("models:/"):
+        return text
+    if text.isdigit():
+        return f"models:/cdiflow-cnn/{text}"
+    if "/" not in text and "." not in text and not Path(text).exists():
+        return f"models:/cdiflow-cnn@{text}"  # an alias name such as "champion"
+    return str(Path(text).expanduser().resolve())
+
+
+def resolve_model(ref: str | None, uri: str | None) -> tuple[str, dict[str, Any]]:
+    """Check the model exists and pin it: (reference the actors load, provenance).
+
+    A registry alias is pinned to its current version, so every actor of the job loads
+    the same weights even if the alias moves while the job runs.
+    """
+    from cdiflow.pipelines.tracking import load_model
+
+    text = model_reference(ref)
+    _, config, provenance = load_model(text, uri)
+    pinned = text
+    if text.startswith("models:/") and provenance.get("version"):
+        pinned = f"models:/{provenance['name']}/{provenance['version']}"
+    info = {k: v for k, v in provenance.items() if k != "tags"}
+    info["metrics"] = dict(provenance.get("tags", {}))
+    info["pinned_ref"] = pinned
+    info["config"] = config.to_dict()
+    return pinned, info
+
+
+class CNNPredictor:
+    """Ray Data actor: loads the model once, then predicts batch after batch."""
+
+    def __init__(self, model_ref: str, tracking_uri: str | None, model_info: str, device: str):
+        import torch
+
+        from cdiflow.pipelines.tracking import load_model
+
+        model, _, _ = load_model(model_ref, tracking_uri)
+        try:
+            from cdiflow.models import inference_model
+
+            model = inference_model(model)
+        except ImportError:  # pragma: no cover - older models package
+            pass
+        self.device = device
+        self.model = model.to(device).eval()
+        self.model_info = model_info
+        torch.set_grad_enabled(False)
+
+    def __call__(self, batch: dict) -> dict:
+        return predict_batch(self.model, batch, self.model_info, self.device)
+
+
+class Refiner:
+    """Ray Data actor for GPU refinement (keeps the CUDA context between batches)."""
+
+    def __init__(self, config: ReconstructConfig, device: str):
+        self.config = config
+        self.device = device
+
+    def __call__(self, batch: dict) -> dict:
+        return refine_batch(batch, self.config, self.device)
+
+
+def _prepare_out(out: str | Path) -> Path:
+    out = Path(out).expanduser()
+    if out.exists() and not out.is_dir():
+        raise OutputDirError(f"--out {out} exists and is not a folder")
+    out.mkdir(parents=True, exist_ok=True)
+    return out.resolve()
+
+
+def _finished_rows(items: list[dict], out: Path) -> dict[str, dict]:
+    """Summary rows of scans whose result file is complete (skipped on this run)."""
+    done = {}
+    for item in items:
+        row = read_completed_summary(result_path(out, SCANS_DIR, item["key"], ".h5"))
+        if row is not None:
+            done[item["key"]] = dict(row, skipped=True)
+    return done
+
+
+def _progress_line(count: int, total: int, row: dict) -> str:
+    if row["status"] == "ok":
+        what = f"ok  CNN chi2 {row['cnn_chi2']:.3g}  refined chi2 {row['refined_chi2']:.3g}"
+    else:
+        what = f"FAILED ({row['stage']}: {row['reason']})"
+    return f"[{count}/{total}] {row['scan']}: {what}"
+
+
+def run_pipeline(
+    todo: list[dict],
+    out: Path,
+    config: ReconstructConfig,
+    model_ref: str,
+    tracking_uri: str | None,
+    model_info: dict,
+    provenance: dict,
+    progress: Callable[[str], None],
+    cnn_actors: int = 1,
+) -> list[dict]:
+    """Run the Ray Data pipeline over ``todo`` items; return their summary rows."""
+    import ray
+
+    gpus = ray.cluster_resources().get("GPU", 0) > 0
+    device = "cuda" if gpus else "cpu"
+    token = uuid.uuid4().hex  # scopes per-worker caches (discovery, calibration) to this run
+    ds = ray.data.from_items(todo, override_num_blocks=max(1, len(todo)))
+    ds = ds.map(
+        read_and_preprocess,
+        fn_kwargs={"config": config, "token": token, "iterations": config.iterations},
+        num_cpus=0.5,
+    )
+    resources = {"num_gpus": 0.25, "num_cpus": 0.25} if gpus else {"num_cpus": ACTOR_CPUS}
+    ds = ds.map_batches(
+        CNNPredictor,
+        fn_constructor_kwargs={
+            "model_ref": model_ref,
+            "tracking_uri": tracking_uri,
+            "model_info": json.dumps(model_info, sort_keys=True, default=str),
+            "device": device,
+        },
+        batch_size=config.cnn_batch,
+        batch_format="numpy",
+        compute=ray.data.ActorPoolStrategy(size=cnn_actors),
+        **resources,
+    )
+    if gpus:
+        ds = ds.map_batches(
+            Refiner,
+            fn_constructor_kwargs={"config": config, "device": device},
+            batch_size=config.refine_batch,
+            batch_format="numpy",
+            compute=ray.data.ActorPoolStrategy(size=1),
+            num_gpus=0.5,
+            num_cpus=0.25,
+        )
+    else:
+        ds = ds.map_batches(
+            refine_batch,
+            fn_kwargs={"config": config, "device": "cpu"},
+            batch_size=config.refine_batch,
+            batch_format="numpy",
+            num_cpus=1,
+        )
+    ds = ds.map(finish_scan, fn_kwargs={"out": str(out), "provenance": provenance}, num_cpus=0.25)
+    rows = []
+    for row in ds.iter_rows():
+        row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
+        rows.append(row)
+        progress(_progress_line(len(rows), len(todo), row))
+    return rows
+
+
+def reconstruct_beamtime(
+    sources: list[str | Path],
+    out: str | Path,
+    *,
+    model: str | None = None,
+    workspace: str | Path = ".",
+    config: ReconstructConfig | None = None,
+    selection: list[int] | None = None,
+    address: str | None = None,
+    progress: Callable[[str], None] | None = None,
+    cnn_actors: int = 1,
+    runner: str = "ray",
+) -> BeamtimeOutcome:
+    """Reconstruct every selected scan of ``sources`` into ``out`` (module docstring).
+
+    Parameters
+    ----------
+    sources : beamtime folders (34-ID-C), folders of scan files, or single scan sources.
+    out : output folder (created); finished scans in it are skipped.
+    model : registry alias / version / ``models:/`` URI, or a weights file (default:
+        ``models:/cdiflow-cnn@champion``).
+    workspace : holds the embedded MLflow store (unless ``MLFLOW_TRACKING_URI`` is set).
+    config : reconstruction settings (schedule, start, preprocessing, batch sizes).
+    selection : scan numbers (``parse_scan_selection("54,60-80")``); None: all.
+    address : Ray cluster address; None: ``RAY_ADDRESS`` or a small local Ray. A Ray
+        already initialised in this process is used as is.
+    progress : called with one line per finished scan (default: print to stderr).
+    runner : ``"ray"`` (the job) or ``"local"`` (the same steps in this process, no
+        Ray: for debugging and tests).
+
+    Raises
+    ------
+    ModelNotFound, OutputDirError, ClusterUnavailable, ConfigError : before any scan runs.
+    """
+    from cdiflow.pipelines.tracking import configure, git_sha
+
+    progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
+    config = config or ReconstructConfig()
+    out = _prepare_out(out)
+    t0 = time.perf_counter()
+    items = plan_scans([str(s) for s in sources], selection)
+    done = _finished_rows(items, out)
+    todo = [i for i in items if i["key"] not in done]
+    progress(f"{len(items)} scan(s): {len(done)} already finished, {len(todo)} to reconstruct")
+    provenance = {
+        "reconstruction": config.to_dict(),
+        "git_sha": git_sha(),
+        "cdiflow_version": __version__,
+    }
+    new_rows: dict[str, dict] = {}
+    model_info: dict[str, Any] = {}
+    if todo:
+        registry = model_reference(model).startswith("models:/")
+        uri = configure(workspace) if registry else None  # a weights file needs no store
+        pinned, model_info = resolve_model(model, uri)
+        progress(f"model {model_info['pinned_ref']}")
+        if runner == "local":
+            rows = _run_locally(todo, out, config, pinned, uri, model_info, provenance, progress)
+        else:
+            rows = _run_on_ray(
+                todo,
+                out,
+                config,
+                pinned,
+                uri,
+                model_info,
+                provenance,
+                progress,
+                address,
+                cnn_actors,
+            )
+        new_rows = {r["key"]: r for r in rows}
+    all_rows = [done.get(i["key"]) or new_rows[i["key"]] for i in items]
+    seconds = time.perf_counter() - t0
+    return _write_tables(out, all_rows, sources, model_info, config, seconds, len(todo), done)
+
+
+def _run_locally(todo, out, config, model_ref, uri, model_info, provenance, progress):
+    from cdiflow.pipelines.scan_steps import run_items_locally
+
+    predictor = CNNPredictor(model_ref, uri, "{}", "cpu")
+    info = json.dumps(model_info, sort_keys=True, default=str)
+    rows = run_items_locally(todo, predictor.model, config, out, provenance, info)
+    for k, row in enumerate(rows):
+        progress(_progress_line(k + 1, len(todo), row))
+    return rows
+
+
+def _run_on_ray(todo, out, config, model_ref, uri, model_info, provenance, progress, address, n):
+    import ray
+
+    from cdiflow.pipelines.cluster import connect
+
+    started = not ray.is_initialized() and connect(address).address == "local"
+    try:
+        return run_pipeline(todo, out, config, model_ref, uri, model_info, provenance, progress, n)
+    finally:
+        if started:
+            ray.shutdown()  # only the local Ray this call started
+
+
+def _write_tables(out, rows, sources, model_info, config, seconds, processed, done):
+    from cdiflow.reports.beamtime import write_report
+
+    parquet, csv = write_summary(out, rows)
+    header = {
+        "sources": ", ".join(str(s) for s in sources),
+        "model": model_info.get("pinned_ref", "(no scan run this time)"),
+        "start": config.start,
+        "schedule": config.schedule,
+        "cdiflow": __version__,
+        "wall time, s": round(seconds, 1),
+        "skipped (finished earlier)": len(done),
+    }
+    report = write_report(out, rows, header)
+    return BeamtimeOutcome(
+        out=out,
+        rows=rows,
+        summary_parquet=parquet,
+        summary_csv=csv,
+        report=report,
+        seconds=seconds,
+        processed=processed,
+        skipped=len(done),
+    )

@@ -1,0 +1,179 @@
+"""Rows, batches and the config of the per-scan steps of a beamtime reconstruction.
+
+A *row* is a dict of scalars and arrays for one scan; a *batch* is a dict of stacked
+numpy arrays (Ray Data's ``batch_format="numpy"``). Every row carries every column from
+the first stage on (``empty_row``), so the table schema never changes between ok and
+failed scans; ``fail`` and ``fail_in_batch`` mark a scan failed with a one-line reason.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from cdiflow import OBJECT_SIZE, PATTERN_SIZE
+from cdiflow.config import Config, require
+from cdiflow.errors import CdiflowError
+from cdiflow.formats.preprocess import PreprocessConfig
+from cdiflow.phasing.shrinkwrap import ShrinkWrap
+
+STARTS = ("cnn", "random-cnn-support", "random-rectangle")
+RESULT_SIZE = 56  # side of the stored object images: the largest upper bound
+
+
+@dataclasses.dataclass(frozen=True)
+class ReconstructConfig(Config):
+    """How scans are reconstructed (logged whole into every result file).
+
+    schedule : phasing schedule (default: the paper's 600 ER/HIO iterations).
+    start : ``cnn`` (CNN phase + support, the default), ``random-cnn-support`` (random
+        phase inside the CNN support) or ``random-rectangle`` (random phase, the 32 x 32
+        box): the paper's starts (i)-(iii).
+    seed : base seed of the random starts; scan k uses ``(seed, hash(key))``.
+    support_threshold : CNN amplitude binarisation threshold (fraction of its maximum).
+    beta : HIO feedback.
+    cnn_batch, refine_batch : patterns per CNN / refinement call.
+    upper_bound : side (pattern pixels) of the square upper-bound support of
+        shrink-wrap; 0 (default) sizes it per scan from the oversampling estimate:
+        1.5 x the larger estimated object extent, rounded up to even, within
+        [32, 56]. The 32-pixel object box clips real objects that are wider than the
+        training geometry (scan 54 spans about 28 x 36 pixels): with it, refinement
+        from any start stalls near chi^2 2.4e-3 there, like cohere-core on that crop.
+    """
+
+    schedule: str = "5*(100*HIO+20*ER)"
+    start: str = "cnn"
+    seed: int = 0
+    support_threshold: float = 0.1
+    beta: float = 0.9
+    cnn_batch: int = 32
+    refine_batch: int = 8
+    upper_bound: int = 0
+    preprocess: PreprocessConfig = PreprocessConfig()
+    shrinkwrap: ShrinkWrap = ShrinkWrap()
+
+    def validate(self) -> None:
+        from cdiflow.phasing.schedule import parse
+
+        parse(self.schedule)  # ScheduleSyntaxError (an InputError) points at the position
+        require(self.start in STARTS, f"start must be one of {STARTS}, got {self.start!r}")
+        require(self.seed >= 0, "seed must be >= 0")
+        require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
+        require(self.cnn_batch >= 1 and self.refine_batch >= 1, "batch sizes must be >= 1")
+        require(
+            self.upper_bound == 0 or OBJECT_SIZE <= self.upper_bound <= PATTERN_SIZE,
+            f"upper_bound must be 0 (auto) or in [{OBJECT_SIZE}, {PATTERN_SIZE}]",
+        )
+        require(
+            self.preprocess.size == PATTERN_SIZE,
+            f"preprocess crop/bin must give {PATTERN_SIZE} pixels, got {self.preprocess.size}",
+        )
+
+    @property
+    def iterations(self) -> int:
+        from cdiflow.phasing.schedule import parse
+
+        return len(parse(self.schedule))
+
+
+def empty_row(item: dict, iterations: int) -> dict:
+    """A row with every column of every stage (zeros / NaN), from a planned item."""
+    p, n, r = PATTERN_SIZE, OBJECT_SIZE, RESULT_SIZE
+    nan = float("nan")
+    return {
+        "scan": item["scan"],
+        "key": item["key"],
+        "number": int(item["number"]),
+        "source": item["source"],
+        "status": "ok",
+        "reason": "",
+        "error_kind": "",
+        "stage": "",
+        "modulus": np.zeros((p, p), np.float32),
+        "mask": np.zeros((p, p), bool),
+        "parameters": "{}",
+        "oversampling_y": nan,
+        "oversampling_x": nan,
+        "frames": 0,
+        "raw_bytes": 0,
+        "cnn_amplitude": np.zeros((n, n), np.float32),
+        "cnn_phase": np.zeros((n, n), np.float32),
+        "cnn_chi2": nan,
+        "amplitude": np.zeros((r, r), np.float32),
+        "phase": np.zeros((r, r), np.float32),
+        "support": np.zeros((r, r), bool),
+        "upper_bound": 0,
+        "chi2_curve": np.full((iterations,), nan, np.float32),
+        "refined_chi2": nan,
+        "model": "{}",
+        "t_read": 0.0,
+        "t_preprocess": 0.0,
+        "t_cnn": 0.0,
+        "t_refine": 0.0,
+    }
+
+
+def fail(row: dict, stage: str, exc: BaseException | str, kind: str = "") -> dict:
+    """Mark ``row`` failed at ``stage`` with a one-line reason (in place; returns it)."""
+    row["status"] = "failed"
+    row["stage"] = stage
+    row["reason"] = exc if isinstance(exc, str) else reason_of(exc)
+    row["error_kind"] = kind or ("" if isinstance(exc, str) else kind_of(exc))
+    return row
+
+
+def reason_of(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    if not isinstance(exc, CdiflowError):  # unexpected: say what it was
+        text = f"{type(exc).__name__}: {text}"
+    return text[:500]
+
+
+def kind_of(exc: BaseException) -> str:
+    kind = getattr(exc, "kind", None)
+    return str(kind) if isinstance(kind, str) else type(exc).__name__
+
+
+# --- batches -----------------------------------------------------------------------------
+
+
+def rows_to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
+    """Rows -> a numpy batch (what Ray Data's ``map_batches`` passes)."""
+    batch = {}
+    for name in rows[0]:
+        values = [r[name] for r in rows]
+        if isinstance(values[0], str):
+            batch[name] = np.array(values, dtype=object)
+        else:
+            batch[name] = np.stack([np.asarray(v) for v in values])
+    return batch
+
+
+def batch_to_rows(batch: dict[str, np.ndarray]) -> list[dict]:
+    """A numpy batch -> rows (scalars as Python values)."""
+    size = len(batch["key"])
+    rows = []
+    for i in range(size):
+        row = {}
+        for name, column in batch.items():
+            value = column[i]
+            row[name] = value.item() if isinstance(value, np.generic) else value
+        rows.append(row)
+    return rows
+
+
+def ok_mask(batch: dict) -> np.ndarray:
+    return np.array([s == "ok" for s in batch["status"]], dtype=bool)
+
+
+def fail_in_batch(batch: dict, i: int, stage: str, exc: BaseException) -> None:
+    batch["status"][i] = "failed"
+    batch["stage"][i] = stage
+    batch["reason"][i] = reason_of(exc)
+    batch["error_kind"][i] = kind_of(exc)
+
+
+def writable(batch: dict) -> dict:
+    """Copies of the columns, so a stage may write into arrays Ray handed it read-only."""
+    return {k: np.array(v, copy=True) for k, v in batch.items()}

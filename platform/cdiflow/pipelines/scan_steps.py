@@ -1,0 +1,342 @@
+"""The per-scan work of a beamtime reconstruction, as plain functions (no Ray here).
+
+``cdiflow.pipelines.reconstruct`` strings these together on Ray Data; tests call them
+directly. Data moves between stages as *rows* (dicts of scalars and arrays) or *batches*
+(dicts of stacked numpy arrays, Ray Data's ``batch_format="numpy"``); every row carries
+every column from the first stage on, so the table schema never changes between ok and
+failed scans. A failure at any stage sets ``status="failed"`` with a one-line
+``reason``, an ``error_kind`` and the ``stage``, and later stages pass the row through:
+one bad scan never stops the others.
+
+Stages (planning in ``scan_plan``, refinement in ``scan_refine``, the row and batch
+helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them):
+
+1. ``plan_scans``: sources (beamtime folders, folders of scan files, single sources)
+   -> scan items, each with a sanitised, unique output ``key``;
+2. ``read_and_preprocess``: one item -> row with the 64 x 64 modulus and mask;
+3. ``predict_batch``: CNN amplitude + phase for the ok rows of a batch, and its chi^2;
+4. ``refine_batch``: iterative refinement (default: CNN phase + support start, the
+   paper's schedule and shrink-wrap);
+5. ``finish_scan``: unwrap the phase, write the HDF5 result and PNG preview, return the
+   summary row.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import time
+import traceback
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cdiflow import PATTERN_SIZE, __version__
+from cdiflow.formats.results import PREVIEWS_DIR, SCANS_DIR, result_path, write_scan_result
+from cdiflow.pipelines.scan_plan import plan_scans
+from cdiflow.pipelines.scan_refine import object_images, refine_batch, upper_bound_side
+from cdiflow.pipelines.scan_rows import (
+    RESULT_SIZE,
+    ReconstructConfig,
+    batch_to_rows,
+    empty_row,
+    fail,
+    fail_in_batch,
+    kind_of,
+    ok_mask,
+    reason_of,
+    rows_to_batch,
+    writable,
+)
+
+__all__ = [  # the stages, and the row helpers tests and benchmarks use
+    "RESULT_SIZE",
+    "ReconstructConfig",
+    "batch_to_rows",
+    "empty_row",
+    "finish_scan",
+    "object_images",
+    "plan_scans",
+    "predict_batch",
+    "read_and_preprocess",
+    "refine_batch",
+    "rows_to_batch",
+    "run_items_locally",
+    "unwrapped_phase",
+    "upper_bound_side",
+]
+
+
+@functools.lru_cache(maxsize=4)
+def _beamtime(root: str, token: str):
+    """Discovery of a beamtime, cached per worker process and job (``token``)."""
+    from cdiflow.formats.aps34idc import discover_beamtime
+
+    return discover_beamtime(root)
+
+
+@functools.lru_cache(maxsize=4)
+def _calibration(root: str, token: str):
+    """Dark + whitefield of a beamtime, loaded once per worker process and job."""
+    from cdiflow.formats.aps34idc import load_calibration
+
+    return load_calibration(_beamtime(root, token))
+
+
+def read_scan_item(item: dict, token: str = ""):
+    """Read one planned item as a ``cdiflow.formats.scan.Scan`` (raises ``ScanError``)."""
+    from cdiflow.formats.generic import open_scan
+
+    if item["kind"] == "aps34idc":
+        from cdiflow.formats.aps34idc import read_scan
+
+        beamtime = _beamtime(item["root"], token)
+        entry = next(
+            (e for e in beamtime.scans([item["number"]]) if e.number == item["number"]), None
+        )
+        return read_scan(beamtime, entry, calibration=_calibration_or_raise(item, token, entry))
+    return open_scan(item["source"])
+
+
+def _calibration_or_raise(item: dict, token: str, entry):
+    # A scan without data fails as "no data" before the calibration is blamed.
+    if entry is None or entry.folder is None or entry.spec is None or not entry.frame_paths:
+        return None  # read_scan raises the precise error before it needs calibration
+    return _calibration(item["root"], token)
+
+
+def read_and_preprocess(
+    item: dict, config: ReconstructConfig, token: str = "", iterations: int | None = None
+) -> dict:
+    """Read and preprocess one scan; never raises for a bad scan (the row says why).
+
+    Returns a row (``empty_row`` columns) with ``modulus``, ``mask``, ``parameters``
+    (JSON), the oversampling per axis, the frame count, raw bytes and timings.
+    """
+    from cdiflow.formats.preprocess import preprocess
+
+    row = empty_row(item, config.iterations if iterations is None else iterations)
+    if item["kind"] == "invalid":
+        return fail(row, "read", item["reason"], item["error_kind"])
+    t0 = time.perf_counter()
+    try:
+        scan = read_scan_item(item, token)
+    except Exception as exc:  # noqa: BLE001 - every failure is recorded, none aborts the job
+        row["t_read"] = time.perf_counter() - t0
+        return fail(row, "read", exc)
+    t1 = time.perf_counter()
+    row["t_read"] = t1 - t0
+    row["frames"] = int(scan.frames.shape[0])
+    row["raw_bytes"] = int(scan.nbytes_raw)
+    try:
+        pre = preprocess(scan, config.preprocess)
+    except Exception as exc:  # noqa: BLE001
+        row["t_preprocess"] = time.perf_counter() - t1
+        return fail(row, "preprocess", exc)
+    del scan
+    row["t_preprocess"] = time.perf_counter() - t1
+    row["modulus"] = pre.modulus.astype(np.float32)
+    row["mask"] = pre.mask.astype(bool)
+    params = dict(pre.parameters)
+    params["source"] = pre.source
+    row["parameters"] = json.dumps(params, sort_keys=True, default=str)
+    row["oversampling_y"], row["oversampling_x"] = (float(o) for o in params["oversampling"])
+    return row
+
+
+# --- 3. CNN ------------------------------------------------------------------------------
+
+
+def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu") -> dict:
+    """Run the CNN on the ok rows: ``cnn_amplitude``, ``cnn_phase`` (target p in (0, 1)),
+    ``cnn_chi2`` (eq. 5 of the CNN object's |F| against the pattern, scale fitted, over
+    measured pixels) and ``t_cnn`` (seconds per pattern). ``model_info`` (JSON) is
+    recorded in every row.
+    """
+    import torch
+
+    from cdiflow.metrics import chi2
+    from cdiflow.phasing.starts import phase_from_target
+    from cdiflow.physics.fft import object_modulus
+
+    batch = writable(batch)
+    batch["model"] = np.array([model_info] * len(batch["key"]), dtype=object)
+    ok = np.flatnonzero(ok_mask(batch))
+    if len(ok) == 0:
+        return batch
+    t0 = time.perf_counter()
+    try:
+        modulus = torch.from_numpy(batch["modulus"][ok]).float()
+        with torch.no_grad():
+            out = model(modulus.to(device)).float().cpu()
+        amp, target = out[:, 0], out[:, 1]
+        obj = torch.polar(amp, phase_from_target(target))
+        mask = torch.from_numpy(batch["mask"][ok])
+        fit = chi2(object_modulus(obj, PATTERN_SIZE), modulus, mask=mask, fit_scale=True)
+    except Exception as exc:  # noqa: BLE001 - a CNN failure fails these scans, not the job
+        for i in ok:
+            fail_in_batch(batch, int(i), "cnn", exc)
+        return batch
+    per = (time.perf_counter() - t0) / len(ok)
+    batch["cnn_amplitude"][ok] = amp.numpy()
+    batch["cnn_phase"][ok] = target.numpy()
+    batch["cnn_chi2"][ok] = fit.numpy()
+    batch["t_cnn"][ok] = per
+    return batch
+
+
+# --- 5. results ----------------------------------------------------------------------------
+
+
+def unwrapped_phase(phase: np.ndarray, support: np.ndarray) -> np.ndarray:
+    """Unwrap a (N, N) phase inside ``support`` (Herraez et al. 2002, skimage); NaN outside."""
+    from skimage.restoration import unwrap_phase
+
+    if not support.any():
+        return np.full(phase.shape, np.nan, np.float32)
+    masked = np.ma.masked_array(phase.astype(np.float64), mask=~support)
+    unwrapped = unwrap_phase(masked)
+    values = np.ma.filled(unwrapped, np.nan).astype(np.float32)
+    inside = values[support]
+    values -= np.float32(np.round(np.nanmedian(inside) / (2 * np.pi)) * 2 * np.pi)
+    return values
+
+
+SUMMARY_SCALARS = (
+    "scan",
+    "key",
+    "number",
+    "source",
+    "status",
+    "reason",
+    "error_kind",
+    "stage",
+    "cnn_chi2",
+    "refined_chi2",
+    "oversampling_y",
+    "oversampling_x",
+    "upper_bound",
+    "frames",
+    "raw_bytes",
+    "t_read",
+    "t_preprocess",
+    "t_cnn",
+    "t_refine",
+)
+
+
+def summary_of(row: dict) -> dict:
+    """The summary-table part of a row (plain Python scalars)."""
+    out = {}
+    for name in SUMMARY_SCALARS:
+        value = row[name]
+        out[name] = value.item() if isinstance(value, np.generic) else value
+    return out
+
+
+def finish_scan(row: dict, out: str | Path, provenance: dict[str, Any]) -> dict:
+    """Write an ok scan's HDF5 result and PNG preview; return its summary row.
+
+    ``provenance`` holds ``reconstruction`` (config dict), ``git_sha`` and anything else
+    the job records. A failure while writing fails the scan (it is redone on a re-run);
+    failed scans write nothing.
+    """
+    summary = summary_of(row)
+    summary.update(t_write=0.0, result="", preview="", skipped=False)
+    if row["status"] != "ok":
+        return summary
+    t0 = time.perf_counter()
+    try:
+        summary.update(_write_outputs(row, Path(out), provenance, summary))
+    except Exception as exc:  # noqa: BLE001 - e.g. a full disk: this scan fails, others go on
+        summary.update(
+            status="failed", stage="write", reason=reason_of(exc), error_kind=kind_of(exc)
+        )
+        summary.update(result="", preview="")
+        traceback.print_exc()
+    summary["t_write"] = time.perf_counter() - t0
+    return summary
+
+
+def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dict:
+    from cdiflow.reports.beamtime import save_preview
+
+    key = row["key"]
+    h5_path = result_path(out, SCANS_DIR, key, ".h5")
+    png_path = result_path(out, PREVIEWS_DIR, key, ".png")
+    support = np.asarray(row["support"], bool)
+    unwrapped = unwrapped_phase(np.asarray(row["phase"]), support)
+    relative = {
+        "result": h5_path.relative_to(out.resolve()).as_posix(),
+        "preview": png_path.relative_to(out.resolve()).as_posix(),
+    }
+    save_preview(
+        png_path,
+        np.asarray(row["amplitude"]),
+        unwrapped,
+        np.asarray(row["modulus"]),
+        title=f"{row['scan']}  chi2 {row['refined_chi2']:.3g}",
+    )
+    stored = dict(summary, **relative, t_write=0.0, skipped=False)
+    write_scan_result(
+        h5_path,
+        arrays={
+            "amplitude": np.asarray(row["amplitude"], np.float32),
+            "phase": np.asarray(row["phase"], np.float32),
+            "phase_unwrapped": unwrapped,
+            "support": support,
+            "chi2": np.asarray(row["chi2_curve"], np.float32),
+            "modulus": np.asarray(row["modulus"], np.float32),
+            "mask": np.asarray(row["mask"], bool),
+            "cnn_amplitude": np.asarray(row["cnn_amplitude"], np.float32),
+            "cnn_phase": np.asarray(row["cnn_phase"], np.float32),
+        },
+        provenance={
+            "preprocessing": json.loads(row["parameters"]),
+            "model": json.loads(row["model"]),
+            "reconstruction": provenance.get("reconstruction", {}),
+            "summary": stored,
+        },
+        attrs={
+            "scan": row["scan"],
+            "source": row["source"],
+            "cnn_chi2": float(row["cnn_chi2"]),
+            "refined_chi2": float(row["refined_chi2"]),
+            "cdiflow_version": __version__,
+            "git_sha": provenance.get("git_sha") or "unknown",
+            "phase_units": "radians",
+            "convention": "centred arrays (cdiflow.physics.fft); phase global offset removed",
+        },
+    )
+    return relative
+
+
+# --- the whole chain in one process (tests, benchmarks, debugging without Ray) ----------
+
+
+def run_items_locally(
+    items: list[dict],
+    model,
+    config: ReconstructConfig,
+    out: str | Path,
+    provenance: dict[str, Any],
+    model_info: str = "{}",
+    device: str = "cpu",
+) -> list[dict]:
+    """Run stages 2-5 on ``items`` in this process, in batches; return summary rows.
+
+    The same functions the Ray job runs, in the same order, so a test of this is a test
+    of what every Ray worker does.
+    """
+    import uuid
+
+    token = uuid.uuid4().hex  # a fresh discovery / calibration cache for this run
+    rows = [read_and_preprocess(item, config, token) for item in items]
+    summaries = []
+    for start in range(0, len(rows), config.refine_batch):
+        batch = rows_to_batch(rows[start : start + config.refine_batch])
+        batch = predict_batch(model, batch, model_info, device)
+        batch = refine_batch(batch, config, device)
+        summaries += [finish_scan(row, out, provenance) for row in batch_to_rows(batch)]
+    return summaries

@@ -1,0 +1,64 @@
+"""The beamtime benchmarks run in their --smoke form (numbers are not asserted)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
+    this process's environment; undo it so later tests and their subprocesses do not
+    inherit a test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+def _load(name: str):
+    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_throughput_smoke(tmp_path):
+    out = tmp_path / "throughput.json"
+    assert _load("beamtime_throughput").main(["--smoke", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["ok"] == result["scans"] == 6
+    assert result["scans_per_s"] > 0 and 0 < result["job_vs_raw"] < 10
+    assert abs(sum(result["stage_fraction"].values()) - 1) < 1e-6
+
+
+def test_scan54_smoke(tmp_path, scan54):
+    import torch
+
+    from cdiflow.models import ModelConfig, build_model, save_weights
+
+    config = ModelConfig(base_width=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        weights = save_weights(tmp_path / "w.pt", build_model(config).eval(), config)
+    out = tmp_path / "scan54.json"
+    images = tmp_path / "images"
+    args = ["--smoke", "--data", str(scan54), "--model", str(weights), "--json", str(out)]
+    assert _load("scan54").main([*args, "--images", str(images)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["refined"]) == {"random-rectangle", "random-cnn-support", "cnn", "cnn-jitter"}
+    assert all(0 < r["mean"] < 0.05 for r in result["refined"].values())
+    for name in ("scan54_amplitude.png", "scan54_phase.png"):
+        assert 0 < (images / name).stat().st_size < 200_000

@@ -1,0 +1,59 @@
+"""``cdiflow quickstart --smoke`` end to end (local Ray, embedded MLflow), and its cache."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from cdiflow.cli import main
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
+    this process's environment; undo it so later tests and their subprocesses do not
+    inherit a test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+# The README runs the quickstart on the real scan 54; without the data it still runs.
+SCAN54 = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "aps-34idc-scan54"
+
+
+def test_quickstart_smoke_then_cached(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path / "ws"
+    args = ["quickstart", "--smoke", "--workspace", str(workspace)]
+    scan54 = SCAN54 if (SCAN54 / "example.spec").is_file() else None
+    if scan54 is not None:
+        args += ["--beamtime", str(scan54)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "registered cdiflow-cnn version 1 (champion)" in out
+    index = workspace / "report.html"
+    assert index.is_file() and f"open {index}" in out
+    html = index.read_text()
+    assert "reports/synthetic/report.html" in html
+    synthetic = (workspace / "reports" / "synthetic" / "report.html").read_text()
+    assert synthetic.count("<img") == 2  # both synthetic scans reconstructed
+    if scan54 is not None:
+        assert "aps-34idc-scan54" in html
+        assert (
+            "Staff20-1a_S0054"
+            in (workspace / "reports" / "aps-34idc-scan54" / "report.html").read_text()
+        )
+
+    # a second run reuses the registered champion and the finished results
+    assert main(args) == 0
+    again = capsys.readouterr().out
+    assert "reusing it" in again and "registered" not in again
+    assert "0 to reconstruct" in again

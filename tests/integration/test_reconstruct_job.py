@@ -1,0 +1,99 @@
+"""The beamtime job on a real local Ray, with the model from the embedded registry by alias."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+import torch
+
+from cdiflow.formats.synthetic_beamtime import write_corrupt_beamtime
+from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.pipelines.scan_steps import ReconstructConfig
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
+    this process's environment; undo it so later tests and their subprocesses do not
+    inherit a test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
+
+
+FAST = ReconstructConfig(schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10))
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2)
+    yield
+    ray.shutdown()
+
+
+def _register_champion(workspace, tmp_path) -> str:
+    from cdiflow.models import ModelConfig, build_model, save_weights
+    from cdiflow.pipelines.tracking import RunLogger, configure, experiment_id, register_weights
+
+    config = ModelConfig(base_width=8)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = build_model(config).eval()
+    path = save_weights(tmp_path / "w.pt", model, config)
+    uri = configure(workspace)
+    logger = RunLogger.start(uri, experiment_id(uri, workspace=workspace), "t", {}, {"train": 0})
+    decision = register_weights(uri, logger.run_id, path, {"val_chi2": 0.5})
+    logger.finish()
+    assert decision.promoted
+    return decision.version
+
+
+def test_job_on_ray_isolates_bad_scans_and_resumes(local_ray, tmp_path, monkeypatch):
+    from cdiflow.pipelines.reconstruct import reconstruct_beamtime
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path / "ws"
+    version = _register_champion(workspace, tmp_path)
+    beamtime, cases = write_corrupt_beamtime(tmp_path / "data", np.random.default_rng(2))
+    hdf5 = [c.source for c in cases if c.scan is None]
+    out = tmp_path / "out"
+    lines: list[str] = []
+    outcome = reconstruct_beamtime(
+        [beamtime, *hdf5], out, workspace=workspace, config=FAST, progress=lines.append
+    )
+    rows = {(r["number"], r["status"]) for r in outcome.rows}
+    assert sum(1 for r in outcome.rows if r["status"] == "ok") == 2, outcome.rows
+    assert (1, "ok") in rows and (2, "ok") in rows
+    failed = outcome.failed
+    assert len(failed) == len(outcome.rows) - 2 and all(r["reason"] for r in failed)
+    kinds = {r["error_kind"] for r in failed}
+    assert {"unreadable", "missing_frames", "nan_counts", "all_zero", "saturated_peak"} <= kinds
+    assert {"not_a_scan", "bad_key"} <= kinds
+    assert sum(1 for line in lines if line.startswith("[")) == len(outcome.rows)  # progress
+    assert any(f"models:/cdiflow-cnn/{version}" in line for line in lines)  # alias pinned
+
+    from cdiflow.formats.results import read_scan_result
+
+    ok = outcome.ok[0]
+    arrays, attrs = read_scan_result(out / ok["result"])
+    assert attrs["model"]["version"] == version and "champion" in attrs["model"]["aliases"]
+    assert arrays["amplitude"].shape == (56, 56) and np.isfinite(ok["refined_chi2"])
+    table = pq.read_table(out / "summary.parquet")
+    assert table.num_rows == len(outcome.rows)
+    assert (out / "summary.csv").is_file() and "<img" in (out / "report.html").read_text()
+
+    again = reconstruct_beamtime(
+        [beamtime, *hdf5], out, workspace=workspace, config=FAST, progress=lines.append
+    )
+    assert again.skipped == 2 and again.processed == len(outcome.rows) - 2
+    assert [r["status"] for r in again.rows] == [r["status"] for r in outcome.rows]

@@ -1,0 +1,79 @@
+"""Fixtures of the beamtime-job tests: a tiny CNN weights file and small beamtimes."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pytest
+
+from cdiflow.formats.synthetic_beamtime import (
+    SyntheticBeamtimeConfig,
+    write_corrupt_beamtime,
+    write_synthetic_beamtime,
+)
+from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.pipelines.scan_steps import ReconstructConfig
+
+# A short schedule keeps the tests fast; the default (the paper's 600) is benchmarked.
+FAST = ReconstructConfig(
+    schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10, every=10), refine_batch=8
+)
+
+
+@pytest.fixture(scope="session")
+def fast_config() -> ReconstructConfig:
+    return FAST
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory):
+    """A small untrained CNN saved with ``save_weights`` (seeded, so reproducible)."""
+    import torch
+
+    from cdiflow.models import ModelConfig, build_model, save_weights
+
+    config = ModelConfig(base_width=8)
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        model = build_model(config)
+    path = tmp_path_factory.mktemp("model") / "cnn.pt"
+    save_weights(path, model.eval(), config, {"val_chi2": 1.0})
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_model(weights_file):
+    from cdiflow.models import load_weights
+
+    model, _, _ = load_weights(weights_file)
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def good_beamtime(tmp_path_factory):
+    root = tmp_path_factory.mktemp("good") / "beamtime"
+    write_synthetic_beamtime(
+        root, SyntheticBeamtimeConfig(scans=3, frames=6), np.random.default_rng(1)
+    )
+    return root
+
+
+@pytest.fixture(scope="session")
+def corrupt(tmp_path_factory):
+    """(beamtime folder, [CorruptCase]) from the formats' corrupted-scan writer."""
+    root = tmp_path_factory.mktemp("corrupt")
+    return write_corrupt_beamtime(root, np.random.default_rng(5))
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
+    this process's environment; undo it so later tests and their subprocesses do not
+    inherit a test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before
