@@ -110,24 +110,20 @@ class CNNPredictor:
     """Ray Data actor: loads the model once, then predicts batch after batch."""
 
     def __init__(self, model_ref: str, tracking_uri: str | None, model_info: str, device: str):
-        import torch
-
+        from cdiflow.models import inference_model
         from cdiflow.pipelines.tracking import load_model
 
         model, _, _ = load_model(model_ref, tracking_uri)
-        try:
-            from cdiflow.models import inference_model
-
-            model = inference_model(model)
-        except ImportError:  # pragma: no cover - older models package
-            pass
         self.device = device
-        self.model = model.to(device).eval()
+        self.model = inference_model(model).to(device)
         self.model_info = model_info
-        torch.set_grad_enabled(False)
 
     def __call__(self, batch: dict) -> dict:
-        return predict_batch(self.model, batch, self.model_info, self.device)
+        import torch
+
+        # scoped, not torch.set_grad_enabled(False): in-process runs share the thread
+        with torch.inference_mode():
+            return predict_batch(self.model, batch, self.model_info, self.device)
 
 
 class Refiner:
