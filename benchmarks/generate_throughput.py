@@ -128,7 +128,8 @@ def in_process_baseline(config: DatasetConfig, scratch: Path) -> dict:
 def ray_runs(config: DatasetConfig, large: DatasetConfig, scratch: Path) -> dict:
     import ray
 
-    from cdiflow.pipelines.generate import LOCAL_OBJECT_STORE_BYTES, generate_dataset
+    from cdiflow.pipelines.cluster import LOCAL_OBJECT_STORE_BYTES
+    from cdiflow.pipelines.generate import generate_dataset
 
     ray.init(num_cpus=2, object_store_memory=LOCAL_OBJECT_STORE_BYTES, include_dashboard=False)
     results = {}

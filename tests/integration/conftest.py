@@ -93,7 +93,7 @@ def _stop(process: subprocess.Popen) -> None:
     # the server runs uvicorn workers in its own session: stop that whole group
     try:
         os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=20)
+        process.wait(timeout=5)
     except ProcessLookupError:
         pass
     except subprocess.TimeoutExpired:

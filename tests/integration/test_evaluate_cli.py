@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.integration
 
@@ -19,9 +18,7 @@ def test_evaluate_writes_figures_json_and_logs(tiny_dataset, tmp_path, monkeypat
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     config = ModelConfig(base_width=4, depth=2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        weights = save_weights(tmp_path / "m.pt", build_model(config).eval(), config)
+    weights = save_weights(tmp_path / "m.pt", build_model(config, seed=0).eval(), config)
     out = tmp_path / "eval"
     workspace = tmp_path / "ws"
     argv = ["evaluate", "--model", str(weights), "--data", str(tiny_dataset), "--out", str(out)]
@@ -34,7 +31,8 @@ def test_evaluate_writes_figures_json_and_logs(tiny_dataset, tmp_path, monkeypat
         assert fit["mean"] > 0 and len(summary["errors"][kind]) == 16
     for name in ("chi2_histograms.png", "samples.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    client = MlflowClient(tracking_uri(workspace))
+    uri = tracking_uri(workspace)
+    client = MlflowClient(uri, registry_uri=uri)
     run = client.get_run(summary["mlflow_run_id"])
     assert (
         run.data.metrics["test_modulus_chi2_gamma_mean"] == summary["gamma_fits"]["modulus"]["mean"]

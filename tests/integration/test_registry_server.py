@@ -17,9 +17,7 @@ def _trained_weights(tmp_path, seed: int, name: str):
     from cdiflow.models import ModelConfig, build_model, save_weights
 
     config = ModelConfig(base_width=4, depth=2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(config).eval()
+    model = build_model(config, seed=seed).eval()
     path = save_weights(tmp_path / name, model, config)
     return model, path
 
@@ -56,7 +54,7 @@ def test_log_register_alias_load_predict_identically(mlflow_server, tmp_path, mo
     first, worse, better = decisions
     assert first.promoted and not worse.promoted and better.promoted
     assert worse.champion_version == first.version  # the worse one was compared, not moved
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     assert str(client.get_registered_model(MODEL_NAME).aliases[CHAMPION]) == better.version
     tags = client.get_model_version(MODEL_NAME, worse.version).tags
     assert json.loads(tags["champion_decision"])["champion_score"] == 0.20

@@ -88,7 +88,9 @@ def test_killed_worker_resumes_from_latest_checkpoint(local_ray, tiny_dataset, t
     assert killed_pid not in {p.pid for p in _train_workers()}
 
     # every epoch was completed and logged; the restart lost at most the epoch in flight
-    history = MlflowClient(result.tracking_uri).get_metric_history(result.run_id, "epoch")
+    history = MlflowClient(
+        result.tracking_uri, registry_uri=result.tracking_uri
+    ).get_metric_history(result.run_id, "epoch")
     steps = [m.step for m in sorted(history, key=lambda m: m.timestamp)]
     assert sorted(set(steps)) == list(range(epochs))
     assert len(steps) <= epochs + 1
@@ -114,7 +116,7 @@ def test_cli_train_end_to_end_registers_a_model(local_ray, tiny_dataset, tmp_pat
     assert local_ray.is_initialized()  # the CLI joined this Ray and left it running
 
     uri = tracking_uri(workspace)
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     assert str(client.get_registered_model(MODEL_NAME).aliases[CHAMPION]) == "1"
     model, model_config, provenance = load_model(f"models:/{MODEL_NAME}@{CHAMPION}", uri=uri)
     assert model_config.base_width == 4 and provenance["version"] == "1"

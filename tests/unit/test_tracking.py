@@ -63,7 +63,7 @@ def test_run_logger_logs_config_seeds_sha_and_epochs(store):
     for epoch in range(2):
         logger.log_epoch(epoch, {"loss": 1.0 / (epoch + 1), "val_chi2": 0.5, "bad": float("nan")})
     logger.finish()
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     run = client.get_run(logger.run_id)
     assert run.data.params["model.base_width"] == "8"
     assert run.data.params["train.lr"] == "0.01"
@@ -112,7 +112,7 @@ def test_champion_moves_only_on_better_val_chi2(store, tmp_path):
     assert worse.champion_version == first.version and worse.champion_score == 0.20
     better = _run_with_weights(uri, exp, tmp_path, b"better", 0.10)
     assert better.promoted and better.champion_version == first.version
-    client = MlflowClient(uri)
+    client = MlflowClient(uri, registry_uri=uri)
     assert str(client.get_registered_model(MODEL_NAME).aliases[CHAMPION]) == better.version
     version = client.get_model_version(MODEL_NAME, worse.version)
     assert float(version.tags["val_chi2"]) == 0.30

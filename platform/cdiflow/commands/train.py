@@ -58,16 +58,18 @@ def load_config(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import json
+    import os
 
-    from cdiflow.pipelines.cluster_connect import connect, disconnect
-    from cdiflow.pipelines.data import validate_split
-    from cdiflow.pipelines.train import default_workers_env, run_training
+    import ray
+
+    from cdiflow.pipelines.cluster import connect
+    from cdiflow.pipelines.train import check_dataset, default_workers_env, run_training
 
     job = load_config(args)  # ConfigError (exit 2) before anything starts
-    for split in ("train", "val"):
-        validate_split(args.data, split)
+    rows = check_dataset(args.data)  # DatasetError (exit 2) naming file and column
     default_workers_env()
-    started = connect(num_cpus=None)
+    joined = ray.is_initialized()
+    info = connect(num_cpus=os.cpu_count() or 1)
     try:
         outcome = run_training(
             job,
@@ -76,8 +78,10 @@ def run(args: argparse.Namespace) -> int:
             name=args.name,
             resume=args.resume,
             storage_path=args.storage_path,
+            rows=rows,
         )
     finally:
-        disconnect(started)
+        if not joined and info.address == "local":
+            ray.shutdown()  # the local Ray this command started; a cluster stays up
     print(json.dumps(outcome.to_dict(), indent=1))
     return 0

@@ -76,18 +76,10 @@ def scan_name(config: SyntheticBeamtimeConfig, number: int) -> str:
 
 
 def particle_volume(generator: GeneratorConfig, seed: int, index: int):
-    """The complex (N, N, N) field of generator sample (seed, index), as in the data set.
+    """The complex (N, N, N) field of generator sample (seed, index), as in the data set."""
+    from cdiflow.physics.generator import sample_volumes
 
-    Draws in ``generate_samples``'s order (parameters, then phase noise) from the
-    sample's own generator, so scan particles are data-set samples.
-    """
-    from cdiflow.physics.generator import complex_volumes, draw_parameters, sample_rng
-
-    rng = sample_rng(seed, index)
-    n = generator.object_size
-    parameters = draw_parameters(generator, rng)[None]
-    noise = rng.standard_normal((n, n, n), dtype=np.float32)[None]
-    return complex_volumes(generator, parameters, noise)[0]
+    return sample_volumes(generator, seed, [index])[0]
 
 
 def rocking_intensity(config: SyntheticBeamtimeConfig, seed: int, index: int) -> np.ndarray:

@@ -83,6 +83,8 @@ def object_modulus(obj: torch.Tensor, pattern_size: int) -> torch.Tensor:
     does not see where the object sits, so the transform pads at the end (no shift
     before it) and shifts the real modulus, not the complex spectrum, after it.
     """
+    if max(obj.shape[-2:]) > pattern_size:  # fft2 would crop it silently
+        raise ValueError(f"object {tuple(obj.shape[-2:])} does not fit pattern {pattern_size}")
     spectrum = torch.fft.fft2(obj, s=(pattern_size, pattern_size), norm="ortho")
     return torch.fft.fftshift(spectrum.abs(), dim=_DIMS2)
 

@@ -9,7 +9,8 @@ Per sample (paper section 2 and eqs. 2-3):
 1. shape parameters a, b, c, e, n, correlation lengths Lx, Ly, Lz and a uniform rotation;
 2. the superellipsoid indicator at rotated coordinates on an N^3 grid, smoothed by a
    Gaussian of width ``edge_sigma`` (the paper's edge filter);
-3. a Gaussian-correlated phase spanning ``phase_span`` inside the particle;
+3. a Gaussian-correlated phase made on the particle's axes and rotated with it (read
+   at R^T r by trilinear interpolation), spanning ``phase_span`` inside the particle;
 4. the projection along the beam, referenced to a global phase that makes its total
    real and positive (|F| does not depend on it; it removes the one ambiguity a network
    cannot learn);
@@ -38,11 +39,12 @@ from cdiflow.physics.particles import (
     TRUNCATE,
     apply_separable,
     gaussian_matrix,
+    particle_coordinates,
     quaternion_to_matrix,
     superellipsoid_extent,
-    superellipsoid_level,
+    superellipsoid_level_local,
 )
-from cdiflow.physics.phase_field import correlated_field, scale_to_span
+from cdiflow.physics.phase_field import correlated_field, sample_field, scale_to_span
 
 Range = tuple[float, float]
 
@@ -180,13 +182,14 @@ def particle_fields(
     p = torch.from_numpy(np.asarray(parameters, dtype=np.float64))
     z, y, x = (torch.arange(w, dtype=torch.float32) - w // 2 for w in window)
     z, y, x = z.view(-1, 1, 1), y.view(1, -1, 1), x.view(1, 1, -1)
-    level = superellipsoid_level(z, y, x, p[:, 0:3], p[:, 3:5], rotation_matrices(parameters))
-    inside = level <= 1
+    local = particle_coordinates(z, y, x, rotation_matrices(parameters))
+    inside = superellipsoid_level_local(local, p[:, 0:3], p[:, 3:5]) <= 1
     edge = _edge_matrix(n, config.edge_sigma)
     ez, ey, ex = (_centred_block(edge, w) for w in window)
     amplitude = apply_separable(inside.float(), ez, ey, ex)
-    field = correlated_field(torch.as_tensor(noise), p[:, 5:8].float(), window)
-    phase = scale_to_span(field, inside, config.phase_span)
+    # The phase is made on the particle's axes and turns with it (paper section 2).
+    field = correlated_field(torch.as_tensor(noise), p[:, 5:8].float())
+    phase = scale_to_span(sample_field(field, local), inside, config.phase_span)
     return amplitude, phase
 
 
@@ -226,8 +229,9 @@ def particle_projections(
     """Projections along the beam of the particles' complex fields, (B, N, N) complex64.
 
     Equal to ``project_along_beam(complex_volumes(...))``, but each particle is computed
-    only in its own window (``window_sizes``), batched by window size: 3-4x less work
-    than the full N^3 box.
+    only in its own window (``window_sizes``; on average a sixth of the N^3 box for the
+    default config), batched by window size. Only the phase field is made on the whole
+    box, since its correlations reach across it.
     """
     n = config.object_size
     windows = window_sizes(config, parameters)

@@ -47,6 +47,33 @@ def centred_axes(n: int, dtype: torch.dtype = torch.float32) -> tuple[torch.Tens
     return axis.view(n, 1, 1), axis.view(1, n, 1), axis.view(1, 1, n)
 
 
+def particle_coordinates(
+    z: torch.Tensor, y: torch.Tensor, x: torch.Tensor, rotations: torch.Tensor
+) -> torch.Tensor:
+    """Coordinates R^T r of lab points r in the frames of particles rotated by R.
+
+    Parameters
+    ----------
+    z, y, x : lab coordinates in voxels, float tensors broadcastable against each other
+        (``centred_axes`` for a grid, or three (M,) tensors for M points). Their dtype
+        is the result's dtype.
+    rotations : (B, 3, 3) rotation matrices acting on (x, y, z) column vectors.
+
+    Returns
+    -------
+    (B, 3, *broadcast shape) particle-frame coordinates, in (x, y, z) order.
+    """
+    shape = torch.broadcast_shapes(z.shape, y.shape, x.shape)
+    ones = (1,) * len(shape)
+    b = rotations.shape[0]
+    # Column j of R^T times the lab axis j: three broadcast products, two additions per
+    # voxel, and no matrix product over a coordinate grid.
+    m = rotations.transpose(1, 2).to(x.dtype)
+    u = m[:, :, 0].reshape(b, 3, *ones) * x
+    u = u + m[:, :, 1].reshape(b, 3, *ones) * y
+    return u + m[:, :, 2].reshape(b, 3, *ones) * z
+
+
 def superellipsoid_level(
     z: torch.Tensor,
     y: torch.Tensor,
@@ -63,28 +90,25 @@ def superellipsoid_level(
 
     Parameters
     ----------
-    z, y, x : lab coordinates in voxels, float tensors broadcastable against each other
-        (``centred_axes`` for a grid, or three (M,) tensors for M points). Their dtype
-        is the computation's dtype.
+    z, y, x, rotations : as ``particle_coordinates``.
     semi_axes : (B, 3) bounds (a, b, c) along the particle's x, y, z, in voxels.
     exponents : (B, 2) roundness (e, n).
-    rotations : (B, 3, 3) rotation matrices acting on (x, y, z) column vectors.
 
     Returns
     -------
     (B, *broadcast shape of z, y, x) tensor of the coordinates' dtype.
     """
-    dtype = x.dtype
-    shape = torch.broadcast_shapes(z.shape, y.shape, x.shape)
-    ones = (1,) * len(shape)
-    b = rotations.shape[0]
-    # Row i of m maps a lab vector (x, y, z) to local coordinate i over its semi-axis,
-    # so the (B, 3, ...) scaled local coordinates are three broadcast products: the
-    # rotation costs two additions per voxel and no matrix product.
-    m = (rotations.transpose(1, 2) / semi_axes[:, :, None]).to(dtype)
-    u = m[:, :, 0].reshape(b, 3, *ones) * x
-    u = u + m[:, :, 1].reshape(b, 3, *ones) * y
-    u = u + m[:, :, 2].reshape(b, 3, *ones) * z
+    local = particle_coordinates(z, y, x, rotations)
+    return superellipsoid_level_local(local, semi_axes, exponents)
+
+
+def superellipsoid_level_local(
+    local: torch.Tensor, semi_axes: torch.Tensor, exponents: torch.Tensor
+) -> torch.Tensor:
+    """Eq. 2 at particle-frame coordinates (B, 3, ...) in (x, y, z) order -> (B, ...)."""
+    dtype, b = local.dtype, local.shape[0]
+    ones = (1,) * (local.ndim - 2)
+    u = local / semi_axes.to(dtype).reshape(b, 3, *ones)
     e, nn = (exponents[:, i].to(dtype) for i in range(2))
     powers = torch.stack([2 / e, 2 / e, 2 / nn], dim=1).reshape(b, 3, *ones)
     # |u|^p as exp(p log|u|) in place (0 -> exp(-inf) = 0): 1.5x faster than pow.
@@ -171,10 +195,12 @@ def apply_separable(volume: torch.Tensor, mz, my, mx) -> torch.Tensor:
     own kernel.
     """
 
-    def lift(m):  # (n, n) or (B, n, n) -> broadcastable over (B, N, N, N)
-        return m if m.ndim == 2 else m[:, None]
-
-    v = volume @ lift(mx).transpose(-1, -2)  # x (last axis)
-    v = lift(my) @ v  # y
-    v = (lift(mz) @ v.transpose(-3, -2)).transpose(-3, -2)  # z
-    return v
+    b, z, y, x = volume.shape
+    # x and z are each one (Z*Y, X) or (Z, Y*X) product per volume, with no copies;
+    # only y needs one small product per z plane. 1.7x faster than per-plane products.
+    v = volume.reshape(b, z * y, x) @ mx.transpose(-1, -2)  # x (last axis)
+    x2 = v.shape[-1]
+    v = (my if my.ndim == 2 else my[:, None]) @ v.view(b, z, y, x2)  # y
+    y2 = v.shape[-2]
+    v = mz @ v.reshape(b, z, y2 * x2)  # z
+    return v.view(b, -1, y2, x2)

@@ -47,9 +47,7 @@ def serial_step(model_config: dict, batch: dict[str, np.ndarray], seed: int, lr:
     from cdiflow.losses import physics_loss
     from cdiflow.models import ModelConfig, build_model
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = build_model(ModelConfig.from_dict(model_config))
+    model = build_model(ModelConfig.from_dict(model_config), seed=seed)
     model.train()
     freeze_batchnorm(model)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr)
@@ -80,9 +78,7 @@ def ddp_step_worker(config: dict) -> None:
     torch.set_num_threads(1)
     # rank 0 starts from the serial model; the others from different weights on purpose,
     # so the test also checks that DDP broadcasts rank 0's weights
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config["seed"] + 1000 * rank)
-        model = build_model(ModelConfig.from_dict(config["model"]))
+    model = build_model(ModelConfig.from_dict(config["model"]), seed=config["seed"] + 1000 * rank)
     model = ray.train.torch.prepare_model(model)
     model.train()
     freeze_batchnorm(model)

@@ -25,7 +25,6 @@ import ray
 
 from cdiflow import __version__
 from cdiflow.config import require
-from cdiflow.errors import ClusterUnavailable
 from cdiflow.formats.dataset import Manifest, ShardInfo, generate_shard, write_manifest
 from cdiflow.formats.dataset_folder import (
     finish_folder,
@@ -34,8 +33,8 @@ from cdiflow.formats.dataset_folder import (
     remove_temp_files,
 )
 from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
+from cdiflow.pipelines.cluster import connect
 
-LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2
 # Fault injection for the resumability tests: the first writer that finishes this many
 # shards creates the marker file and exits hard in the middle of its next shard.
 FAULT_ENV = "CDIFLOW_FAULT_EXIT_AFTER_SHARDS"
@@ -224,26 +223,13 @@ def _run_shards(
 
 
 def _connect(address: str | None) -> bool:
-    """Use the running Ray, else connect to ``address``/``RAY_ADDRESS``, else start one.
+    """Use the Ray already running in this process, else ``cluster.connect(address)``.
 
-    Returns whether this call started (or joined) Ray, so the caller shuts it down.
-    Minimal local stand-in for ``cdiflow.pipelines.cluster.connect`` (not on main yet).
+    Returns whether this call connected (so the caller shuts Ray down after).
     """
     if ray.is_initialized():
         return False
-    address = address or os.environ.get("RAY_ADDRESS")
-    if address:
-        try:
-            ray.init(address=address, logging_level="WARNING")
-        except (ConnectionError, RuntimeError, ValueError) as exc:
-            raise ClusterUnavailable(f"cannot connect to Ray at {address}: {exc}") from None
-    else:
-        ray.init(
-            num_cpus=2,
-            object_store_memory=LOCAL_OBJECT_STORE_BYTES,
-            include_dashboard=False,
-            logging_level="WARNING",
-        )
+    connect(address)
     return True
 
 

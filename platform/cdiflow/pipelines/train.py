@@ -29,12 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from cdiflow.config import Config, require
-from cdiflow.errors import ConfigError, InputError
+from cdiflow.errors import CdiflowError, ConfigError, InputError
 
 STATE_FILE = "state.pt"  # model/optimizer/scheduler state + epoch, tensors only
 WEIGHTS_FILE = "model.pt"  # ``save_weights`` file: what gets registered
 RUN_FILE = "cdiflow-run.json"  # beside Ray's run folder: the MLflow run id, for --resume
 SCORE_METRIC = "val_chi2"  # the champion score: validation modulus chi^2 (eq. 5), mean
+
+
+class TrainingFailed(CdiflowError):
+    """Ray Train gave up (worker failures beyond ``run.max_failures``, or an error)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,9 +179,7 @@ def train_worker(loop_config: dict) -> None:
         threads = job.scaling.torch_threads or max(1, round(job.scaling.cpus_per_worker))
         torch.set_num_threads(threads)
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(job.train.seed)  # same initial weights on every rank
-        model = build_model(job.model)
+    model = build_model(job.model, seed=job.train.seed)  # same initial weights on every rank
     resume = _load_state(ray.train.get_checkpoint())
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
@@ -292,6 +294,28 @@ def check_resources(scaling: ScalingSettings, resources: dict[str, float]) -> No
         )
 
 
+def check_dataset(data_dir: str | Path) -> dict[str, int]:
+    """Validate the train and val splits (before any training); their row counts."""
+    from cdiflow.pipelines.data import validate_split
+
+    return {split: validate_split(data_dir, split) for split in ("train", "val")}
+
+
+def _check_tracking_reach(uri: str) -> None:
+    """The embedded SQLite store is a file on this machine: multi-node runs need a server."""
+    import ray
+
+    from cdiflow.pipelines.tracking import is_embedded
+
+    hosts = {n["NodeManagerAddress"] for n in ray.nodes() if n.get("Alive")}
+    require(
+        not is_embedded(uri) or len(hosts) <= 1,
+        f"the cluster spans {len(hosts)} machines but MLflow uses the embedded SQLite store "
+        f"({uri}), which only this machine can write: set MLFLOW_TRACKING_URI to an mlflow "
+        "server",
+    )
+
+
 def _read_split(paths: list[Path]):
     import ray.data
 
@@ -316,6 +340,7 @@ def run_training(
     resume: bool = False,
     storage_path: str | Path | None = None,
     track: bool = True,
+    rows: dict[str, int] | None = None,
 ) -> TrainOutcome:
     """Validate, train on Ray, register. Ray must already be initialised or connected.
 
@@ -328,16 +353,17 @@ def run_training(
     resume : continue the stopped run ``name`` from its latest checkpoint.
     storage_path : where Ray keeps run folders (shared storage on multi-node clusters).
     track : log to MLflow and register; False trains only (benchmarks).
+    rows : row counts from ``check_dataset`` when the caller validated already.
     """
     import ray
+    import ray.train
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
-    from cdiflow.pipelines.data import list_shards, validate_split
+    from cdiflow.pipelines.data import list_shards
 
     data_dir = Path(data_dir)
-    train_rows = validate_split(data_dir, "train")
-    validate_split(data_dir, "val")
+    train_rows = (rows or check_dataset(data_dir))["train"]
     check_resources(job.scaling, ray.cluster_resources())
 
     workspace = Path(workspace).expanduser().resolve()
@@ -357,6 +383,9 @@ def run_training(
 
     uri = run_id = None
     if track:
+        from cdiflow.pipelines.tracking import tracking_uri
+
+        _check_tracking_reach(tracking_uri(workspace))
         uri, run_id = _start_tracking(job, workspace, name, data_dir, record, resume)
 
     use_gpu = job.scaling.use_gpu
@@ -387,11 +416,22 @@ def run_training(
         },
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
-    result = trainer.fit()
-    if result.error is not None:
+    try:
+        result = trainer.fit()  # raises the run's error (V2); result.error for older APIs
+        if result.error is not None:
+            raise result.error
+    except (
+        ray.train.ControllerError,
+        ray.train.WorkerGroupError,
+        ray.train.TrainingFailedError,
+    ) as exc:
         if track:
             _finish(uri, run_id, "FAILED")
-        raise result.error
+        reason = str(exc).strip().splitlines()
+        raise TrainingFailed(
+            f"run {name!r} failed ({type(exc).__name__}: {reason[0] if reason else ''}); "
+            f"fix the cause and re-run with --resume --name {name}"
+        ) from exc
     return _finish_training(job, result, name, storage, uri, run_id, track)
 
 

@@ -93,3 +93,15 @@ def test_generated_particles_have_the_twin_invariance_too(config):
     projection = project_along_beam(complex_volumes(config, parameters, noise)).to(torch.complex128)
     for p in projection:
         assert _relative(object_modulus(twin(p), 64), object_modulus(p, 64)) < 1e-12
+
+
+def test_object_modulus_refuses_objects_larger_than_the_pattern():
+    with pytest.raises(ValueError, match="does not fit"):
+        object_modulus(torch.zeros((40, 40), dtype=torch.complex64), 32)
+
+
+def test_object_modulus_is_differentiable(rng):
+    obj = random_object(rng, n=8, support=4).requires_grad_(True)
+    object_modulus(obj, 16).pow(2).sum().backward()
+    # Parseval: d/dx sum |F|^2 = d/dx sum |x|^2 = 2 x.
+    torch.testing.assert_close(obj.grad, 2 * obj.detach(), rtol=0, atol=1e-12)

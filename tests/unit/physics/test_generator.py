@@ -119,9 +119,12 @@ def test_modulus_is_the_central_slice_of_the_3d_diffraction(config):
     )
 
 
-@pytest.mark.parametrize("semi_axes", [(4.0, 8.0), (7.5, 8.0), (1.5, 2.5)])
-def test_windows_give_the_full_box_projection(config, semi_axes):
-    config = config.replace(semi_axes=semi_axes)
+@pytest.mark.parametrize(
+    ("semi_axes", "object_size"),
+    [((4.0, 8.0), 32), ((7.5, 8.0), 32), ((1.5, 2.5), 32), ((4.0, 7.5), 31)],
+)
+def test_windows_give_the_full_box_projection(config, semi_axes, object_size):
+    config = config.replace(semi_axes=semi_axes, object_size=object_size)
     parameters, noise = random_inputs(config, seed=13, count=24)
     windows = window_sizes(config, parameters)
     assert windows.min() >= 4 and windows.max() <= config.object_size

@@ -10,7 +10,8 @@ import torch
 from _physics_helpers import random_inputs
 
 from cdiflow.physics.generator import particle_fields
-from cdiflow.physics.phase_field import correlated_field, scale_to_span
+from cdiflow.physics.particles import centred_axes, particle_coordinates, random_rotation
+from cdiflow.physics.phase_field import correlated_field, sample_field, scale_to_span
 
 
 def _noise(count: int, n: int, seed: int = 7) -> torch.Tensor:
@@ -46,11 +47,29 @@ def test_each_axis_has_its_own_length():
     assert along_x < along_z < along_y
 
 
-def test_window_gives_the_full_field_there():
-    noise, lengths = _noise(3, 32), torch.tensor([[3.0, 5.0, 11.0]]).repeat(3, 1)
-    full = correlated_field(noise, lengths)
-    part = correlated_field(noise, lengths, window=(12, 20, 8))
-    torch.testing.assert_close(part, full[:, 10:22, 6:26, 12:20], rtol=0, atol=1e-5)
+def test_sampling_a_ramp_gives_the_particle_coordinate(rng):
+    n = 32
+    ramp = (torch.arange(n, dtype=torch.float64) - n // 2).view(1, 1, 1, n).expand(2, n, n, n)
+    rotations = torch.from_numpy(np.stack([random_rotation(rng) for _ in range(2)]))
+    local = particle_coordinates(*centred_axes(12, torch.float64), rotations)
+    sampled = sample_field(ramp.contiguous(), local)  # trilinear is exact on a ramp
+    torch.testing.assert_close(sampled, local[:, 0], rtol=0, atol=1e-9)
+
+
+def test_phase_turns_with_the_particle(config):
+    parameters, noise = random_inputs(config, seed=4, count=1)
+    parameters = np.repeat(parameters, 2, axis=0)
+    parameters[0, 8:] = (1.0, 0.0, 0.0, 0.0)  # identity
+    parameters[1, 8:] = (math.sqrt(0.5), 0.0, 0.0, math.sqrt(0.5))  # 90 degrees about z
+    amplitude, phase = particle_fields(config, parameters, noise.repeat(2, 1, 1, 1))
+    # R maps the particle's x onto lab y: the rotated particle is the other one turned
+    # a quarter about the beam (its origin at index 16; compare away from the box edge).
+    inner = (slice(1, None),) * 3
+    turned_amplitude = torch.rot90(amplitude[0][inner], -1, dims=(1, 2))
+    turned_phase = torch.rot90(phase[0][inner], -1, dims=(1, 2))
+    torch.testing.assert_close(amplitude[1][inner], turned_amplitude, rtol=0, atol=1e-5)
+    where = amplitude[1][inner] > 0.5
+    torch.testing.assert_close(phase[1][inner][where], turned_phase[where], rtol=0, atol=1e-4)
 
 
 @pytest.mark.parametrize("span", [2 * math.pi, 1.0])

@@ -92,7 +92,7 @@ def test_rotations_are_uniform_on_so3(rng, config, source):
 def test_extent_bounds_the_shape_tightly(rng):
     axis = torch.arange(-16, 16.01, 0.25, dtype=torch.float64)
     z, y, x = axis.view(-1, 1, 1), axis.view(1, -1, 1), axis.view(1, 1, -1)
-    for _ in range(6):
+    for _ in range(4):
         semi = rng.uniform(3, 8, 3)
         expo = rng.uniform(0.3, 2.5, 2)  # beyond 2: non-convex shapes, max-norm branch
         rot = random_rotation(rng)
