@@ -79,14 +79,11 @@ def raw_read(folder: Path) -> tuple[float, int]:
 
 
 def untrained_weights(folder: Path) -> Path:
-    import torch
 
     from cdiflow.models import ModelConfig, build_model, save_weights
 
     config = ModelConfig()
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_model(config).eval()
+    model = build_model(config, seed=0).eval()
     return save_weights(folder / "untrained.pt", model, config)
 
 

@@ -45,14 +45,11 @@ def test_throughput_smoke(tmp_path):
 
 
 def test_scan54_smoke(tmp_path, scan54):
-    import torch
 
     from cdiflow.models import ModelConfig, build_model, save_weights
 
     config = ModelConfig(base_width=8)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        weights = save_weights(tmp_path / "w.pt", build_model(config).eval(), config)
+    weights = save_weights(tmp_path / "w.pt", build_model(config, seed=0).eval(), config)
     out = tmp_path / "scan54.json"
     images = tmp_path / "images"
     args = ["--smoke", "--data", str(scan54), "--model", str(weights), "--json", str(out)]

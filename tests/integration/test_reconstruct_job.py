@@ -7,7 +7,6 @@ import os
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-import torch
 
 from cdiflow.formats.synthetic_beamtime import write_corrupt_beamtime
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
@@ -46,9 +45,7 @@ def _register_champion(workspace, tmp_path) -> str:
     from cdiflow.pipelines.tracking import RunLogger, configure, experiment_id, register_weights
 
     config = ModelConfig(base_width=8)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = build_model(config).eval()
+    model = build_model(config, seed=0).eval()
     path = save_weights(tmp_path / "w.pt", model, config)
     uri = configure(workspace)
     logger = RunLogger.start(uri, experiment_id(uri, workspace=workspace), "t", {}, {"train": 0})

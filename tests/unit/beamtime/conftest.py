@@ -29,14 +29,11 @@ def fast_config() -> ReconstructConfig:
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory):
     """A small untrained CNN saved with ``save_weights`` (seeded, so reproducible)."""
-    import torch
 
     from cdiflow.models import ModelConfig, build_model, save_weights
 
     config = ModelConfig(base_width=8)
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        model = build_model(config)
+    model = build_model(config, seed=0)
     path = tmp_path_factory.mktemp("model") / "cnn.pt"
     save_weights(path, model.eval(), config, {"val_chi2": 1.0})
     return path
