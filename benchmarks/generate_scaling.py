@@ -48,7 +48,10 @@ def tree_cpu_seconds() -> float:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--patterns", type=int, default=3000, help="train + val per run")
+    parser.add_argument("--patterns", type=int, default=16000, help="train + val per run")
+    parser.add_argument(
+        "--shards", type=int, default=None, help="training shards (default: 4 per CPU)"
+    )
     parser.add_argument(
         "--workers", type=int, nargs="+", default=[1, 2, 1, 2], help="runs, in this order"
     )
@@ -63,7 +66,10 @@ def main(argv: list[str] | None = None) -> int:
 
     cpus = max(args.workers)
     config = GenerateConfig(
-        num_patterns=args.patterns, test_patterns=60, shards=4 * cpus, chunk_size=32
+        num_patterns=args.patterns,
+        test_patterns=60,
+        shards=args.shards or 4 * cpus,
+        chunk_size=32,
     )
     load_before = os.getloadavg()
     ray.init(
