@@ -33,7 +33,13 @@ from typing import Any
 import numpy as np
 
 from cdiflow import PATTERN_SIZE, __version__
-from cdiflow.formats.results import PREVIEWS_DIR, SCANS_DIR, result_path, write_scan_result
+from cdiflow.formats.results import (
+    PREVIEWS_DIR,
+    SCANS_DIR,
+    SUMMARY_COLUMNS,
+    result_path,
+    write_scan_result,
+)
 from cdiflow.pipelines.scan_plan import plan_scans
 from cdiflow.pipelines.scan_refine import object_images, refine_batch, upper_bound_side
 from cdiflow.pipelines.scan_rows import (
@@ -203,27 +209,8 @@ def unwrapped_phase(phase: np.ndarray, support: np.ndarray) -> np.ndarray:
     return values
 
 
-SUMMARY_SCALARS = (
-    "scan",
-    "key",
-    "number",
-    "source",
-    "status",
-    "reason",
-    "error_kind",
-    "stage",
-    "cnn_chi2",
-    "refined_chi2",
-    "oversampling_y",
-    "oversampling_x",
-    "upper_bound",
-    "frames",
-    "raw_bytes",
-    "t_read",
-    "t_preprocess",
-    "t_cnn",
-    "t_refine",
-)
+# The summary columns a worker fills in; the writer adds t_write, result, preview, skipped.
+SUMMARY_SCALARS = SUMMARY_COLUMNS[: SUMMARY_COLUMNS.index("t_write")]
 
 
 def summary_of(row: dict) -> dict:
