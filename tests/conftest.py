@@ -21,3 +21,16 @@ def scan54() -> Path:
     if not (SCAN54 / "example.spec").is_file():
         pytest.skip(f"real data folder absent ({SCAN54.name} next to the project)")
     return SCAN54
+
+
+@pytest.fixture(autouse=True)
+def _restore_tracking_uri():
+    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
+    this process's environment; undo it so later tests and their subprocesses do not
+    inherit a test's store."""
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    yield
+    if before is None:
+        os.environ.pop("MLFLOW_TRACKING_URI", None)
+    else:
+        os.environ["MLFLOW_TRACKING_URI"] = before

@@ -4,25 +4,11 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
-    this process's environment; undo it so later tests and their subprocesses do not
-    inherit a test's store."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -10,19 +9,6 @@ import pytest
 from cdiflow.cli import main
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
-    this process's environment; undo it so later tests and their subprocesses do not
-    inherit a test's store."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 # The README runs the quickstart on the real scan 54; without the data it still runs.

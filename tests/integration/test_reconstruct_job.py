@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
@@ -13,19 +11,6 @@ from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.pipelines.scan_steps import ReconstructConfig
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
-    this process's environment; undo it so later tests and their subprocesses do not
-    inherit a test's store."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
 
 
 FAST = ReconstructConfig(schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 
@@ -61,16 +59,3 @@ def corrupt(tmp_path_factory):
     """(beamtime folder, [CorruptCase]) from the formats' corrupted-scan writer."""
     root = tmp_path_factory.mktemp("corrupt")
     return write_corrupt_beamtime(root, np.random.default_rng(5))
-
-
-@pytest.fixture(autouse=True)
-def _restore_tracking_uri():
-    """mlflow.set_tracking_uri (via tracking.configure) exports MLFLOW_TRACKING_URI into
-    this process's environment; undo it so later tests and their subprocesses do not
-    inherit a test's store."""
-    before = os.environ.get("MLFLOW_TRACKING_URI")
-    yield
-    if before is None:
-        os.environ.pop("MLFLOW_TRACKING_URI", None)
-    else:
-        os.environ["MLFLOW_TRACKING_URI"] = before
