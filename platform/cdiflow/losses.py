@@ -26,12 +26,12 @@ and the norms must not run in bf16.
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import torch
 
 from cdiflow.config import Config, require
-from cdiflow.physics.fft import centred_fft2, pad_centre
+from cdiflow.metrics import twin_aware_errors
+from cdiflow.physics.farfield import FarField, object_from_targets
 
 _DIMS2 = (-2, -1)
 _EPS = 1e-12
@@ -63,21 +63,6 @@ def relative_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
     return num / torch.linalg.vector_norm(truth, dim=_DIMS2).clamp_min(_EPS)
 
 
-def point_invert(x: torch.Tensor) -> torch.Tensor:
-    """Centred point inversion i -> -i about index N // 2 (as ``cdiflow.metrics.twin``)."""
-    shift = 1 if x.shape[-1] % 2 == 0 else 0
-    return torch.roll(torch.flip(x, dims=_DIMS2), shifts=(shift, shift), dims=_DIMS2)
-
-
-def twin_targets(amplitude: torch.Tensor, phase: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """Amplitude and phase target of the twin object (same |F|, same global reference).
-
-    phi -> -phi maps p = (phi + pi) / (2 pi) to 1 - p inside the support (p > 0); the
-    0 outside stays 0; both are point inverted.
-    """
-    return point_invert(amplitude), point_invert(torch.where(phase > 0, 1 - phase, phase))
-
-
 def real_space_errors(
     prediction: torch.Tensor,
     amplitude: torch.Tensor,
@@ -85,23 +70,17 @@ def real_space_errors(
     weights: LossWeights,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pattern L(A) and L(phi), (B,) each; against the closer twin if asked."""
-    amp_err = relative_error(prediction[:, 0], amplitude)
-    phase_err = relative_error(prediction[:, 1], phase)
     if weights.twin_invariant:
-        amp_t, phase_t = twin_targets(amplitude, phase)
-        amp_twin = relative_error(prediction[:, 0], amp_t)
-        phase_twin = relative_error(prediction[:, 1], phase_t)
-        use_twin = (weights.amplitude * amp_twin + weights.phase * phase_twin) < (
-            weights.amplitude * amp_err + weights.phase * phase_err
+        pair = (weights.amplitude, weights.phase)
+        return twin_aware_errors(
+            relative_error, prediction[:, 0], prediction[:, 1], amplitude, phase, pair
         )
-        amp_err = torch.where(use_twin, amp_twin, amp_err)
-        phase_err = torch.where(use_twin, phase_twin, phase_err)
-    return amp_err, phase_err
+    return relative_error(prediction[:, 0], amplitude), relative_error(prediction[:, 1], phase)
 
 
 def predicted_object(amplitude: torch.Tensor, phase_target: torch.Tensor) -> torch.Tensor:
     """Complex object A exp(i phi), phi = 2 pi p - pi: (..., N, N) real -> complex."""
-    return torch.polar(amplitude, 2 * math.pi * phase_target - math.pi)
+    return object_from_targets(amplitude, phase_target)
 
 
 def predicted_modulus(prediction: torch.Tensor, pattern_size: int) -> torch.Tensor:
@@ -109,8 +88,8 @@ def predicted_modulus(prediction: torch.Tensor, pattern_size: int) -> torch.Tens
 
     Centred convention of ``cdiflow.physics.fft`` (zero frequency at index P // 2).
     """
-    obj = predicted_object(prediction[:, 0], prediction[:, 1])
-    return centred_fft2(pad_centre(obj, pattern_size)).abs()
+    physics = FarField(pattern_size, prediction.shape[-1])
+    return physics.modulus_of_targets(prediction[:, 0], prediction[:, 1])
 
 
 def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

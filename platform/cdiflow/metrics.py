@@ -6,43 +6,29 @@ twin (complex conjugate + point inversion); none of them changes |F|. The
 scores as correct.
 
 All functions take torch tensors with arbitrary leading batch dimensions and return
-one value per pattern. Arrays are centred (see ``cdiflow.physics.fft``).
+one value per pattern. Arrays are centred (see ``cdiflow.physics.fft``). chi^2 and the
+twin live with the physics object (``cdiflow.physics.farfield``) and are re-exported
+here, where evaluation code looks for them.
 """
 
 from __future__ import annotations
 
 import torch
 
+from cdiflow.physics.farfield import chi2, twin, twin_targets
 from cdiflow.physics.fft import centred_fft2, centred_ifft2, pad_centre
+
+__all__ = [
+    "align",
+    "aligned_errors",
+    "chi2",
+    "image_error",
+    "twin",
+    "twin_aware_errors",
+]
 
 _DIMS2 = (-2, -1)
 _EPS = 1e-30
-
-
-def chi2(
-    predicted_modulus: torch.Tensor,
-    measured_modulus: torch.Tensor,
-    mask: torch.Tensor | None = None,
-    fit_scale: bool = False,
-) -> torch.Tensor:
-    """Paper eq. 5: sum (|Fp| - |Fg|)^2 / sum |Fg|^2 over the measured pixels.
-
-    Parameters
-    ----------
-    predicted_modulus, measured_modulus : (..., P, P) float tensors, sqrt of intensity.
-    mask : optional (..., P, P) bool tensor, True where a pixel is *measured*.
-    fit_scale : if True, first scale the prediction by the least-squares factor
-        s = <p, g> / <p, p>. Use it where the two have independent normalisations (a CNN
-        prediction against a max-normalised pattern); phasing iterates need no scale.
-    """
-    p, g = predicted_modulus, measured_modulus
-    if mask is not None:
-        w = mask.to(p.dtype)
-        p, g = p * w, g * w
-    if fit_scale:
-        s = (p * g).sum(_DIMS2, keepdim=True) / (p * p).sum(_DIMS2, keepdim=True).clamp_min(_EPS)
-        p = p * s
-    return ((p - g) ** 2).sum(_DIMS2) / (g * g).sum(_DIMS2).clamp_min(_EPS)
 
 
 def image_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
@@ -53,15 +39,26 @@ def image_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     return ((predicted - truth) ** 2).sum(_DIMS2) / (truth * truth).sum(_DIMS2).clamp_min(_EPS)
 
 
-def twin(obj: torch.Tensor) -> torch.Tensor:
-    """The twin of a centred object: complex conjugate and point inversion about N//2.
+def twin_aware_errors(
+    error,
+    predicted_amplitude: torch.Tensor,
+    predicted_phase: torch.Tensor,
+    amplitude: torch.Tensor,
+    phase_target: torch.Tensor,
+    weights: tuple[float, float] = (1.0, 1.0),
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pattern (amplitude, phase) errors against the closer of the target and its twin.
 
-    Point inversion i -> -i (mod N) about the centre index is flip then roll by one for
-    even N; |F(twin(x))| == |F(x)| exactly.
+    The one place where a target or its twin is chosen: |F| cannot tell them apart, so a
+    prediction is scored against whichever of the two its weighted error
+    ``weights[0] * amplitude + weights[1] * phase`` is lower for. ``error(pred, truth)``
+    maps (..., N, N) pairs to (...) (``image_error``, ``losses.relative_error``).
     """
-    n = obj.shape[-1]
-    shift = 1 if n % 2 == 0 else 0
-    return torch.roll(torch.flip(obj.conj(), dims=_DIMS2), shifts=(shift, shift), dims=_DIMS2)
+    twin_amp, twin_phase = twin_targets(amplitude, phase_target)
+    amp, ph = error(predicted_amplitude, amplitude), error(predicted_phase, phase_target)
+    amp_t, ph_t = error(predicted_amplitude, twin_amp), error(predicted_phase, twin_phase)
+    use_twin = weights[0] * amp_t + weights[1] * ph_t < weights[0] * amp + weights[1] * ph
+    return torch.where(use_twin, amp_t, amp), torch.where(use_twin, ph_t, ph)
 
 
 def _best_shift(reference: torch.Tensor, candidate: torch.Tensor) -> tuple[torch.Tensor, ...]:

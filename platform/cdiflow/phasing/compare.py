@@ -12,7 +12,6 @@ the Fig. 6 panel. It takes arrays, not a model: the CNN prediction arrives as
 from __future__ import annotations
 
 import dataclasses
-import math
 
 import numpy as np
 import torch
@@ -31,6 +30,7 @@ from cdiflow.phasing.starts import (
     random_phase_rectangle,
     torch_generator,
 )
+from cdiflow.physics.farfield import object_from_targets
 from cdiflow.physics.fft import crop_centre
 
 FIG6_ITERATIONS = (20, 100, 600)
@@ -72,8 +72,7 @@ class StartRun:
 def truth_object(amplitude, phase_target) -> torch.Tensor:
     """(..., N, N) complex64 object from amplitude and phase target p (phi = 2 pi p - pi)."""
     amp = torch.as_tensor(amplitude, dtype=torch.float32)
-    phi = 2 * math.pi * torch.as_tensor(phase_target, dtype=torch.float32) - math.pi
-    return torch.polar(amp, phi)
+    return object_from_targets(amp, torch.as_tensor(phase_target, dtype=torch.float32))
 
 
 def _run(modulus, start: Start, truth, schedule, shrinkwrap, device, snapshots) -> StartRun:

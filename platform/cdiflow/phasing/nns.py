@@ -27,6 +27,7 @@ import torch
 
 from cdiflow import PATTERN_SIZE
 from cdiflow.errors import DatasetError
+from cdiflow.physics.farfield import object_from_targets
 from cdiflow.physics.fft import object_modulus
 
 _EPS = 1e-12
@@ -156,8 +157,8 @@ class ReferenceSet:
         """Normalised correlation of each query with the moduli of its candidates."""
         flat = cand.flatten().numpy()
         amp = torch.from_numpy(self.amplitude[flat].astype(np.float32))
-        phi = 2 * math.pi * torch.from_numpy(self.phase[flat].astype(np.float32)) - math.pi
-        mod = object_modulus(torch.polar(amp, phi), queries.shape[-1]).reshape(*cand.shape, -1)
+        obj = object_from_targets(amp, torch.from_numpy(self.phase[flat].astype(np.float32)))
+        mod = object_modulus(obj, queries.shape[-1]).reshape(*cand.shape, -1)
         q = queries.flatten(1)
         q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(_EPS)
         mod = mod / torch.linalg.vector_norm(mod, dim=2, keepdim=True).clamp_min(_EPS)

@@ -8,7 +8,7 @@ update is pixel-wise and the support blur is a circular convolution, so nothing 
 but the four ``fftshift`` calls per iteration that the centred convention would cost.
 The transforms are the ortho-normalised FFTs of ``centred_fft2`` / ``centred_ifft2``.
 
-chi^2 (paper eq. 5, ``cdiflow.metrics.chi2`` without scale fitting) of the iterate is
+chi^2 (paper eq. 5, ``cdiflow.physics.farfield.chi2`` without scale fitting) of the iterate is
 recorded every iteration from the Fourier magnitudes the modulus projection computes
 anyway, so it costs no extra transform. For HIO/RAAR iterates that have mass outside the
 support this is the error of the iterate itself (as cohere-core reports it). The best
@@ -26,9 +26,11 @@ import dataclasses
 
 import torch
 
-from cdiflow.phasing.projections import COEFFICIENTS, apply, magnitude
+from cdiflow.phasing.projections import COEFFICIENTS, apply
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, gaussian_transfer, shrink_wrap
+from cdiflow.physics.farfield import chi2 as chi2_of
+from cdiflow.physics.farfield import magnitude, project_modulus
 
 _DIMS2 = (-2, -1)
 _EPS = 1e-12
@@ -121,85 +123,108 @@ def run_phasing(
     PhasingResult
     """
     algorithms = as_schedule(schedule).expand()
-    batch, size = modulus.shape[0], modulus.shape[-1]
-    device = modulus.device
-    real = modulus.dtype if modulus.dtype in (torch.float32, torch.float64) else torch.float32
-    cplx = torch.complex64 if real == torch.float32 else torch.complex128
-
-    def unshift(t):
-        return torch.fft.ifftshift(t, dim=_DIMS2)
-
-    m = unshift(modulus.to(real))
-    s = unshift(support.to(device=device, dtype=torch.bool).expand(batch, size, size)).clone()
-    w = None if mask is None else unshift(mask.to(device=device, dtype=torch.bool))
-    ub = None if upper_bound is None else unshift(upper_bound.to(device=device, dtype=torch.bool))
-    b = _per_pattern(beta, batch, device, real)
-    m_measured = m if w is None else m * w
-    norm = (m_measured * m_measured).sum(_DIMS2).clamp_min(_EPS)
-
-    x = torch.where(s, unshift(start.to(device=device, dtype=cplx)), 0)
-    energy = (x.abs() ** 2).sum(_DIMS2, keepdim=True)
-    x = x * torch.sqrt(norm[:, None, None] / energy.clamp_min(_EPS))  # measured energy only
-
-    n_iter = len(algorithms)
-    chi2 = torch.empty(batch, n_iter, device=device, dtype=torch.float32)
-    best_chi2 = torch.full((batch,), float("inf"), device=device, dtype=real)
-    best_x = x
-    collapsed = torch.zeros(batch, dtype=torch.bool, device=device)
-    transfer = None
-    if shrinkwrap is not None:
-        transfer = gaussian_transfer(size, shrinkwrap.sigma, device=device, dtype=real)
-        if ub is None:
-            ub = torch.ones(size, size, dtype=torch.bool, device=device)
-
-    def coefficients(support):
-        names = set(algorithms)
-        return {n: COEFFICIENTS[n](support, b, real) for n in names}
-
-    coef = coefficients(s)
+    st = _State.prepare(modulus, start, support, mask, upper_bound, beta, shrinkwrap)
+    names = set(algorithms)
+    coef = {n: COEFFICIENTS[n](st.s, st.b, st.real) for n in names}
+    chi2 = torch.empty(st.batch, len(algorithms), device=st.device, dtype=torch.float32)
+    x, best_x = st.x, st.x
+    best_chi2 = torch.full((st.batch,), float("inf"), device=st.device, dtype=st.real)
     wanted, kept = set(snapshots), {}
     for k, name in enumerate(algorithms):
         if shrinkwrap is not None and shrinkwrap.due(k):
-            new = shrink_wrap(x, ub, threshold=shrinkwrap.threshold, transfer=transfer)
-            collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
-            s = torch.where(collapsed[:, None, None], s, new)
-            coef = coefficients(s)
+            st.update_support(x, shrinkwrap)
+            coef = {n: COEFFICIENTS[n](st.s, st.b, st.real) for n in names}
         if k in wanted:
-            kept[k] = torch.fft.fftshift(torch.where(s, x, 0), dim=_DIMS2)
+            kept[k] = _shift(torch.where(st.s, x, 0))
         spectrum = torch.fft.fft2(x, norm="ortho")
-        mag = magnitude(spectrum)
-        diff = mag - m
-        if w is not None:
-            diff = diff * w
-        err = torch.linalg.vecdot(diff, diff, dim=-1).sum(-1) / norm
+        projected, mag = project_modulus(spectrum, st.m, st.w, inplace=True)
+        err = chi2_of(mag, st.m, st.w, norm=st.norm)
         chi2[:, k] = err
         if k == 0 or algorithms[k - 1] == "ER":  # x satisfies the support: a valid object
             best_x, best_chi2 = _keep_best(x, err, best_x, best_chi2)
-        ratio = m / mag.clamp_min_(_EPS)
-        if w is not None:
-            ratio = torch.where(w, ratio, 1.0)
-        y = torch.fft.ifft2(spectrum.mul_(ratio), norm="ortho")
-        x = apply(coef[name], x, y)
+        x = apply(coef[name], x, torch.fft.ifft2(projected, norm="ortho"))
 
-    x = torch.where(s, x, 0)
-    mag = magnitude(torch.fft.fft2(x, norm="ortho"))
-    diff = mag - m if w is None else (mag - m) * w
-    final = (diff * diff).sum(_DIMS2) / norm
+    x = torch.where(st.s, x, 0)
+    final = chi2_of(magnitude(torch.fft.fft2(x, norm="ortho")), st.m, st.w, norm=st.norm)
     best_x, best_chi2 = _keep_best(x, final, best_x, best_chi2, ties=True)
-
-    def shift(t):
-        return torch.fft.fftshift(t, dim=_DIMS2)
-
-    if n_iter in wanted:
-        kept[n_iter] = shift(x)
-
+    if len(algorithms) in wanted:
+        kept[len(algorithms)] = _shift(x)
     return PhasingResult(
-        obj=shift(x),
-        best_obj=shift(best_x),
-        support=shift(s),
+        obj=_shift(x),
+        best_obj=_shift(best_x),
+        support=_shift(st.s),
         chi2=chi2,
         final_chi2=final.float(),
         best_chi2=best_chi2.float(),
-        collapsed=collapsed,
+        collapsed=st.collapsed,
         snapshots=kept,
     )
+
+
+def _shift(t: torch.Tensor) -> torch.Tensor:
+    return torch.fft.fftshift(t, dim=_DIMS2)
+
+
+def _unshift(t: torch.Tensor) -> torch.Tensor:
+    return torch.fft.ifftshift(t, dim=_DIMS2)
+
+
+@dataclasses.dataclass
+class _State:
+    """The loop's inputs in the unshifted layout, and the support it updates.
+
+    ``m`` modulus, ``w`` mask (None: all measured), ``s`` support, ``ub`` upper bound,
+    ``b`` per-pattern beta (B, 1, 1), ``norm`` sum of the measured |F|^2 (B,), ``x`` the
+    scaled start, ``transfer`` the shrink-wrap blur, ``collapsed`` (B,) bool.
+    """
+
+    m: torch.Tensor
+    w: torch.Tensor | None
+    s: torch.Tensor
+    ub: torch.Tensor | None
+    b: torch.Tensor
+    norm: torch.Tensor
+    x: torch.Tensor
+    transfer: torch.Tensor | None
+    collapsed: torch.Tensor
+
+    @property
+    def batch(self) -> int:
+        return self.m.shape[0]
+
+    @property
+    def device(self) -> torch.device:
+        return self.m.device
+
+    @property
+    def real(self) -> torch.dtype:
+        return self.m.dtype
+
+    @classmethod
+    def prepare(cls, modulus, start, support, mask, upper_bound, beta, shrinkwrap) -> _State:
+        batch, size, device = modulus.shape[0], modulus.shape[-1], modulus.device
+        real = modulus.dtype if modulus.dtype in (torch.float32, torch.float64) else torch.float32
+        cplx = torch.complex64 if real == torch.float32 else torch.complex128
+        m = _unshift(modulus.to(real))
+        s = _unshift(support.to(device=device, dtype=torch.bool).expand(batch, size, size)).clone()
+        w = None if mask is None else _unshift(mask.to(device=device, dtype=torch.bool))
+        ub = None if upper_bound is None else _unshift(upper_bound.to(device, torch.bool))
+        m_measured = m if w is None else m * w
+        norm = (m_measured * m_measured).sum(_DIMS2).clamp_min(_EPS)
+        x = torch.where(s, _unshift(start.to(device=device, dtype=cplx)), 0)
+        energy = (x.abs() ** 2).sum(_DIMS2, keepdim=True)
+        x = x * torch.sqrt(norm[:, None, None] / energy.clamp_min(_EPS))  # measured energy only
+        transfer = None
+        if shrinkwrap is not None:
+            transfer = gaussian_transfer(size, shrinkwrap.sigma, device=device, dtype=real)
+            if ub is None:
+                ub = torch.ones(size, size, dtype=torch.bool, device=device)
+        collapsed = torch.zeros(batch, dtype=torch.bool, device=device)
+        b = _per_pattern(beta, batch, device, real)
+        return cls(m, w, s, ub, b, norm, x, transfer, collapsed)
+
+    def update_support(self, x: torch.Tensor, shrinkwrap: ShrinkWrap) -> None:
+        """Shrink-wrap; a pattern whose new support collapses keeps its old one."""
+        new = shrink_wrap(x, self.ub, threshold=shrinkwrap.threshold, transfer=self.transfer)
+        self.collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
+        self.s = torch.where(self.collapsed[:, None, None], self.s, new)

@@ -21,6 +21,7 @@ import torch
 
 from cdiflow.config import Config, require
 from cdiflow.errors import SupportCollapsed
+from cdiflow.physics.farfield import magnitude
 
 _DIMS2 = (-2, -1)
 
@@ -69,7 +70,7 @@ def gaussian_transfer(size: int, sigma: float, device=None, dtype=torch.float32)
 
 def blurred_amplitude(x: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
     """``|x|`` convolved (circularly) with the Gaussian whose transfer is ``transfer``."""
-    amp = x.abs() if not x.is_complex() else (x.real.square() + x.imag.square()).sqrt()
+    amp = magnitude(x)
     return torch.fft.ifft2(torch.fft.fft2(amp) * transfer).real
 
 

@@ -21,6 +21,7 @@ import torch
 
 from cdiflow import PATTERN_SIZE
 from cdiflow.phasing.shrinkwrap import square_support
+from cdiflow.physics.farfield import object_from_targets
 from cdiflow.physics.fft import pad_centre
 
 DEFAULT_THRESHOLD = 0.1
@@ -57,11 +58,6 @@ def torch_generator(rng: int | torch.Generator) -> torch.Generator:
     if isinstance(rng, (int, np.integer)) and not isinstance(rng, bool):
         return torch.Generator().manual_seed(int(rng))
     raise TypeError(f"rng must be an int seed or a torch.Generator, got {type(rng).__name__}")
-
-
-def phase_from_target(phase_target) -> torch.Tensor:
-    """Phase target p in (0, 1) -> phase in radians, phi = 2 pi p - pi."""
-    return 2.0 * math.pi * torch.as_tensor(phase_target, dtype=torch.float32) - math.pi
 
 
 def support_from_amplitude(amplitude, threshold: float = DEFAULT_THRESHOLD, size=PATTERN_SIZE):
@@ -105,7 +101,8 @@ def from_prediction(
 ) -> Start:
     """Start from a predicted amplitude (B, N, N) and phase target p (B, N, N) in (0, 1)."""
     amp = torch.as_tensor(amplitude, dtype=torch.float32)
-    obj = pad_centre(torch.polar(amp, phase_from_target(phase_target)), size)
+    target = torch.as_tensor(phase_target, dtype=torch.float32)
+    obj = pad_centre(object_from_targets(amp, target), size)
     return Start(obj, support_from_amplitude(amp, threshold, size), name)
 
 

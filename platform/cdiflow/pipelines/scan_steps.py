@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from cdiflow import PATTERN_SIZE, __version__
+from cdiflow import __version__
 from cdiflow.formats.results import (
     PREVIEWS_DIR,
     SCANS_DIR,
@@ -162,9 +162,7 @@ def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu
     """
     import torch
 
-    from cdiflow.metrics import chi2
-    from cdiflow.phasing.starts import phase_from_target
-    from cdiflow.physics.fft import object_modulus
+    from cdiflow.physics.farfield import PAPER
 
     batch = writable(batch)
     batch["model"] = np.array([model_info] * len(batch["key"]), dtype=object)
@@ -176,10 +174,10 @@ def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu
         modulus = torch.from_numpy(batch["modulus"][ok]).float()
         with torch.no_grad():
             out = model(modulus.to(device)).float().cpu()
-        amp, target = out[:, 0], out[:, 1]
-        obj = torch.polar(amp, phase_from_target(target))
         mask = torch.from_numpy(batch["mask"][ok])
-        fit = chi2(object_modulus(obj, PATTERN_SIZE), modulus, mask=mask, fit_scale=True)
+        amp, target = out[:, 0], out[:, 1]
+        predicted = PAPER.modulus_of_targets(amp, target)
+        fit = PAPER.chi2(predicted, modulus, mask=mask, fit_scale=True)
     except Exception as exc:  # noqa: BLE001 - a CNN failure fails these scans, not the job
         for i in ok:
             fail_in_batch(batch, int(i), "cnn", exc)

@@ -15,10 +15,10 @@ from cdiflow.phasing.starts import (
     Start,
     cnn_start,
     nns_start,
-    phase_from_target,
     random_phase_cnn_support,
     random_phase_rectangle,
 )
+from cdiflow.physics.farfield import target_to_phase
 from cdiflow.physics.fft import crop_centre
 
 SHORT = "20*HIO+10*ER"
@@ -51,7 +51,7 @@ def test_prediction_starts_convert_phase_and_binarise(exact_batch):
     obj, _ = exact_batch
     amp, p = _targets(obj)
     assert torch.allclose(
-        phase_from_target(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-math.pi, 0.0, math.pi])
+        target_to_phase(torch.tensor([0.0, 0.5, 1.0])), torch.tensor([-math.pi, 0.0, math.pi])
     )
     s = cnn_start(amp, p, threshold=0.5)
     inside = crop_centre(s.support, 32)

@@ -96,7 +96,7 @@ def test_phase_is_used_in_radians_2pi_p_minus_pi():
 
 
 def test_twin_has_the_same_modulus_and_twin_invariant_loss_accepts_it():
-    from cdiflow.losses import twin_targets
+    from cdiflow.physics.farfield import twin_targets
 
     pred, modulus, amp, phase = _truth(1e-6)
     amp_t, phase_t = twin_targets(amp, phase)
