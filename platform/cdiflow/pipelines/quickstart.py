@@ -12,6 +12,10 @@ Steps, all inside one workspace folder (re-running reuses what is there):
 
 Sizes are chosen to finish in well under 10 minutes on a 2-core machine; ``smoke``
 shrinks everything for CI.
+
+The quickstart starts its own local Ray (``ray_init_kwargs``), also in a shell prepared
+for a cluster (``RAY_ADDRESS`` set, or ``ray start`` running on this machine): only an
+explicit ``address`` sends it to a cluster.
 """
 
 from __future__ import annotations
@@ -31,6 +35,28 @@ from cdiflow.formats.results import scan_key as safe_name
 
 SYNTHETIC_SEED = 2026  # the quickstart's synthetic beamtime is always the same
 RUN_NAME = "quickstart"
+LOCAL_CPUS = 2
+LOCAL_OBJECT_STORE_BYTES = 200 * 1024**2
+
+
+def ray_init_kwargs(address: str | None) -> dict:
+    """Keyword arguments of ``ray.init`` for the quickstart's Ray.
+
+    ``address`` None (or ``"local"``): a new local Ray of ``LOCAL_CPUS`` CPUs, a capped
+    object store and no dashboard, with ``address="local"``. Without that ``ray.init``
+    would join the cluster that ``RAY_ADDRESS`` names, or the newest ``ray start`` on
+    this machine, so ``RAY_ADDRESS`` in the environment is deliberately ignored here.
+    Any other address (``auto``, ``host:port``, ``ray://host:port``): that cluster,
+    with no local sizes.
+    """
+    if address is None or address == "local":
+        return {
+            "address": "local",
+            "num_cpus": LOCAL_CPUS,
+            "include_dashboard": False,
+            "object_store_memory": LOCAL_OBJECT_STORE_BYTES,
+        }
+    return {"address": address}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -149,8 +175,15 @@ def run_quickstart(
     beamtimes: list[str | Path] = (),
     config: QuickstartConfig | None = None,
     say: Callable[[str], None] = print,
+    address: str | None = None,
 ) -> QuickstartOutcome:
-    """Run the quickstart (module docstring). Starts a local Ray and shuts it down after."""
+    """Run the quickstart (module docstring).
+
+    Starts a local Ray and shuts it down after, whatever ``RAY_ADDRESS`` says; with
+    ``address`` it connects to that cluster instead (``cluster.connect``: a one-line
+    ``ClusterUnavailable`` when it does not answer). A Ray already initialised in this
+    process is used as is.
+    """
     import ray
 
     from cdiflow.phasing.shrinkwrap import ShrinkWrap
@@ -170,7 +203,13 @@ def run_quickstart(
     seconds: dict[str, float] = {}
     started = not ray.is_initialized()
     if started:
-        ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2)
+        kwargs = ray_init_kwargs(address)
+        if kwargs["address"] == "local":
+            ray.init(**kwargs)
+        else:
+            from cdiflow.pipelines.cluster import connect
+
+            connect(kwargs["address"])  # probes the address first
     try:
         t = time.perf_counter()
         version = _champion(uri)
