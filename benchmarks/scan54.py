@@ -40,10 +40,12 @@ DEFAULT_DATA = REPO.parent / "shared" / "data" / "aps-34idc-scan54"
 
 
 def parse_args(argv=None):
+    from cdiflow.commands.common import add_model, add_workspace
+
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="scan 54 beamtime folder")
-    p.add_argument("--model", help="weights file or models:/ reference (default: champion)")
-    p.add_argument("--workspace", type=Path, default=Path("cdiflow-workspace"))
+    add_model(p, when_omitted="champion")
+    add_workspace(p)
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--schedule", default="5*(100*HIO+20*ER)", help="default: the paper's")
     p.add_argument("--upper-bound", type=int, default=0, help="0: automatic (the job's rule)")
@@ -81,8 +83,7 @@ def jittered_cnn_start(amplitude, target, seeds, jitter, threshold):
 
 
 def load_cnn(ref: str | None, workspace: Path):
-    from cdiflow.pipelines.reconstruct import model_reference
-    from cdiflow.pipelines.tracking import configure, load_model
+    from cdiflow.pipelines.tracking import configure, load_model, model_reference
 
     text = model_reference(ref)
     uri = configure(workspace) if text.startswith("models:/") else None

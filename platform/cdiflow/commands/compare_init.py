@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import argparse
 
+from cdiflow.commands.common import add_model, add_workspace
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -26,10 +28,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--data", required=True, help="test split folder (or data set root)")
-    parser.add_argument("--model", default=None, help="model reference (see the description)")
-    parser.add_argument(
-        "--workspace", default="cdiflow-workspace", help="folder of the embedded MLflow store"
-    )
+    add_model(parser, when_omitted="no CNN start unless --predictions")
+    add_workspace(parser)
     parser.add_argument("--predictions", default=None, help=".npz of CNN amplitude, phase")
     parser.add_argument("--train", default=None, help="training split for the NNS start")
     parser.add_argument("--index", type=int, default=0, help="which test pattern")

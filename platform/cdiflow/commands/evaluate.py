@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cdiflow.commands.common import add_model, add_workspace
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -16,18 +18,12 @@ def add_parser(subparsers) -> None:
             "amplitude and phase; Fig. 4) and evaluation.json, and logs them to MLflow."
         ),
     )
-    parser.add_argument(
-        "--model",
-        required=True,
-        help="models:/cdiflow-cnn@champion, models:/cdiflow-cnn/3, or a weights file",
-    )
+    add_model(parser, required=True)
     parser.add_argument("--data", required=True, help="dataset folder")
     parser.add_argument("--out", required=True, help="output folder for figures and JSON")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--limit", type=int, help="evaluate at most this many patterns")
-    parser.add_argument(
-        "--workspace", default="cdiflow-workspace", help="folder of the embedded MLflow store"
-    )
+    add_workspace(parser)
     parser.add_argument("--no-log", action="store_true", help="do not log to MLflow")
     parser.set_defaults(run=run)
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cdiflow.commands.common import add_address
+
 DESCRIPTION = """\
 Generate synthetic diffraction patterns (superellipsoid particles with a strong random
 phase, paper eqs. 2-3) on Ray Data and write them as Parquet shards plus a manifest:
@@ -54,11 +56,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument(
         "--workers", type=int, metavar="W", help="concurrent shard writers (default: CPUs)"
     )
-    parser.add_argument(
-        "--address",
-        help="Ray cluster to use ('auto' or host:port; default: RAY_ADDRESS, else a "
-        "local 2-CPU Ray started for this run)",
-    )
+    add_address(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
     return parser

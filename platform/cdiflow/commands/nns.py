@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import argparse
 
+from cdiflow.commands.common import add_model, add_workspace
+
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
     parser = subparsers.add_parser(
@@ -28,12 +30,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--k", type=int, default=8, help="candidates re-ranked at full size")
     parser.add_argument("--limit", type=int, default=None, help="use only N references")
     parser.add_argument("--predictions", default=None, help=".npz of CNN amplitude, phase")
-    parser.add_argument(
-        "--model", default=None, help="CNN to compare: models:/cdiflow-cnn@champion or a file"
-    )
-    parser.add_argument(
-        "--workspace", default="cdiflow-workspace", help="folder of the embedded MLflow store"
-    )
+    add_model(parser, when_omitted="no CNN unless --predictions")
+    add_workspace(parser)
     parser.add_argument("--out", default="nns-results", help="output folder")
     parser.set_defaults(run=run)
     return parser

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cdiflow.commands.common import add_workspace
+
 DESCRIPTION = """\
 Run the whole platform once on a local Ray and an embedded MLflow store (SQLite in the
 workspace): generate a small synthetic data set, train a small CNN briefly (or reuse
@@ -29,9 +31,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument(
-        "--workspace", type=Path, default=Path("cdiflow-workspace"), help="workspace folder"
-    )
+    add_workspace(parser)
     parser.add_argument(
         "--beamtime",
         action="append",

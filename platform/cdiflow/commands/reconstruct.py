@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cdiflow.commands.common import add_address, add_model, add_workspace
+
 DESCRIPTION = """\
 Reconstruct the scans of a beamtime: read each scan (APS 34-ID-C SPEC + TIFF with dark
 and flat-field correction; or a folder of HDF5/NeXus/CXI, TIFF, NPY/NPZ files; or one
@@ -46,19 +48,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument("--out", required=True, type=Path, help="output folder")
     parser.add_argument("--scans", help="scan numbers, e.g. 54,60-80 (default: all with data)")
-    parser.add_argument(
-        "--model",
-        help="registry alias (default champion), version number, models:/ URI or weights file",
-    )
-    parser.add_argument(
-        "--workspace",
-        type=Path,
-        default=Path("cdiflow-workspace"),
-        help="folder of the embedded MLflow store (ignored when MLFLOW_TRACKING_URI is set)",
-    )
-    parser.add_argument(
-        "--address", help="Ray cluster ('auto' or host:port; default: RAY_ADDRESS, else local)"
-    )
+    add_model(parser, when_omitted="champion")
+    add_workspace(parser)
+    add_address(parser)
     parser.add_argument(
         "--schedule", help="phasing schedule, e.g. '5*(100*HIO+20*ER)' (default: the paper's)"
     )

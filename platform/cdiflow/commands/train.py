@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from cdiflow.commands.common import add_address, add_workspace
+
 
 def add_parser(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -28,15 +30,10 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--epochs", type=int, help="epochs (train.epochs)")
     parser.add_argument("--name", help="run name (Ray run folder and MLflow run name)")
     parser.add_argument("--resume", action="store_true", help="continue the stopped run --name")
-    parser.add_argument(
-        "--workspace", default="cdiflow-workspace", help="folder for the MLflow store and runs"
-    )
+    add_workspace(parser)
     parser.add_argument("--storage-path", help="Ray run storage (default: WORKSPACE/runs)")
     parser.add_argument("--no-register", action="store_true", help="do not register the model")
-    parser.add_argument(
-        "--address",
-        help="Ray cluster host:port or 'auto' (default: RAY_ADDRESS, else a local Ray)",
-    )
+    add_address(parser)
     parser.set_defaults(run=run)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from cdiflow.commands.common import add_address, add_workspace
+
 DESCRIPTION = """\
 Sweep the training config with Ray Tune: an Optuna searcher (seeded) proposes trials,
 an ASHA scheduler stops weak ones early, and every trial is a Ray Train run of the CNN.
@@ -47,14 +49,9 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--epochs", type=int, help="epochs per trial (ASHA max_t)")
     parser.add_argument("--workers", type=int, help="Train workers per trial")
     parser.add_argument("--name", help="sweep name; an existing sweep of that name continues")
-    parser.add_argument(
-        "--workspace", default="cdiflow-workspace", help="folder for the MLflow store and sweeps"
-    )
+    add_workspace(parser)
     parser.add_argument("--storage-path", help="where sweeps live (default: WORKSPACE/sweeps)")
-    parser.add_argument(
-        "--address",
-        help="Ray cluster host:port or 'auto' (default: RAY_ADDRESS, else a local Ray)",
-    )
+    add_address(parser)
     parser.add_argument(
         "--connect-timeout", type=float, default=5.0, help="seconds to reach Ray / MLflow"
     )

@@ -45,8 +45,8 @@ from cdiflow.pipelines.scan_steps import (
     read_and_preprocess,
     refine_batch,
 )
+from cdiflow.pipelines.tracking import model_reference
 
-DEFAULT_MODEL = "models:/cdiflow-cnn@champion"
 ACTOR_CPUS = 0.5  # fractional: a pool that takes every CPU starves the read tasks (hangs)
 
 
@@ -70,20 +70,6 @@ class BeamtimeOutcome:
     @property
     def ok(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] == "ok"]
-
-
-def model_reference(ref: str | None) -> str:
-    """``None``/``champion`` -> the champion alias; ``3`` -> version 3; else as given."""
-    if ref is None or ref == "":
-        return DEFAULT_MODEL
-    text = str(ref)
-    if text.startswith("models:/"):
-        return text
-    if text.isdigit():
-        return f"models:/cdiflow-cnn/{text}"
-    if "/" not in text and "." not in text and not Path(text).exists():
-        return f"models:/cdiflow-cnn@{text}"  # an alias name such as "champion"
-    return str(Path(text).expanduser().resolve())
 
 
 def resolve_model(ref: str | None, uri: str | None) -> tuple[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from cdiflow.errors import ModelNotFound
 
 MODEL_NAME = "cdiflow-cnn"
 CHAMPION = "champion"
+DEFAULT_MODEL = f"models:/{MODEL_NAME}@{CHAMPION}"  # what "no model named" means
 EXPERIMENT = "cdiflow"
 WEIGHTS_ARTIFACT_DIR = "weights"  # run artifact folder that holds the weights file
 WEIGHTS_FILE = "model.pt"  # name of the weights file inside that folder
@@ -290,6 +291,43 @@ def parse_model_ref(ref: str) -> tuple[str, str | None, str | None]:
         f"cannot parse model reference {ref!r}; use models:/NAME@ALIAS, models:/NAME/VERSION "
         "or a weights file path"
     )
+
+
+def model_reference(ref: str | Path | None) -> str:
+    """What a user typed for a model, as the reference ``load_model`` takes.
+
+    ======================================  =========================================
+    given                                   returned
+    ======================================  =========================================
+    ``None`` or ``""``                      ``models:/cdiflow-cnn@champion``
+    ``3`` (a version number)                ``models:/cdiflow-cnn/3``
+    ``champion`` (an alias name)            ``models:/cdiflow-cnn@champion``
+    ``models:/NAME@ALIAS``, ``.../NAME/3``  unchanged (checked by ``parse_model_ref``)
+    a weights file path (or a ``Path``)     the absolute path, ``~`` expanded
+    ======================================  =========================================
+
+    A bare word (no ``/``, no ``.``) is an alias name unless a file of that name exists.
+    Nothing is looked up here: ``load_model`` resolves the result. Every ``--model`` flag
+    of the CLI goes through this function, so every verb accepts the same forms.
+
+    Raises
+    ------
+    ModelNotFound
+        A ``models:/`` reference that does not parse.
+    """
+    if ref is None or str(ref) == "":
+        return DEFAULT_MODEL
+    if isinstance(ref, Path):
+        return str(ref.expanduser().resolve())
+    text = str(ref)
+    if text.startswith("models:/"):
+        parse_model_ref(text)
+        return text
+    if text.isdigit():
+        return f"models:/{MODEL_NAME}/{text}"
+    if "/" not in text and "." not in text and not Path(text).exists():
+        return f"models:/{MODEL_NAME}@{text}"
+    return str(Path(text).expanduser().resolve())
 
 
 def _available(client, name: str) -> str:

@@ -1,0 +1,77 @@
+"""Flags that several verbs share, declared once: ``--workspace``, ``--address``, ``--model``.
+
+Every verb that takes one of these flags adds it with the function here, so it has the
+same type, default and help text in every verb, and ``--model`` accepts the same forms
+everywhere: argparse hands the verb the reference already normalised by
+``cdiflow.pipelines.tracking.model_reference`` (resolving it, in the registry or on
+disk, stays with ``tracking.load_model``). Only the standard library is imported at
+module level, so ``cdiflow --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+#: The workspace folder when ``--workspace`` is not given (relative to the current folder).
+DEFAULT_WORKSPACE = Path("cdiflow-workspace")
+
+WORKSPACE_HELP = (
+    "workspace folder: the embedded MLflow store (WORKSPACE/mlflow.db; not used when "
+    "MLFLOW_TRACKING_URI names a server) and what cdiflow keeps there, such as runs/ "
+    "and sweeps/ (default: %(default)s)"
+)
+ADDRESS_HELP = (
+    "Ray cluster: 'auto' (the one `ray start` runs on this machine) or its GCS address "
+    "host:port (default: RAY_ADDRESS, else a small local Ray started for this run)"
+)
+MODEL_HELP = (
+    "the CNN: a registry alias (champion), a version number (3), models:/NAME@ALIAS, "
+    "models:/NAME/VERSION, or a weights file (.pt); registry models are looked up in "
+    "MLFLOW_TRACKING_URI or the --workspace store"
+)
+
+
+def add_workspace(parser: argparse.ArgumentParser) -> argparse.Action:
+    """``--workspace DIR`` (a ``Path``; default ``cdiflow-workspace``)."""
+    return parser.add_argument(
+        "--workspace", type=Path, default=DEFAULT_WORKSPACE, help=WORKSPACE_HELP
+    )
+
+
+def add_address(parser: argparse.ArgumentParser) -> argparse.Action:
+    """``--address ADDRESS`` (a string; default None: ``RAY_ADDRESS``, else a local Ray)."""
+    return parser.add_argument("--address", default=None, help=ADDRESS_HELP)
+
+
+def add_model(
+    parser: argparse.ArgumentParser, required: bool = False, when_omitted: str | None = None
+) -> argparse.Action:
+    """``--model MODEL``, normalised by ``parse_model`` (default None).
+
+    ``when_omitted`` says in the help what the verb does without the flag (for example
+    "champion"); it is ignored when the flag is required.
+    """
+    text = MODEL_HELP
+    if when_omitted and not required:
+        text = f"{MODEL_HELP} (default: {when_omitted})"
+    return parser.add_argument(
+        "--model", type=parse_model, required=required, default=None, help=text
+    )
+
+
+def parse_model(value: str) -> str:
+    """The argparse ``type`` of ``--model``: ``tracking.model_reference(value)``.
+
+    ``3`` -> ``models:/cdiflow-cnn/3``, ``champion`` -> ``models:/cdiflow-cnn@champion``,
+    ``models:/...`` unchanged, a file path -> its absolute path. A ``models:/`` reference
+    that does not parse is an argparse error (exit code 2, the usage line and the forms
+    that work).
+    """
+    from cdiflow.errors import ModelNotFound
+    from cdiflow.pipelines.tracking import model_reference
+
+    try:
+        return model_reference(value)
+    except ModelNotFound as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
