@@ -27,8 +27,9 @@ import torch
 
 from cdiflow import PATTERN_SIZE
 from cdiflow.errors import DatasetError
-from cdiflow.physics.farfield import object_from_targets
+from cdiflow.physics.farfield import FarField, object_from_targets
 from cdiflow.physics.fft import object_modulus
+from cdiflow.reconstruction import Reconstruction
 
 _EPS = 1e-12
 
@@ -163,6 +164,22 @@ class ReferenceSet:
         q = q / torch.linalg.vector_norm(q, dim=1, keepdim=True).clamp_min(_EPS)
         mod = mod / torch.linalg.vector_norm(mod, dim=2, keepdim=True).clamp_min(_EPS)
         return torch.einsum("qd,qkd->qk", q, mod)
+
+
+class NNSReconstructor:
+    """Nearest-neighbour search as a reconstructor: the best match's amplitude and phase."""
+
+    def __init__(self, references: ReferenceSet, k: int = 8):
+        self.references, self.k = references, k
+
+    def reconstruct(self, modulus, mask, physics: FarField) -> Reconstruction:
+        """The match of each (B, P, P) modulus; chi^2 of its |F| over the measured pixels."""
+        modulus = torch.as_tensor(modulus, dtype=torch.float32)
+        found = self.references.search(modulus, k=self.k)
+        amp, target = torch.from_numpy(found.amplitude), torch.from_numpy(found.phase)
+        mask = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+        chi2 = physics.chi2(physics.modulus_of_targets(amp, target), modulus, mask, fit_scale=True)
+        return Reconstruction.from_targets(amp, target, chi2)
 
 
 def shard_paths(folder, split: str = "train") -> list[str]:

@@ -18,8 +18,10 @@ from cdiflow.errors import CdiflowError, InputError, SupportCollapsed
 from cdiflow.phasing.runner import run_phasing
 from cdiflow.phasing.schedule import PAPER_SCHEDULE, Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
-from cdiflow.phasing.starts import Start, default_upper_bound
+from cdiflow.phasing.starts import Start
+from cdiflow.physics.farfield import PAPER, FarField
 from cdiflow.physics.fft import crop_centre
+from cdiflow.reconstruction import Reconstruction
 
 PAPER_SHRINKWRAP = ShrinkWrap()
 """The paper's shrink-wrap: from iteration 100, every 10 iterations."""
@@ -110,6 +112,7 @@ def refine(
     device: str | torch.device | None = None,
     snapshots: tuple[int, ...] = (),
     strict: bool = False,
+    physics: FarField = PAPER,
 ) -> RefineResult:
     """Refine a batch of patterns from ``start`` with ``schedule`` (paper: 600 ER/HIO).
 
@@ -121,10 +124,11 @@ def refine(
     mask : optional (P, P) or (B, P, P) bool, True where measured.
     beta : HIO/RAAR feedback parameter: a float or one value per pattern (B,).
     shrinkwrap : shrink-wrap settings (None: fixed support).
-    upper_bound : (P, P) bool; default the central 32 x 32 square (the object box).
+    upper_bound : (P, P) bool; default the object box of ``physics`` (32 x 32 of 64 x 64).
     device : where to run (default: CPU).
     snapshots : iterations whose iterate to keep (see ``run_phasing``).
     strict : raise the first pattern's error instead of recording it (single-pattern use).
+    physics : the geometry (pattern size P and object box); default the paper's.
 
     Returns
     -------
@@ -138,7 +142,7 @@ def refine(
     checked = []
     for i in range(batch):
         try:
-            pattern = check_pattern(modulus[i])
+            pattern = check_pattern(modulus[i], physics.pattern_size)
             _check_start(start, i)
         except InputError as exc:
             errors[i] = exc
@@ -147,7 +151,7 @@ def refine(
             continue
         checked.append(pattern)
     good = [i for i in range(batch) if errors[i] is None]
-    n_iter, p = len(schedule), PATTERN_SIZE
+    n_iter, p = len(schedule), physics.pattern_size
     out = RefineResult(
         obj=torch.zeros(batch, p, p, dtype=torch.complex64),
         final_obj=torch.zeros(batch, p, p, dtype=torch.complex64),
@@ -173,7 +177,7 @@ def refine(
             mask=None if sub_mask is None else sub_mask.to(dev),
             beta=_select(beta, idx),
             shrinkwrap=shrinkwrap,
-            upper_bound=(default_upper_bound() if upper_bound is None else upper_bound).to(dev),
+            upper_bound=(physics.box() if upper_bound is None else upper_bound).to(dev),
             snapshots=snapshots,
         )
         for k, v in res.snapshots.items():
@@ -190,3 +194,44 @@ def refine(
                 if strict:
                     raise errors[i]
     return dataclasses.replace(out, errors=tuple(errors))
+
+
+class IterativeReconstructor:
+    """The iterative engine as a reconstructor: a start, then ``refine``.
+
+    Parameters
+    ----------
+    start : ``(modulus (B, P, P), physics) -> Start``, e.g. a random-rectangle start or a
+        CNN start (``cdiflow.phasing.starts``).
+    schedule, shrinkwrap, beta, device : as ``refine``.
+
+    The chi^2 curve is the per-iteration chi^2 with the kept answer's chi^2 appended, so
+    ``final_chi2`` is the chi^2 of the returned object. Failed patterns carry NaN.
+    """
+
+    def __init__(
+        self,
+        start,
+        schedule: Schedule | str = PAPER_SCHEDULE,
+        shrinkwrap: ShrinkWrap | None = PAPER_SHRINKWRAP,
+        beta: float = 0.9,
+        device: str | torch.device | None = None,
+    ):
+        self.start, self.schedule = start, as_schedule(schedule)
+        self.shrinkwrap, self.beta, self.device = shrinkwrap, beta, device
+
+    def reconstruct(self, modulus, mask, physics: FarField) -> Reconstruction:
+        """Refine a batch of (B, P, P) moduli from ``self.start``."""
+        modulus = torch.as_tensor(modulus, dtype=torch.float32)
+        res = refine(
+            modulus,
+            self.start(modulus, physics),
+            self.schedule,
+            mask=mask,
+            beta=self.beta,
+            shrinkwrap=self.shrinkwrap,
+            device=self.device,
+            physics=physics,
+        )
+        curve = torch.cat([res.chi2, res.best_chi2[:, None]], dim=1)
+        return Reconstruction.from_object(physics.crop(res.obj), physics.crop(res.support), curve)

@@ -23,8 +23,9 @@ from cdiflow import PATTERN_SIZE
 from cdiflow.phasing.shrinkwrap import square_support
 from cdiflow.physics.farfield import object_from_targets
 from cdiflow.physics.fft import pad_centre
+from cdiflow.reconstruction import SUPPORT_THRESHOLD
 
-DEFAULT_THRESHOLD = 0.1
+DEFAULT_THRESHOLD = SUPPORT_THRESHOLD
 """Binarisation threshold of a predicted amplitude, relative to its maximum."""
 
 

@@ -30,16 +30,10 @@ PANEL_SAMPLES = 6
 
 def predict(model, modulus: np.ndarray, batch_size: int = 256) -> np.ndarray:
     """Run the model on (B, P, P) float32 moduli; returns (B, 2, N, N) float32 on CPU."""
-    import torch
+    from cdiflow.models.reconstructor import CNNReconstructor
 
-    model = model.eval()
-    device = next(model.parameters()).device
-    outputs = []
-    with torch.inference_mode():
-        for start in range(0, modulus.shape[0], batch_size):
-            x = torch.from_numpy(np.ascontiguousarray(modulus[start : start + batch_size]))
-            outputs.append(model(x.to(device)).float().cpu().numpy())
-    return np.concatenate(outputs)
+    cnn = CNNReconstructor(model, batch_size=batch_size)
+    return cnn.predict(np.ascontiguousarray(modulus)).numpy()
 
 
 def load_predictions(ref: str, workspace: str, modulus: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -162,6 +162,7 @@ def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu
     """
     import torch
 
+    from cdiflow.models.reconstructor import CNNReconstructor
     from cdiflow.physics.farfield import PAPER
 
     batch = writable(batch)
@@ -172,8 +173,7 @@ def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu
     t0 = time.perf_counter()
     try:
         modulus = torch.from_numpy(batch["modulus"][ok]).float()
-        with torch.no_grad():
-            out = model(modulus.to(device)).float().cpu()
+        out = CNNReconstructor(model, device).predict(modulus)
         mask = torch.from_numpy(batch["mask"][ok])
         amp, target = out[:, 0], out[:, 1]
         predicted = PAPER.modulus_of_targets(amp, target)

@@ -1,0 +1,64 @@
+"""The CNN as a reconstructor: one forward pass, amplitude and phase of the object box."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from cdiflow.errors import InputError
+from cdiflow.physics.farfield import FarField
+from cdiflow.reconstruction import SUPPORT_THRESHOLD, Reconstruction
+
+
+class CNNReconstructor:
+    """``reconstruct(modulus, mask, physics)`` with a trained ``PhaseRetrievalCNN``.
+
+    Parameters
+    ----------
+    model : the network (any module mapping (B, P, P) moduli to (B, 2, N, N) amplitude and
+        phase target); it is put in eval mode and run under ``torch.inference_mode``.
+    device : where to run (default: where the model's parameters are).
+    batch_size : patterns per forward pass.
+    threshold : support = amplitude above this fraction of its maximum.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        device: str | torch.device | None = None,
+        batch_size: int = 256,
+        threshold: float = SUPPORT_THRESHOLD,
+    ):
+        self.model = model.eval()
+        self.device = torch.device(device) if device else next(model.parameters()).device
+        self.model.to(self.device)
+        self.batch_size = batch_size
+        self.threshold = threshold
+
+    def predict(self, modulus) -> torch.Tensor:
+        """(B, P, P) moduli -> (B, 2, N, N) float32 CPU output (amplitude, phase target)."""
+        x = torch.as_tensor(modulus, dtype=torch.float32)
+        outputs = []
+        with torch.inference_mode():
+            for start in range(0, x.shape[0], self.batch_size):
+                chunk = x[start : start + self.batch_size].to(self.device)
+                outputs.append(self.model(chunk).float().cpu())
+        if not outputs:
+            raise InputError("no patterns to reconstruct")
+        return torch.cat(outputs)
+
+    def reconstruct(self, modulus, mask, physics: FarField) -> Reconstruction:
+        """One forward pass; chi^2 of the prediction's |F| against ``modulus`` (scale fitted)."""
+        modulus = torch.as_tensor(modulus, dtype=torch.float32)
+        if modulus.shape[-1] != physics.pattern_size:
+            raise InputError(
+                f"the CNN takes {physics.pattern_size} x {physics.pattern_size} patterns, "
+                f"got {tuple(modulus.shape[-2:])}"
+            )
+        out = self.predict(modulus)
+        if out.shape[-1] != physics.object_size:
+            raise InputError(f"the CNN predicts {out.shape[-1]} pixels, not {physics.object_size}")
+        mask = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)
+        predicted = physics.modulus_of_targets(out[:, 0], out[:, 1])
+        chi2 = physics.chi2(predicted, modulus, mask, fit_scale=True)
+        return Reconstruction.from_targets(out[:, 0], out[:, 1], chi2, self.threshold)
