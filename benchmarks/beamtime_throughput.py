@@ -21,7 +21,6 @@ and a short schedule (CI).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -153,8 +152,10 @@ def main(argv=None) -> int:
     )
     shares = ", ".join(f"{k[2:]} {v:.0%}" for k, v in result["stage_fraction"].items())
     print(f"worker time by stage: {shares}; load average {os.getloadavg()[0]:.1f}")
+    from cdiflow.formats.atomic import atomic_write_json
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.json, result, indent=1)
     print(f"wrote {args.json}")
     return 0 if result["ok"] == scans else 1
 

@@ -12,13 +12,13 @@ average written next to them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import time
 from pathlib import Path
 
 import torch
 
+from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.models import ModelConfig, build_model, count_flops, count_parameters, inference_model
 
 
@@ -99,7 +99,7 @@ def main() -> None:
     }
     print(f"fp32 matmul: {mm:.1f} GFLOP/s (after: {mm_after:.1f}); load {os.getloadavg()}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(args.out, result, indent=2)
 
 
 if __name__ == "__main__":

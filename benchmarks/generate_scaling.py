@@ -116,8 +116,10 @@ def main(argv: list[str] | None = None) -> int:
         "config": {"patterns": args.patterns, "shards": config.shards, "chunk_size": 32},
         "runs": runs,
     }
+    from cdiflow.formats.atomic import atomic_write_json
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.json, result, indent=1)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -37,6 +37,7 @@ from pathlib import Path
 
 import psutil
 
+from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.formats.dataset import generate_shard
 from cdiflow.formats.layout import DatasetConfig
 
@@ -222,7 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(scratch, ignore_errors=True)
     results["machine"]["load_after"] = [round(x, 2) for x in os.getloadavg()]
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(args.json, results, indent=2)
     ray_results = results["ray"]
     print(json.dumps(results, indent=2))
     print(

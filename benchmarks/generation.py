@@ -35,7 +35,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -48,6 +47,7 @@ import numpy as np
 import scipy.ndimage
 import torch
 
+from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.metrics import chi2
 from cdiflow.physics.diffraction import (
     fourier_slice_pattern,
@@ -351,9 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(threads)
     print_table(results)
     args.output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = args.output.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(results, indent=2) + "\n")
-    tmp.replace(args.output)
+    atomic_write_json(args.output, results, indent=2)
     print(f"wrote {args.output}")
     return 0
 

@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -28,6 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "platform"))
 
+from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.phasing.runner import run_phasing  # noqa: E402
 from cdiflow.phasing.schedule import PAPER_SCHEDULE, parse  # noqa: E402
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, square_support  # noqa: E402
@@ -138,7 +138,7 @@ def main(argv=None) -> int:
         "rows": rows,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.out, result, indent=1)
     print(f"wrote {args.out}")
     return 0
 

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
 from cdiflow.physics.generator import GeneratorConfig
@@ -331,7 +332,7 @@ def main(argv=None) -> dict:
     }
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(json.dumps(result, indent=2, default=str) + "\n")
+        atomic_write_json(args.out, result, indent=2, default=str)
     return result
 
 

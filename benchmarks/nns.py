@@ -16,7 +16,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -28,6 +27,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "platform"))
 
+from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.phasing.nns import ReferenceSet, features  # noqa: E402
 
 
@@ -99,7 +99,7 @@ def main(argv=None) -> int:
     }
     print(f"torch threads {result['threads']}, load average {result['load_average']}")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.out, result, indent=1)
     print(f"wrote {args.out}")
     return 0
 

@@ -21,7 +21,6 @@ The JSON holds every measurement and the load average, since the machine is shar
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -35,6 +34,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "platform"))
 
+from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.metrics import chi2  # noqa: E402
 from cdiflow.phasing.refine import refine  # noqa: E402
 from cdiflow.phasing.schedule import PAPER_SCHEDULE  # noqa: E402
@@ -285,7 +285,7 @@ def main(argv=None) -> int:
             f"{result['chi2_median_ratio_ours_vs_cohere_same_patterns']:.2f}"
         )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=1))
+    atomic_write_json(args.out, result, indent=1)
     print(f"wrote {args.out}")
     return 0
 

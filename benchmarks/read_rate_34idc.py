@@ -111,8 +111,10 @@ def main() -> int:
         results["synthetic"] = measure(Path(tmp), args.repeats)
     print(json.dumps(results, indent=2))
     out = Path(args.out)
+    from cdiflow.formats.atomic import atomic_write_json
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2) + "\n")
+    atomic_write_json(out, results, indent=2)
     return 0
 
 

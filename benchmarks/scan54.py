@@ -25,7 +25,6 @@ PNG. ``--smoke``: 2 seeds and a short schedule (CI).
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -182,8 +181,10 @@ def main(argv=None) -> int:
         "loadavg": list(load),
         "smoke": args.smoke,
     }
+    from cdiflow.formats.atomic import atomic_write_json
+
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=1, default=str))
+    atomic_write_json(args.json, report, indent=1, default=str)
     print(f"wrote {args.json}")
     if args.images and best is not None:
         _save_images(args.images, best, side, object_images, unwrapped_phase)

@@ -139,9 +139,11 @@ def main() -> None:
         "ratio_2_workers_vs_1": runs[1]["samples_per_s"] / runs[0]["samples_per_s"],
         "ratio_1_worker_vs_pure_torch_1_thread": runs[0]["samples_per_s"] / baseline["1_threads"],
     }
+    from cdiflow.formats.atomic import atomic_write_json
+
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_json(out, result, indent=2)
     print(json.dumps(result, indent=2))
 
 

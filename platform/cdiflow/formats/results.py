@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from cdiflow.errors import OutputDirError
+from cdiflow.formats import atomic
 
 RESULT_SCHEMA_VERSION = 1
 SCANS_DIR = "scans"
@@ -106,11 +106,9 @@ def result_path(out: str | Path, folder: str, key: str, suffix: str) -> Path:
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file and ``os.replace`` (never half a file)."""
+    """``cdiflow.formats.atomic.atomic_write_bytes``, creating the result folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    atomic.atomic_write_bytes(path, data)
 
 
 def _json(value: Any) -> str:
@@ -145,23 +143,17 @@ def write_scan_result(
     import h5py
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with h5py.File(tmp, "w") as h5:
-            for name, value in arrays.items():
-                value = np.asarray(value)
-                opts = {"compression": "gzip", "compression_opts": 4} if value.size >= 64 else {}
-                h5.create_dataset(name, data=value, **opts)
-            for name, value in provenance.items():
-                h5.attrs[name] = _json(value)
-            for name, value in attrs.items():
-                h5.attrs[name] = "" if value is None else value
-            h5.attrs["schema_version"] = RESULT_SCHEMA_VERSION
-            h5.attrs["complete"] = True  # last, so only a fully written file carries it
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
+        for name, value in arrays.items():
+            value = np.asarray(value)
+            opts = {"compression": "gzip", "compression_opts": 4} if value.size >= 64 else {}
+            h5.create_dataset(name, data=value, **opts)
+        for name, value in provenance.items():
+            h5.attrs[name] = _json(value)
+        for name, value in attrs.items():
+            h5.attrs[name] = "" if value is None else value
+        h5.attrs["schema_version"] = RESULT_SCHEMA_VERSION
+        h5.attrs["complete"] = True  # last, so only a fully written file carries it
     return path
 
 

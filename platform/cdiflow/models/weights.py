@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from cdiflow.errors import InputError, ModelNotFound
+from cdiflow.formats.atomic import atomic_path
 from cdiflow.models.cnn import PhaseRetrievalCNN, build_model
 from cdiflow.models.config import ModelConfig
 
@@ -54,9 +55,8 @@ def save_weights(
         "state_dict": {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
     }
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
     return path
 
 

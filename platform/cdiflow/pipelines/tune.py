@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from cdiflow.errors import CdiflowError, InputError
+from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.pipelines.tune_space import METRIC, SweepConfig, check_space, trial_config
 
 SWEEP_RECORD = "cdiflow-sweep.json"  # parent run id, registration outcome
@@ -219,9 +220,7 @@ def _set_status(uri: str, run_id: str, status: str) -> None:
 
 
 def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    tmp.replace(path)
+    atomic_write_json(path, data, indent=1, default=str)
 
 
 # --- the sweep (driver) ------------------------------------------------------------------

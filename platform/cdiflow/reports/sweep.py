@@ -10,6 +10,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from cdiflow.formats.atomic import atomic_open
+
 
 def write_summary(rows: list[dict[str, Any]], path: str | Path) -> Path:
     """Write one row per trial (the keys of the first row are the columns); return the path."""
@@ -17,13 +19,11 @@ def write_summary(rows: list[dict[str, Any]], path: str | Path) -> Path:
     columns: list[str] = []
     for row in rows:
         columns.extend(k for k in row if k not in columns)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with tmp.open("w", newline="") as handle:
+    with atomic_open(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
         for row in rows:
             writer.writerow({k: "" if row.get(k) is None else row.get(k) for k in columns})
-    tmp.replace(path)
     return path
 
 

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from cdiflow.errors import InputError
+from cdiflow.formats.atomic import atomic_path
 
 CHECKPOINT_FORMAT = "cdiflow-train-checkpoint"
 
@@ -42,9 +43,8 @@ def training_state(
 def save_checkpoint(path: str | os.PathLike, state: dict[str, Any]) -> Path:
     """Write a ``training_state`` dict atomically (temp file, then rename)."""
     path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
 
 
