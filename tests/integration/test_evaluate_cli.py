@@ -26,9 +26,20 @@ def test_evaluate_writes_figures_json_and_logs(tiny_dataset, tmp_path, monkeypat
 
     summary = json.loads((out / "evaluation.json").read_text())
     assert summary["patterns"] == 16
-    for kind in ("modulus", "amplitude", "phase"):
+    for kind in ("modulus", "amplitude", "phase", "amplitude_twin_aware", "phase_twin_aware"):
         fit = summary["gamma_fits"][kind]
         assert fit["mean"] > 0 and len(summary["errors"][kind]) == 16
+        assert fit["count"] == 16 and fit["median"] > 0
+    for kind in ("amplitude", "phase"):
+        assert (
+            max(
+                a - b
+                for a, b in zip(
+                    summary["errors"][f"{kind}_twin_aware"], summary["errors"][kind], strict=True
+                )
+            )
+            <= 1e-12
+        )
     for name in ("chi2_histograms.png", "samples.png"):
         assert (out / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     uri = tracking_uri(workspace)

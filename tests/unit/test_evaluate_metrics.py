@@ -6,6 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from cdiflow.physics.farfield import twin_targets
 from cdiflow.physics.generator import GeneratorConfig, generate_samples
 from cdiflow.pipelines.evaluate import gamma_fit, pattern_errors
 
@@ -36,6 +37,23 @@ def test_ground_truth_scores_near_zero_and_a_blank_prediction_does_not():
     assert exact["modulus"].max() < 0.02
     blank = pattern_errors(Oracle(np.full_like(truth, 0.5)), arrays)
     assert blank["modulus"].min() > 0.1 and blank["amplitude"].min() > 0.05
+
+
+def test_twin_aware_errors_forgive_the_twin_and_only_the_twin():
+    samples = generate_samples(GeneratorConfig(), 4, np.arange(6))
+    arrays = {"modulus": samples.modulus, "amplitude": samples.amplitude, "phase": samples.phase}
+    amp_t, phase_t = twin_targets(
+        torch.from_numpy(samples.amplitude), torch.from_numpy(samples.phase)
+    )
+    twin = np.stack([amp_t.numpy(), phase_t.numpy()], axis=1)
+    errors = pattern_errors(Oracle(twin), arrays)
+    assert errors["amplitude"].min() > 1e-3  # the plain score punishes the twin
+    assert errors["amplitude_twin_aware"].max() < 1e-6
+    assert errors["phase_twin_aware"].max() < 1e-6
+    assert errors["modulus"].max() < 0.02  # same |F| as the object
+    blank = pattern_errors(Oracle(np.full_like(twin, 0.5)), arrays)
+    assert (blank["amplitude_twin_aware"] <= blank["amplitude"] + 1e-12).all()
+    assert blank["amplitude_twin_aware"].min() > 0.05
 
 
 def test_gamma_fit_recovers_the_mean():

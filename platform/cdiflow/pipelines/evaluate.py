@@ -50,8 +50,13 @@ def load_predictions(ref: str, workspace: str, modulus: np.ndarray) -> tuple[np.
     return out[:, 0], out[:, 1]
 
 
+ERROR_KINDS = ("modulus", "amplitude", "phase", "amplitude_twin_aware", "phase_twin_aware")
+"""Per-pattern errors evaluate reports; ``*_twin_aware`` against the closer of target and
+twin (|F| cannot tell them apart), the fair score of a prediction and the headline."""
+
+
 def pattern_errors(model, arrays: dict[str, np.ndarray], batch_size: int = 256):
-    """Per-pattern errors {"modulus", "amplitude", "phase"}: (B,) float64 each.
+    """Per-pattern errors {kind: (B,) float64} for every kind in ``ERROR_KINDS``.
 
     ``arrays``: modulus (B, P, P), amplitude and phase targets (B, N, N), float32. The
     numbers come from ``cdiflow.train.loop.per_pattern_metrics`` (the same code that
@@ -68,9 +73,7 @@ def pattern_errors(model, arrays: dict[str, np.ndarray], batch_size: int = 256):
         for start in range(0, count, batch_size)
     )
     values = per_pattern_metrics(model, batches, device)
-    return {
-        kind: values[f"chi2_{kind}"].double().numpy() for kind in ("modulus", "amplitude", "phase")
-    }
+    return {kind: values[f"chi2_{kind}"].double().numpy() for kind in ERROR_KINDS}
 
 
 def gamma_fit(values: np.ndarray) -> dict[str, float]:

@@ -15,6 +15,8 @@ ERROR_LABELS = {
     "modulus": r"modulus $\chi^2$",
     "amplitude": r"amplitude $\chi^2$",
     "phase": r"phase $\chi^2$",
+    "amplitude_twin_aware": r"amplitude $\chi^2$ (twin-aware)",
+    "phase_twin_aware": r"phase $\chi^2$ (twin-aware)",
 }
 
 
