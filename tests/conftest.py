@@ -9,7 +9,6 @@ import pytest
 
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SCAN54 = REPO_ROOT.parent / "shared" / "data" / "aps-34idc-scan54"

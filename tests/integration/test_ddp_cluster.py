@@ -42,6 +42,7 @@ def test_two_worker_step_equals_serial_step_on_concatenated_batch(two_node_clust
     from ray.train.torch import TorchConfig, TorchTrainer
 
     from cdiflow.physics.generator import GeneratorConfig, generate_samples
+    from cdiflow.pipelines.cluster import train_env_defaults
     from cdiflow.pipelines.ddp_probe import ddp_step_worker, flat_parameters, serial_step
 
     assert len([n for n in ray.nodes() if n["Alive"]]) == 2
@@ -65,6 +66,7 @@ def test_two_worker_step_equals_serial_step_on_concatenated_batch(two_node_clust
         ),
         run_config=RunConfig(name="ddp-probe", storage_path=str(tmp_path / "runs")),
     )
+    train_env_defaults()  # what run_training does before its fit()
     result = trainer.fit()
     assert result.error is None
 

@@ -159,7 +159,6 @@ class Jobs:
             "env_vars": {
                 "MLFLOW_TRACKING_URI": tracking_uri,
                 "MLFLOW_DISABLE_TELEMETRY": "true",
-                "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S": "300",
                 # the State API (Train's placement-group cleanup) of *this* cluster: other
                 # Ray instances may run on the same machine
                 "RAY_API_SERVER_ADDRESS": api_server,

@@ -74,7 +74,6 @@ def cli_env() -> dict[str, str]:
         RAY_USAGE_STATS_ENABLED="0",
         MLFLOW_DISABLE_TELEMETRY="true",
         RAY_DATA_DISABLE_PROGRESS_BARS="1",
-        RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S="300",
     )
     return env
 

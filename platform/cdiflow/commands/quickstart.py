@@ -50,7 +50,6 @@ def run(args: argparse.Namespace) -> int:
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
 
     from cdiflow.pipelines.quickstart import QuickstartConfig, run_quickstart
 

@@ -64,12 +64,11 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     from cdiflow.pipelines.cluster import check_mlflow, connect
-    from cdiflow.pipelines.train import check_dataset, default_workers_env, run_training
+    from cdiflow.pipelines.train import check_dataset, run_training
 
     job = load_config(args)  # ConfigError (exit 2) before anything starts
     rows = check_dataset(args.data)  # DatasetError (exit 2) naming file and column
     check_mlflow()  # a server that is down: exit 2 in seconds, not MLflow's retry loop
-    default_workers_env()
     joined = ray.is_initialized()
     info = connect(getattr(args, "address", None), num_cpus=os.cpu_count() or 1)
     try:

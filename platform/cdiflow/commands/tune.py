@@ -83,7 +83,6 @@ def load_configs(args: argparse.Namespace):
 
 def run(args: argparse.Namespace) -> int:
     import json
-    import os
 
     from cdiflow.pipelines.cluster import check_mlflow, connect
     from cdiflow.pipelines.tune import SweepInterrupted, run_sweep
@@ -95,7 +94,6 @@ def run(args: argparse.Namespace) -> int:
     check_space(sweep, base.to_dict(), TrainJobConfig.from_dict)
     rows = check_dataset(args.data)  # DatasetError (exit 2) before Ray starts
     check_mlflow(timeout_s=args.connect_timeout)  # ClusterUnavailable (exit 2) in seconds
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")
     import ray
 
     started_here = not ray.is_initialized()

@@ -24,6 +24,21 @@ from cdiflow.errors import ClusterUnavailable, ConfigError
 LOCAL_OBJECT_STORE_BYTES = 150 * 1024 * 1024
 #: Default CPUs of the embedded local Ray: small, the machines are shared.
 LOCAL_NUM_CPUS = 2
+#: Ray Train's environment variable: how long a worker group may take to start.
+TRAIN_START_TIMEOUT_ENV = "RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S"
+#: cdiflow's default for it (seconds). Ray's own, 60 s, is too short on a small or busy
+#: cluster, where workers wait for CPUs that other tasks hold or for a node to come up.
+TRAIN_START_TIMEOUT_S = 300
+
+
+def train_env_defaults() -> None:
+    """Set cdiflow's defaults for Ray Train in this process's environment; set values win.
+
+    Call it in the process that calls ``TorchTrainer.fit()``, just before: Ray Train
+    copies ``RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S`` from there to its controller and
+    workers, on a local Ray and on a cluster alike (so no ``runtime_env`` needs it).
+    """
+    os.environ.setdefault(TRAIN_START_TIMEOUT_ENV, str(TRAIN_START_TIMEOUT_S))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -364,6 +363,7 @@ def run_training(
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from cdiflow.pipelines.cluster import train_env_defaults
     from cdiflow.pipelines.data import list_shards
 
     data_dir = Path(data_dir)
@@ -420,6 +420,7 @@ def run_training(
         },
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
+    train_env_defaults()  # Ray Train passes it from this process to controller and workers
     try:
         result = trainer.fit()  # raises the run's error (V2); result.error for older APIs
         if result.error is not None:
@@ -521,8 +522,3 @@ def _finish_training(job, result, name, storage, uri, run_id, track) -> TrainOut
         weights=str(weights),
         promotion=promotion,
     )
-
-
-def default_workers_env() -> None:
-    """Environment for Train on small machines (callers that start Ray use it)."""
-    os.environ.setdefault("RAY_TRAIN_WORKER_GROUP_START_TIMEOUT_S", "300")

@@ -121,6 +121,7 @@ def trial_main(params: dict, context: dict) -> None:
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from cdiflow.pipelines.cluster import train_env_defaults
     from cdiflow.pipelines.train import TrainJobConfig, train_worker
 
     tune_context = ray.tune.get_context()
@@ -162,6 +163,7 @@ def trial_main(params: dict, context: dict) -> None:
         },
         dataset_config=DataConfig(datasets_to_split=["train"]),
     )
+    train_env_defaults()  # in the trial's actor: Tune does not pass the driver's environment on
     result = trainer.fit()
     if result.error is not None:
         if run_id:
