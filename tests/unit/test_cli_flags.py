@@ -121,3 +121,16 @@ def test_model_reference_defaults_and_paths(tmp_path):
     assert model_reference(None) == DEFAULT_MODEL == "models:/cdiflow-cnn@champion"
     assert model_reference(tmp_path / "3") == str(tmp_path.resolve() / "3")  # a Path is a file
     assert model_reference(model_reference("7")) == "models:/cdiflow-cnn/7"  # idempotent
+
+
+def test_kuberay_job_entrypoint_parses_with_the_real_parser():
+    # the RayJob used --num-workers / --use-gpu, flags `cdiflow train` never had
+    import shlex
+
+    import yaml
+
+    rayjob = COMMANDS.parents[2] / "cluster" / "kuberay" / "rayjob.yaml"
+    words = shlex.split(yaml.safe_load(rayjob.read_text())["spec"]["entrypoint"])
+    assert words[:2] == ["python", "jobs/train.py"]
+    args = build_parser().parse_args(["train", *words[2:]])
+    assert args.workers == 8 and args.gpus is True
