@@ -26,19 +26,11 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 
 def write_dataset(root: Path, num_patterns: int, seed: int = 0) -> None:
     """A seeded data set in the project's format, written in this process (no Ray)."""
-    from cdiflow.formats.dataset import Manifest, generate_shard, write_manifest
-    from cdiflow.formats.layout import SPLITS, DatasetConfig
+    from cdiflow.formats import dataset_folder
+    from cdiflow.formats.layout import DatasetConfig
 
     config = DatasetConfig(seed=seed, num_patterns=num_patterns, test_patterns=1, shards=4)
-    infos = {}
-    for spec in config.shard_specs():
-        (root / spec.split).mkdir(parents=True, exist_ok=True)
-        infos[spec.relpath] = generate_shard(root, config, spec)
-    shards = {
-        split: tuple(infos[s.relpath] for s in config.shard_specs() if s.split == split)
-        for split in SPLITS
-    }
-    write_manifest(root, Manifest(config.resolved(), shards, "train_throughput"))
+    dataset_folder.write_dataset(root, config)
 
 
 def pure_torch_rate(model_config: dict, root: Path, batch_size: int, threads: int) -> float:

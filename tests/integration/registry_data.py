@@ -13,20 +13,12 @@ def write_tiny_dataset(
     ``fault(split, chunks) -> chunks`` may alter the generated samples before they are
     written (the manifest then describes the altered files, as a buggy generator would).
     """
-    from cdiflow.formats.dataset import Manifest, generate_shard, write_manifest
-    from cdiflow.formats.layout import SPLITS, DatasetConfig
+    from cdiflow.formats.dataset_folder import write_dataset
+    from cdiflow.formats.layout import DatasetConfig
 
     config = DatasetConfig(
         seed=seed, num_patterns=num_patterns, test_patterns=test_patterns, shards=2, chunk_size=32
     )
-    infos = {}
-    for spec in config.shard_specs():
-        (root / spec.split).mkdir(parents=True, exist_ok=True)
-        wrap = None if fault is None else (lambda chunks, split=spec.split: fault(split, chunks))
-        infos[spec.relpath] = generate_shard(root, config, spec, fault=wrap)
-    shards = {
-        split: tuple(infos[s.relpath] for s in config.shard_specs() if s.split == split)
-        for split in SPLITS
-    }
-    write_manifest(root, Manifest(config.resolved(), shards, "test"))
+    wrap = None if fault is None else (lambda spec, chunks: fault(spec.split, chunks))
+    write_dataset(root, config, fault=wrap)
     return root

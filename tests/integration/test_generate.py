@@ -15,7 +15,8 @@ import psutil
 import pytest
 
 from cdiflow.cli import main
-from cdiflow.formats.dataset import Manifest, generate_shard, validate_split, write_manifest
+from cdiflow.formats.dataset import validate_split
+from cdiflow.formats.dataset_folder import write_dataset
 from cdiflow.formats.layout import SPLITS, DatasetConfig
 from cdiflow.pipelines.generate import FAULT_ENV, FAULT_MARKER_ENV, generate_dataset
 
@@ -38,25 +39,10 @@ def _files(root: Path) -> dict[str, bytes]:
 
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory) -> dict[str, bytes]:
-    """The data set's bytes generated in this process, one shard at a time, no Ray."""
-    import torch
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as the Ray writers do
+    """The data set's bytes generated in this process, one shard at a time, no Ray
+    (``write_dataset``: one torch thread, as the Ray writers)."""
     root = tmp_path_factory.mktemp("reference")
-    try:
-        infos = {}
-        for spec in CONFIG.shard_specs():
-            (root / spec.split).mkdir(exist_ok=True)
-            infos[spec.relpath] = generate_shard(root, CONFIG, spec)
-    finally:
-        torch.set_num_threads(threads)
-    by_split = {
-        s: tuple(infos[p.relpath] for p in CONFIG.shard_specs() if p.split == s) for s in SPLITS
-    }
-    from cdiflow import __version__
-
-    write_manifest(root, Manifest(CONFIG.resolved(), by_split, __version__))
+    write_dataset(root, CONFIG)
     return _files(root)
 
 

@@ -48,19 +48,13 @@ scaling: {workers: 1, cpus_per_worker: 0.5}
 
 def write_dataset(root: Path, num_patterns: int = 60, test_patterns: int = 4) -> Path:
     """A small data set in the real format (manifest + shards), written without Ray."""
-    from cdiflow import __version__
-    from cdiflow.formats.dataset import Manifest, generate_shard, write_manifest
-    from cdiflow.formats.layout import SPLITS, DatasetConfig
+    from cdiflow.formats import dataset_folder
+    from cdiflow.formats.layout import DatasetConfig
 
     config = DatasetConfig(
         seed=3, num_patterns=num_patterns, test_patterns=test_patterns, shards=2, chunk_size=16
-    ).resolved()
-    specs = config.shard_specs()
-    for split in SPLITS:
-        (root / split).mkdir(parents=True, exist_ok=True)
-    infos = {spec.relpath: generate_shard(root, config, spec) for spec in specs}
-    by_split = {s: tuple(infos[p.relpath] for p in specs if p.split == s) for s in SPLITS}
-    write_manifest(root, Manifest(config, by_split, __version__))
+    )
+    dataset_folder.write_dataset(root, config)
     return root
 
 

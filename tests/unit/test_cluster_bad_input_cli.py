@@ -31,18 +31,11 @@ def closed_port() -> int:
 @pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> Path:
     """A valid 40-pattern data set, so that only the cluster input is wrong."""
-    from cdiflow import __version__
-    from cdiflow.formats.dataset import Manifest, generate_shard, write_manifest
-    from cdiflow.formats.layout import SPLITS, DatasetConfig
+    from cdiflow.formats.dataset_folder import write_dataset
+    from cdiflow.formats.layout import DatasetConfig
 
     root = tmp_path_factory.mktemp("data")
-    config = DatasetConfig(seed=1, num_patterns=40, test_patterns=2, shards=1).resolved()
-    specs = config.shard_specs()
-    for split in SPLITS:
-        (root / split).mkdir()
-    infos = {spec.relpath: generate_shard(root, config, spec) for spec in specs}
-    by_split = {s: tuple(infos[p.relpath] for p in specs if p.split == s) for s in SPLITS}
-    write_manifest(root, Manifest(config, by_split, __version__))
+    write_dataset(root, DatasetConfig(seed=1, num_patterns=40, test_patterns=2, shards=1))
     return root
 
 

@@ -11,28 +11,36 @@ leaves behind, and what the re-run does with it:
 - ``.generate.lock`` while a run holds the folder; ``manifest.json`` last.
 
 Anything else in the folder is not ours: ``OutputDirError``, before anything is written.
+
+``write_dataset`` runs that protocol in this process, without Ray: the same files as
+``cdiflow generate`` (for tests, benchmarks and small data sets).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import fcntl
 import json
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from cdiflow import __version__
 from cdiflow.errors import CorruptShard, OutputDirError
 from cdiflow.formats.dataset import (
     MANIFEST_NAME,
     SHARD_RE,
     TEMP_RE,
+    Manifest,
     ShardInfo,
     file_sha256,
+    generate_shard,
     shard_identity,
     shard_metadata,
+    write_manifest,
 )
-from cdiflow.formats.layout import SPLITS, DatasetConfig
+from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
 
 LOCK_NAME = ".generate.lock"
 _OURS_AT_TOP = {MANIFEST_NAME, LOCK_NAME, *SPLITS}
@@ -142,3 +150,54 @@ def finish_folder(root: Path) -> None:
     """After the manifest is written: the lock file is no longer needed."""
     with contextlib.suppress(FileNotFoundError):
         os.remove(root / LOCK_NAME)
+
+
+def write_dataset(
+    root: str | Path,
+    config: DatasetConfig,
+    fault: Callable[[ShardSpec, Iterator], Iterator] | None = None,
+) -> Manifest:
+    """Generate the data set ``config`` into folder ``root`` in this process, without Ray.
+
+    Writes what ``cdiflow generate`` writes for the same config: the same shard names and
+    bytes (one torch thread, as its writers use) and the same manifest, written last.
+    Follows the same folder protocol: refuses foreign files or another data set
+    (``OutputDirError``) before writing, keeps complete shards of an earlier run, holds
+    the folder's lock while writing. Memory: one chunk of ``config.chunk_size`` patterns.
+
+    Parameters
+    ----------
+    root : the data set folder (created if missing).
+    config : the data set; a subclass (e.g. ``GenerateConfig``) counts by its
+        ``DatasetConfig`` fields only, as in ``cdiflow generate``.
+    fault : tests only: ``fault(spec, chunks) -> chunks`` may alter the generated
+        samples of each shard before they are written (the manifest then describes the
+        altered files).
+
+    Returns
+    -------
+    Manifest : what ``root/manifest.json`` now holds.
+    """
+    import torch
+
+    fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(DatasetConfig)}
+    config = DatasetConfig(**fields).resolved()
+    root = Path(root)
+    done = inspect_folder(root, config)
+    specs = config.shard_specs()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as the Ray writers: bytes independent of the thread count
+    try:
+        with locked_folder(root):
+            infos = dict(done)
+            for spec in specs:
+                if spec.relpath not in infos:
+                    hook = None if fault is None else (lambda c, spec=spec: fault(spec, c))
+                    infos[spec.relpath] = generate_shard(root, config, spec, hook)
+            by_split = {s: tuple(infos[p.relpath] for p in specs if p.split == s) for s in SPLITS}
+            manifest = Manifest(config, by_split, __version__)
+            write_manifest(root, manifest)
+            finish_folder(root)
+    finally:
+        torch.set_num_threads(threads)
+    return manifest

@@ -28,6 +28,7 @@ from cdiflow.formats.dataset_folder import (
     finish_folder,
     inspect_folder,
     locked_folder,
+    write_dataset,
 )
 from cdiflow.formats.layout import (
     SPLITS,
@@ -43,23 +44,18 @@ from cdiflow.physics.generator import PARAMETER_NAMES, GeneratorConfig, generate
 CONFIG = DatasetConfig(seed=3, num_patterns=40, test_patterns=6, shards=4, chunk_size=4)
 
 
-def _write_all(root, config=CONFIG):
-    """The whole data set, in this process, without Ray (the reference bytes)."""
-    infos = {}
-    for spec in config.shard_specs():
-        (root / spec.split).mkdir(parents=True, exist_ok=True)
-        infos[spec.relpath] = generate_shard(root, config, spec)
-    shards = {
-        split: tuple(infos[s.relpath] for s in config.shard_specs() if s.split == split)
-        for split in SPLITS
-    }
-    write_manifest(root, Manifest(config.resolved(), shards, "test"))
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dataset")
+    write_dataset(root, CONFIG)
     return root
 
 
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    return _write_all(tmp_path_factory.mktemp("dataset"))
+def _files(root) -> dict[str, bytes]:
+    """Every file under ``root`` by relative path (hidden temp and lock files included)."""
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
 
 
 @pytest.fixture
@@ -298,6 +294,44 @@ def test_no_manifest_means_incomplete(copy):
 
 
 # --- the output folder ------------------------------------------------------------------
+def test_write_dataset_writes_what_the_ray_free_reference_writes(dataset, tmp_path):
+    """The reference: each shard by ``generate_shard`` with one torch thread, then the
+    manifest, as the ``cdiflow generate`` driver and its Ray writers do (the bytes that
+    tests/integration/test_generate.py holds Ray's output to)."""
+    import torch
+
+    from cdiflow import __version__
+
+    reference = tmp_path / "reference"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        infos = {}
+        for spec in CONFIG.shard_specs():
+            (reference / spec.split).mkdir(parents=True, exist_ok=True)
+            infos[spec.relpath] = generate_shard(reference, CONFIG, spec)
+    finally:
+        torch.set_num_threads(threads)
+    specs = CONFIG.shard_specs()
+    by_split = {s: tuple(infos[p.relpath] for p in specs if p.split == s) for s in SPLITS}
+    write_manifest(reference, Manifest(CONFIG.resolved(), by_split, __version__))
+    assert _files(dataset) == _files(reference)
+    assert torch.get_num_threads() == threads  # restored
+    assert read_manifest(dataset) == write_dataset(tmp_path / "again", CONFIG)
+
+
+def test_write_dataset_resumes_and_refuses_another_data_set(copy):
+    before = _files(copy)
+    (copy / "train/shard-00002.parquet").unlink()
+    (copy / "manifest.json").unlink()
+    (copy / "val/.shard-00000.parquet.0123456789ab.tmp").write_bytes(b"half")  # a killed run
+    manifest = write_dataset(copy, CONFIG)
+    assert _files(copy) == before and manifest == read_manifest(copy)
+    with pytest.raises(OutputDirError, match="another data set"):
+        write_dataset(copy, CONFIG.replace(seed=4))
+    assert _files(copy) == before
+
+
 def test_complete_shards_are_found_for_resumption(copy):
     done = inspect_folder(copy, CONFIG)
     assert sorted(done) == sorted(s.relpath for s in CONFIG.shard_specs())
