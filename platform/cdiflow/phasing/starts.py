@@ -19,7 +19,7 @@ import math
 import numpy as np
 import torch
 
-from cdiflow import PATTERN_SIZE
+from cdiflow import OBJECT_SIZE, PATTERN_SIZE
 from cdiflow.phasing.shrinkwrap import square_support
 from cdiflow.physics.farfield import object_from_targets
 from cdiflow.physics.fft import pad_centre
@@ -74,7 +74,10 @@ def _random_phase(shape, rng) -> torch.Tensor:
 
 
 def random_phase_rectangle(
-    batch: int, rng: int | torch.Generator, rect: tuple[int, int] = (32, 32), size=PATTERN_SIZE
+    batch: int,
+    rng: int | torch.Generator,
+    rect: tuple[int, int] = (OBJECT_SIZE, OBJECT_SIZE),
+    size=PATTERN_SIZE,
 ) -> Start:
     """Start (i): unit amplitude, uniform random phase in [-pi, pi), centred rectangle support.
 

@@ -246,5 +246,5 @@ class FarField(Config):
     object_from_targets = staticmethod(object_from_targets)
 
 
-PAPER = FarField(pattern_size=64, object_size=32)
+PAPER = FarField(pattern_size=PATTERN_SIZE, object_size=OBJECT_SIZE)
 """The paper's geometry: 64 x 64 patterns, 32 x 32 objects (oversampling 2)."""
