@@ -66,3 +66,11 @@ class ScanError(InputError):
 
 class ClusterUnavailable(InputError):
     """A Ray cluster address or an MLflow server does not answer."""
+
+
+class NonFiniteScore(InputError):
+    """A validation score handed to the registry is NaN or infinite.
+
+    Such a score cannot rank models (``x < nan`` is always false, so a NaN champion
+    could never be replaced); the registry refuses it before registering anything.
+    """

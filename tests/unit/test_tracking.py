@@ -140,3 +140,147 @@ def test_missing_file_is_model_not_found(tmp_path):
 
     with pytest.raises(ModelNotFound, match="no such weights file"):
         load_model(tmp_path / "nope.pt")
+
+
+# --- champion rule: non-finite scores, evaluation-set fingerprints -----------------------
+
+
+@pytest.fixture(scope="module")
+def rule_store(tmp_path_factory, monkeypatch_module):
+    """A store of its own (each test uses its own model name), so the tests above keep
+    seeing ``cdiflow-cnn`` as the only registered model."""
+    from cdiflow.pipelines import tracking
+
+    monkeypatch_module.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path_factory.mktemp("ws-rule")
+    uri = tracking.tracking_uri(workspace)
+    return uri, tracking.experiment_id(uri, workspace=workspace)
+
+
+def _register(store, tmp_path, model, score, fingerprint=None, rescore=None):
+    from cdiflow.pipelines.tracking import RunLogger, register_weights
+
+    uri, exp = store
+    logger = RunLogger.start(uri, exp, "rule", {"x": 1}, {"train": 0})
+    weights = tmp_path / "w.bin"
+    weights.write_bytes(f"{model} {score} {fingerprint}".encode())
+    given = {"fingerprint": fingerprint, "rescore": rescore}
+    extra = {k: v for k, v in given.items() if v is not None}
+    try:
+        return register_weights(
+            uri, logger.run_id, weights, {"val_chi2": score}, name=model, **extra
+        )
+    finally:
+        logger.finish()
+
+
+def _champion(uri, model):
+    from mlflow import MlflowClient
+
+    return str(MlflowClient(uri, registry_uri=uri).get_registered_model(model).aliases["champion"])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), "nan"], ids=["nan", "inf", "str"])
+def test_non_finite_score_is_refused_before_anything_is_registered(
+    rule_store, tmp_path, bad, request
+):
+    from mlflow import MlflowClient
+
+    from cdiflow.errors import InputError, NonFiniteScore
+
+    uri, exp = rule_store
+    model = f"refuse-{request.node.callspec.id}"
+    first = _register(rule_store, tmp_path, model, 0.3)
+    client = MlflowClient(uri, registry_uri=uri)
+    runs_before = {r.info.run_id for r in client.search_runs([exp], max_results=1000)}
+    with pytest.raises(NonFiniteScore, match="val_chi2 is (nan|inf).*nothing was registered"):
+        _register(rule_store, tmp_path, model, bad)
+    assert issubclass(NonFiniteScore, InputError)  # the CLI reports it as bad input
+    versions = client.search_model_versions(f"name='{model}'")
+    assert [str(v.version) for v in versions] == [first.version]
+    assert _champion(uri, model) == first.version
+    # the refused run's artifacts were not logged either
+    refused = {r.info.run_id for r in client.search_runs([exp], max_results=1000)} - runs_before
+    assert len(refused) == 1 and not client.list_artifacts(refused.pop(), "weights")
+    assert client.list_artifacts(client.get_model_version(model, first.version).run_id, "weights")
+
+
+@pytest.mark.parametrize("tag", ["nan", "inf", None])
+def test_finite_score_beats_a_champion_without_a_finite_score(rule_store, tmp_path, tag):
+    """A registry written before the fix can hold a NaN champion: it must not stick."""
+    from mlflow import MlflowClient
+
+    from cdiflow.pipelines.tracking import RunLogger
+
+    uri, exp = rule_store
+    model = f"stuck-{tag}"
+    client = MlflowClient(uri, registry_uri=uri)
+    client.create_registered_model(model)
+    run = RunLogger.start(uri, exp, "old", {"x": 1}, {"train": 0}).run_id
+    tags = {} if tag is None else {"val_chi2": tag}
+    old = client.create_model_version(model, source="file:///nowhere", run_id=run, tags=tags)
+    client.set_registered_model_alias(model, "champion", old.version)
+
+    decision = _register(rule_store, tmp_path, model, 0.9)
+    assert decision.promoted and decision.champion_version == str(old.version)
+    assert decision.champion_score is None and "infinitely bad" in decision.reason
+    assert _champion(uri, model) == decision.version
+    later = _register(rule_store, tmp_path, model, 0.5)  # and the rule works on from there
+    assert later.promoted and later.champion_score == 0.9
+    recorded = client.get_model_version(model, decision.version).tags["champion_decision"]
+    assert json.loads(recorded)["promoted"] is True  # strict JSON: no NaN in it
+
+
+def test_champion_from_another_eval_set_is_rescored_before_comparing(rule_store, tmp_path):
+    from mlflow import MlflowClient
+
+    uri, _ = rule_store
+    model = "fingerprints"
+    client = MlflowClient(uri, registry_uri=uri)
+    calls: list[tuple[str, str]] = []
+
+    def rescore_on(fingerprint, scores):
+        """The champion's score on ``fingerprint``'s set, from a table per version."""
+
+        def rescore(version: str) -> float:
+            calls.append((fingerprint, version))
+            return scores[version]
+
+        return rescore
+
+    def refuse(version: str) -> float:
+        raise AssertionError(f"same evaluation set: v{version} must not be rescored")
+
+    a = _register(rule_store, tmp_path, model, 0.10, fingerprint="set-A")
+    assert a.promoted and not a.champion_rescored
+    assert client.get_model_version(model, a.version).tags["eval_fingerprint"] == "set-A"
+
+    # set B is harder: the champion's 0.10 on A says nothing; on B it scores 0.30
+    b = _register(
+        rule_store, tmp_path, model, 0.20, "set-B", rescore_on("set-B", {a.version: 0.30})
+    )
+    assert calls == [("set-B", a.version)]
+    assert b.promoted and b.champion_rescored and b.rescored_fingerprint == "set-B"
+    assert b.champion_score == 0.30 and b.champion_recorded_score == 0.10
+    assert b.champion_fingerprint == "set-A" and b.eval_fingerprint == "set-B"
+    recorded = json.loads(client.get_model_version(model, b.version).tags["champion_decision"])
+    assert recorded["champion_rescored"] is True and recorded["rescored_fingerprint"] == "set-B"
+    assert recorded["champion_score"] == 0.30
+    assert _champion(uri, model) == b.version
+
+    # same set as the champion: the recorded scores compare directly, no rescore
+    c = _register(rule_store, tmp_path, model, 0.25, "set-B", refuse)
+    assert not c.promoted and not c.champion_rescored and c.champion_score == 0.20
+
+    # another set where the champion does better than the candidate: it stays
+    d = _register(
+        rule_store, tmp_path, model, 0.15, "set-C", rescore_on("set-C", {b.version: 0.05})
+    )
+    assert not d.promoted and d.champion_rescored and d.champion_score == 0.05
+    assert _champion(uri, model) == b.version
+
+    # another set and no way to rescore: not comparable, the alias stays
+    e = _register(rule_store, tmp_path, model, 0.01, "set-D")
+    assert not e.promoted and not e.champion_rescored and "not comparable" in e.reason
+    assert _champion(uri, model) == b.version
+    assert calls == [("set-B", a.version), ("set-C", b.version)]

@@ -9,8 +9,10 @@ Registry: the model ``cdiflow-cnn``. A version's artifact is the weights file wr
 ``cdiflow.models.save_weights`` (tensors plus the typed architecture config), never a
 pickled module, so loading a version never runs code from the store. Its metrics are
 kept as version tags. The alias ``champion`` moves to a new version only when that
-version's validation chi^2 is lower than the current champion's; the comparison is
-recorded as tags on the new version either way.
+version's validation chi^2 is lower than the current champion's, measured on the same
+evaluation set (the version tag ``eval_fingerprint``; the caller rescores the champion
+when the sets differ); the comparison is recorded as tags on the new version either way.
+A non-finite score is refused; a champion without a finite score counts as infinitely bad.
 """
 
 from __future__ import annotations
@@ -21,11 +23,11 @@ import math
 import os
 import subprocess
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from cdiflow.errors import ModelNotFound
+from cdiflow.errors import ModelNotFound, NonFiniteScore
 
 MODEL_NAME = "cdiflow-cnn"
 CHAMPION = "champion"
@@ -34,6 +36,7 @@ EXPERIMENT = "cdiflow"
 WEIGHTS_ARTIFACT_DIR = "weights"  # run artifact folder that holds the weights file
 WEIGHTS_FILE = "model.pt"  # name of the weights file inside that folder
 SCORE_METRIC = "val_chi2"  # lower is better; decides the champion
+FINGERPRINT_TAG = "eval_fingerprint"  # version tag: the set SCORE_METRIC was measured on
 
 
 # --- tracking store --------------------------------------------------------------------
@@ -198,7 +201,14 @@ class RunLogger:
 
 @dataclasses.dataclass(frozen=True)
 class Promotion:
-    """The outcome of registering a version and applying the champion rule."""
+    """The outcome of registering a version and applying the champion rule.
+
+    ``champion_score`` is what the new version was compared against: the champion's
+    recorded score, or its score on the new version's evaluation set when it was rescored
+    (``champion_rescored``; ``rescored_fingerprint`` names that set). None when there was
+    no champion, or when its score is unusable (missing, NaN or inf: counted as
+    infinitely bad). ``reason`` says in words why the alias moved or stayed.
+    """
 
     name: str
     version: str
@@ -206,9 +216,38 @@ class Promotion:
     champion_version: str | None  # the champion before this decision
     champion_score: float | None
     promoted: bool
+    eval_fingerprint: str | None = None  # of the set ``score`` was measured on
+    champion_fingerprint: str | None = None  # the champion's recorded one
+    champion_recorded_score: float | None = None  # the champion's own val_chi2 tag
+    champion_rescored: bool = False
+    rescored_fingerprint: str | None = None
+    reason: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def _finite_score(value: Any) -> float:
+    """``value`` as a finite float, or ``NonFiniteScore`` (nothing ranks against NaN)."""
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise NonFiniteScore(f"{SCORE_METRIC} must be a number, got {value!r}") from None
+    if not math.isfinite(score):
+        raise NonFiniteScore(
+            f"{SCORE_METRIC} is {score}: a non-finite validation score cannot rank models "
+            "(the run probably diverged); nothing was registered"
+        )
+    return score
+
+
+def _tag_score(tag: str | None) -> float | None:
+    """A champion's recorded score tag as a finite float, or None (missing / nan / inf)."""
+    try:
+        score = float(tag) if tag is not None else math.nan
+    except ValueError:
+        return None
+    return score if math.isfinite(score) else None
 
 
 def register_weights(
@@ -217,6 +256,8 @@ def register_weights(
     weights_path: str | Path,
     metrics: Mapping[str, float],
     name: str = MODEL_NAME,
+    fingerprint: str | None = None,
+    rescore: Callable[[str], float] | None = None,
 ) -> Promotion:
     """Log the weights file to the run, register it as a new version, apply the champion rule.
 
@@ -225,13 +266,25 @@ def register_weights(
     uri : tracking (and registry) URI.
     run_id : the training run the weights come from.
     weights_path : file written by ``cdiflow.models.save_weights``.
-    metrics : at least ``val_chi2`` (lower is better); all are stored as version tags.
+    metrics : at least ``val_chi2`` (lower is better, finite); all are stored as version
+        tags.
+    fingerprint : identifies the evaluation set ``val_chi2`` was measured on (stored as
+        the version tag ``eval_fingerprint``); see ``apply_champion_rule``.
+    rescore : ``champion_version -> score`` on this version's evaluation set; see
+        ``apply_champion_rule``.
+
+    Raises
+    ------
+    NonFiniteScore
+        ``val_chi2`` is not a number, NaN or inf; raised before anything is logged or
+        registered.
     """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     if SCORE_METRIC not in metrics:
         raise ValueError(f"metrics must include {SCORE_METRIC!r}, got {sorted(metrics)}")
+    score = _finite_score(metrics[SCORE_METRIC])
     client = MlflowClient(uri, registry_uri=uri)
     with tempfile.TemporaryDirectory() as tmp:
         # fixed file name inside the artifact folder, whatever the caller named it
@@ -245,30 +298,84 @@ def register_weights(
             raise
     source = f"{client.get_run(run_id).info.artifact_uri}/{WEIGHTS_ARTIFACT_DIR}"
     tags = {k: repr(float(v)) for k, v in metrics.items()}
+    if fingerprint is not None:
+        tags[FINGERPRINT_TAG] = fingerprint
     version = client.create_model_version(name, source=source, run_id=run_id, tags=tags)
-    return apply_champion_rule(client, name, version.version, float(metrics[SCORE_METRIC]))
+    return apply_champion_rule(
+        client, name, version.version, score, fingerprint=fingerprint, rescore=rescore
+    )
 
 
-def apply_champion_rule(client, name: str, version: str, score: float) -> Promotion:
-    """Move ``champion`` to ``version`` only if its score beats the champion's; record why."""
+def apply_champion_rule(
+    client,
+    name: str,
+    version: str,
+    score: float,
+    fingerprint: str | None = None,
+    rescore: Callable[[str], float] | None = None,
+) -> Promotion:
+    """Move ``champion`` to ``version`` only if its score beats the champion's; record why.
+
+    A champion whose recorded score is missing, NaN or inf counts as infinitely bad, so
+    any finite score replaces it. A non-finite ``score`` raises ``NonFiniteScore``
+    before the alias is touched.
+
+    Scores are only compared on the same evaluation set. When ``fingerprint`` (the
+    candidate's set) differs from the champion's ``eval_fingerprint`` tag (or the
+    champion has none), the champion is scored on the candidate's set with
+    ``rescore(champion_version)`` first; without ``rescore`` the alias stays where it
+    is (the scores are not comparable). With ``fingerprint`` None the recorded scores
+    are compared as they are (callers that cannot name their set). The decision,
+    including whether and on which set the champion was rescored, is stored as the
+    version tag ``champion_decision`` (JSON).
+    """
+    score = _finite_score(score)
     aliases = client.get_registered_model(name).aliases
     current = aliases.get(CHAMPION)
-    current_score = None
-    if current is not None and str(current) != str(version):
-        tag = client.get_model_version(name, str(current)).tags.get(SCORE_METRIC)
-        current_score = float(tag) if tag is not None else math.inf
-    promoted = current is None or current_score is None or score < current_score
-    if current is not None and str(current) == str(version):
-        promoted = True  # already champion
+    current = None if current is None else str(current)
+    fields: dict[str, Any] = {}
+    if current is None:
+        promoted, reason = True, "no champion yet"
+    elif current == str(version):
+        promoted, reason = True, "already champion"
+    else:
+        tags = client.get_model_version(name, current).tags
+        recorded = _tag_score(tags.get(SCORE_METRIC))
+        theirs = tags.get(FINGERPRINT_TAG)
+        fields = {"champion_fingerprint": theirs, "champion_recorded_score": recorded}
+        compared, how = recorded, f"recorded {SCORE_METRIC}"
+        comparable = fingerprint is None or theirs == fingerprint
+        if not comparable and rescore is not None:
+            rescored = _tag_score(rescore(current))
+            fields |= {"champion_rescored": True, "rescored_fingerprint": fingerprint}
+            compared, how = rescored, f"{SCORE_METRIC} rescored on {fingerprint}"
+            comparable = True
+        if not comparable:
+            promoted = False
+            reason = (
+                f"champion v{current} was scored on evaluation set {theirs} and this version "
+                f"on {fingerprint}, and no rescore was given: not comparable, alias kept"
+            )
+        elif compared is None:
+            promoted = True
+            reason = f"champion v{current} has no finite {how}: counts as infinitely bad"
+        else:
+            promoted = score < compared
+            verb = "beats" if promoted else "does not beat"
+            reason = f"{score:.6g} {verb} champion v{current}'s {how} {compared:.6g}"
+        fields["champion_score"] = compared
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, str(version))
     decision = Promotion(
         name=name,
         version=str(version),
         score=score,
-        champion_version=None if current is None else str(current),
-        champion_score=current_score,
+        champion_version=current,
+        champion_score=fields.pop("champion_score", None),
         promoted=promoted,
+        eval_fingerprint=fingerprint,
+        reason=reason,
+        **fields,
     )
     client.set_model_version_tag(
         name, str(version), "champion_decision", json.dumps(decision.to_dict())

@@ -12,7 +12,8 @@ Three layers (as in Ray's own examples):
 3. ``run_training``: the driver. It validates the dataset and the resources before any
    training, builds Ray Data datasets from the shard paths, runs the ``TorchTrainer``
    (gloo on CPU, nccl on GPU), then registers the final weights and applies the
-   champion rule.
+   champion rule, with the val split's fingerprint; a champion scored on another val
+   split is rescored on this one first (``champion_rescorer``).
 
 Ray, MLflow and torch are imported inside functions, so importing this module is free.
 """
@@ -437,7 +438,7 @@ def run_training(
             f"run {name!r} failed ({type(exc).__name__}: {reason[0] if reason else ''}); "
             f"fix the cause and re-run with --resume --name {name}"
         ) from exc
-    return _finish_training(job, result, name, storage, uri, run_id, track)
+    return _finish_training(job, result, name, storage, uri, run_id, track, data_dir)
 
 
 def _start_tracking(job, workspace, name, data_dir, record: Path, resume: bool):
@@ -495,7 +496,57 @@ def _log_training_curves(uri: str, run_id: str) -> None:
         logger.log_file(Path(folder) / "training_curves.png", "figures")
 
 
-def _finish_training(job, result, name, storage, uri, run_id, track) -> TrainOutcome:
+def eval_fingerprint(data_dir: str | Path, split: str = "val") -> str:
+    """An id of the evaluation set: sha256 over the manifest's rows and sha256 per shard.
+
+    The manifest already holds every shard file's sha256 (``check_dataset`` verified
+    them), so this reads no data. Equal fingerprints mean byte-identical shards; the same
+    patterns written by another writer version get a new one, which only costs a
+    rescore of the champion, never a wrong comparison.
+    """
+    import hashlib
+
+    from cdiflow.formats.dataset import read_manifest
+
+    digest = hashlib.sha256(f"cdiflow eval set: {split}\n".encode())
+    for info in read_manifest(data_dir).shards[split]:
+        digest.update(f"{info.rows} {info.sha256}\n".encode())
+    return f"sha256:{digest.hexdigest()}"
+
+
+def champion_rescorer(uri: str, data_dir: str | Path, batch_size: int = 256):
+    """``version -> val_chi2`` of a registered version on ``data_dir``'s val split.
+
+    For ``tracking.apply_champion_rule``: scores the champion the way the rank-0 worker
+    scored the candidate (BatchNorm statistics recomputed from the val inputs, then
+    ``evaluate``'s mean modulus chi^2), in this process, float32, on its GPU if it has
+    one (a bf16 worker's score can differ in the last digits). The registered weights
+    are not changed.
+    """
+
+    def rescore(version: str) -> float:
+        import torch
+
+        from cdiflow.pipelines.data import read_split_arrays
+        from cdiflow.pipelines.tracking import MODEL_NAME, load_model
+        from cdiflow.train.loop import evaluate, recalibrate_batchnorm
+
+        device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        model, _, _ = load_model(f"models:/{MODEL_NAME}/{version}", uri)
+        model.to(device)
+        arrays = read_split_arrays(data_dir, "val")
+        rows = len(arrays["modulus"])
+        batches = [
+            {k: torch.from_numpy(v[i : i + batch_size]) for k, v in arrays.items()}
+            for i in range(0, rows, batch_size)
+        ]
+        recalibrate_batchnorm(model, batches, device)
+        return float(evaluate(model, batches, device)["chi2_modulus"])
+
+    return rescore
+
+
+def _finish_training(job, result, name, storage, uri, run_id, track, data_dir) -> TrainOutcome:
     checkpoint = result.checkpoint
     if checkpoint is None:
         raise InputError(f"run {name!r} finished without a checkpoint")
@@ -504,11 +555,23 @@ def _finish_training(job, result, name, storage, uri, run_id, track) -> TrainOut
     metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
     promotion = None
     if track:
+        from cdiflow.errors import NonFiniteScore
         from cdiflow.pipelines.tracking import RunLogger, register_weights
 
         _log_training_curves(uri, run_id)
         if job.run.register:
-            decision = register_weights(uri, run_id, weights, metrics)
+            try:
+                decision = register_weights(
+                    uri,
+                    run_id,
+                    weights,
+                    metrics,
+                    fingerprint=eval_fingerprint(data_dir),
+                    rescore=champion_rescorer(uri, data_dir),
+                )
+            except NonFiniteScore:  # a diverged run: refused, and the run says so
+                _finish(uri, run_id, "FAILED")
+                raise
             promotion = decision.to_dict()
             RunLogger(uri, run_id).log_dict(promotion, "champion_decision.json")
         _finish(uri, run_id, "FINISHED")

@@ -324,7 +324,7 @@ def run_sweep(
             f"sweep {name} stopped after {ended} of {sweep.trials} trials; re-run the same "
             "command to continue it"
         )
-    return _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed)
+    return _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed, data_dir)
 
 
 def _new_tuner(sweep, scaling, resources, trainable, storage: Path, name: str):
@@ -422,7 +422,7 @@ def _rows(grid, sweep: SweepConfig, sweep_dir: Path) -> tuple[list[dict], bool]:
     return rows, interrupted
 
 
-def _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed) -> SweepOutcome:
+def _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed, data_dir) -> SweepOutcome:
     from cdiflow.reports.sweep import plot_trials, write_summary
 
     keys = list(sweep.tuned())
@@ -434,7 +434,7 @@ def _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed) -> Sweep
     best = min(scored, key=lambda r: r[METRIC])
     registered = record.get("registered")
     if uri:
-        registered = _log_outcome(sweep, rows, best, summary, figure, uri, parent, record)
+        registered = _log_outcome(sweep, rows, best, summary, figure, uri, parent, record, data_dir)
         record["registered"] = registered
         _write_json(sweep_dir / SWEEP_RECORD, record)
     return SweepOutcome(
@@ -449,11 +449,12 @@ def _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed) -> Sweep
     )
 
 
-def _log_outcome(sweep, rows, best, summary, figure, uri, parent, record) -> dict | None:
+def _log_outcome(sweep, rows, best, summary, figure, uri, parent, record, data_dir) -> dict | None:
     """Artifacts and best-trial tags on the parent run; register the best trial once."""
     from mlflow import MlflowClient
 
     from cdiflow.pipelines.tracking import MODEL_NAME, WEIGHTS_FILE, register_weights
+    from cdiflow.pipelines.train import champion_rescorer, eval_fingerprint
 
     client = MlflowClient(uri, registry_uri=uri)
     ends = {"COMPLETED": "FINISHED", "STOPPED_EARLY": "KILLED", "ERROR": "FAILED"}
@@ -469,7 +470,14 @@ def _log_outcome(sweep, rows, best, summary, figure, uri, parent, record) -> dic
     if sweep.register and not registered and best["run_id"]:
         metrics = {METRIC: best[METRIC], "epochs": float(best["epochs"])}
         weights = Path(best["checkpoint"]) / WEIGHTS_FILE
-        decision = register_weights(uri, best["run_id"], weights, metrics)
+        decision = register_weights(
+            uri,
+            best["run_id"],
+            weights,
+            metrics,
+            fingerprint=eval_fingerprint(data_dir),
+            rescore=champion_rescorer(uri, data_dir),
+        )
         client.set_registered_model_alias(MODEL_NAME, CANDIDATE, decision.version)
         registered = {**decision.to_dict(), "alias": CANDIDATE, "trial": best["trial"]}
         client.set_tag(parent, "registered_version", decision.version)
