@@ -74,3 +74,27 @@ class NonFiniteScore(InputError):
     Such a score cannot rank models (``x < nan`` is always false, so a NaN champion
     could never be replaced); the registry refuses it before registering anything.
     """
+
+
+class NonFiniteLoss(CdiflowError):
+    """The training loss became NaN or infinite: training stopped instead of running on.
+
+    ``step`` is the 0-based index of the first bad batch within the epoch; ``value`` the
+    loss there. Usual causes: a learning rate that is too high (lower it or set
+    ``train.grad_clip``), or NaN / inf in the input data.
+    """
+
+    def __init__(self, step: int, value: float, message: str | None = None):
+        super().__init__(
+            message
+            or (
+                f"the training loss is non-finite ({value}) at step {step} of the epoch "
+                "(0-based batch index); lower train.lr, set train.grad_clip, or check the "
+                "data for NaN / inf"
+            )
+        )
+        self.step = step
+        self.value = value
+
+    def __reduce__(self):  # picklable across Ray workers despite the custom __init__
+        return type(self), (self.step, self.value, str(self))

@@ -17,6 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from cdiflow.errors import NonFiniteLoss
 from cdiflow.losses import LossWeights, physics_loss, predicted_modulus, twin_targets
 from cdiflow.metrics import chi2, image_error
 from cdiflow.train.checkpoint import load_checkpoint, training_state
@@ -51,6 +52,7 @@ def train_one_epoch(
     device: torch.device | str,
     autocast: bool = False,
     grad_clip: float = 0.0,
+    check_every: int = 32,
 ) -> dict[str, float]:
     """One pass over ``batches``; the scheduler is stepped per batch.
 
@@ -58,13 +60,32 @@ def train_one_epoch(
     Returns pattern-weighted means ``loss``, ``loss_amplitude``, ``loss_phase``,
     ``loss_physics``, plus ``lr`` (after the last step), ``patterns`` and
     ``patterns_per_s``. Sums stay on the device until the end (no per-step sync).
+
+    Raises ``NonFiniteLoss`` (naming the first bad step, 0-based within the epoch) when
+    the loss turns NaN or infinite: at most ``check_every`` steps later, and always
+    before returning, so a diverged epoch never reaches the caller's checkpoint hook.
     """
     device = torch.device(device)
     model.train()
     sums = torch.zeros(len(LOSS_KEYS), device=device, dtype=torch.float64)
+    # Non-finite loss detection without a host sync per step: the index of the first bad
+    # step (-1: none yet) and its loss stay on the device and are read every
+    # ``check_every`` steps and at the end (one host sync each). A per-step
+    # ``loss.item()`` would cost nothing on CPU, but on a GPU it stalls the host until the
+    # step has run, so the next step's kernels are no longer queued ahead; the deferred
+    # read costs three tiny device ops per step. Weights that a bad step corrupted in
+    # between are never checkpointed: we raise before the epoch returns.
+    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
+    bad_loss = torch.zeros((), device=device, dtype=torch.float32)  # the loss at first_bad
     count = 0
     start = time.perf_counter()
-    for batch in batches:
+
+    def raise_if_non_finite() -> None:
+        bad_step = int(first_bad.item())
+        if bad_step >= 0:
+            raise NonFiniteLoss(bad_step, float(bad_loss.item()))
+
+    for step, batch in enumerate(batches):
         b = _to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             prediction = model(b["modulus"])
@@ -77,10 +98,17 @@ def train_one_epoch(
         if scheduler is not None:
             scheduler.step()
         n = b["modulus"].shape[0]
+        loss = terms["loss"].detach().float()
+        bad_here = (first_bad < 0) & ~torch.isfinite(loss)
+        first_bad = torch.where(bad_here, step, first_bad)
+        bad_loss = torch.where(bad_here, loss, bad_loss)
         sums += torch.stack([terms[k].detach().double() for k in LOSS_KEYS]) * n
         count += n
+        if (step + 1) % max(1, check_every) == 0:
+            raise_if_non_finite()
     if count == 0:
         raise ValueError("train_one_epoch got no batches")
+    raise_if_non_finite()
     means = (sums / count).tolist()
     seconds = time.perf_counter() - start
     out = dict(zip(LOSS_NAMES, means, strict=True))
