@@ -31,7 +31,8 @@ examples:
   cdiflow reconstruct /data/beamtime --out results/bt --model my-weights.pt --address auto
 
 Exit codes: 0 the job ran (failed scans are listed in the table), 2 bad input
-(unknown model, bad --scans or --schedule, unusable --out), 1 other errors.
+(unknown model, missing beamtime, bad --scans or --schedule, unusable --out, a Ray
+address that does not answer; --out is not created then), 1 other errors.
 """
 
 
@@ -76,6 +77,20 @@ def load_config(args: argparse.Namespace):
     return ReconstructConfig.from_yaml(args.config, overrides)
 
 
+def check_sources(sources: list[str]) -> None:
+    """Raise ``InputError`` naming every source whose folder or file does not exist.
+
+    ``file.h5:/entry/data`` is checked for ``file.h5``. A source that exists but holds no
+    scan still runs (it becomes a failed row that says why).
+    """
+    from cdiflow.errors import InputError
+    from cdiflow.formats.generic import split_source
+
+    missing = [str(s) for s in sources if not split_source(s)[0].exists()]
+    if missing:
+        raise InputError(f"beamtime source(s) not found: {', '.join(missing)}")
+
+
 def run(args: argparse.Namespace) -> int:
     from cdiflow.errors import InputError
     from cdiflow.formats.aps34idc import parse_scan_selection
@@ -88,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
             selection = parse_scan_selection(args.scans)
         except ValueError as exc:
             raise InputError(str(exc)) from None
+    check_sources(args.beamtime)
     outcome = reconstruct_beamtime(
         args.beamtime,
         args.out,

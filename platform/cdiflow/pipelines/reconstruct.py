@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 import uuid
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from cdiflow import __version__
-from cdiflow.errors import OutputDirError
+from cdiflow.errors import ModelNotFound, OutputDirError
 from cdiflow.formats.results import (
     SCANS_DIR,
     read_completed_summary,
@@ -123,12 +124,37 @@ class Refiner:
         return refine_batch(batch, self.config, self.device)
 
 
-def _prepare_out(out: str | Path) -> Path:
+def _check_out(out: str | Path) -> Path:
+    """``--out`` as an absolute path, refused when it is a file; creates nothing."""
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputDirError(f"--out {out} exists and is not a folder")
-    out.mkdir(parents=True, exist_ok=True)
     return out.resolve()
+
+
+def _make_out(out: Path) -> None:
+    """Create ``--out`` (once every input was checked: bad input leaves no folder)."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputDirError(f"cannot create --out {out}: {exc.strerror or exc}") from None
+
+
+def _check_store(workspace: str | Path, ref: str) -> None:
+    """Refuse a registry model when the workspace has no embedded store yet.
+
+    Looking it up would create the workspace and an empty store (with MLflow's log lines
+    on stderr) only to find no model; ``ModelNotFound`` says what to pass instead.
+    """
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return  # a server (or a store named there) is looked up as it is
+    root = Path(workspace).expanduser().resolve()
+    if not (root / "mlflow.db").is_file():  # the store of tracking.tracking_uri
+        raise ModelNotFound(
+            f"{ref} not found: --workspace {root} has no MLflow store (mlflow.db); "
+            "pass the workspace that registered it, set MLFLOW_TRACKING_URI, or give "
+            "--model a weights file"
+        )
 
 
 def _finished_rows(items: list[dict], out: Path) -> dict[str, dict]:
@@ -245,46 +271,52 @@ def reconstruct_beamtime(
 
     Raises
     ------
-    ModelNotFound, OutputDirError, ClusterUnavailable, ConfigError : before any scan runs.
+    ModelNotFound, OutputDirError, ClusterUnavailable, ConfigError : before any scan runs;
+    ``out`` is created only after ``out`` and the model were checked, so a bad model
+    reference leaves no empty folder behind.
     """
     from cdiflow.pipelines.tracking import configure, git_sha
 
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     config = config or ReconstructConfig()
-    out = _prepare_out(out)
+    out = _check_out(out)
     t0 = time.perf_counter()
     items = plan_scans([str(s) for s in sources], selection)
-    done = _finished_rows(items, out)
+    done = _finished_rows(items, out)  # none while out does not exist yet
     todo = [i for i in items if i["key"] not in done]
-    progress(f"{len(items)} scan(s): {len(done)} already finished, {len(todo)} to reconstruct")
-    provenance = {
-        "reconstruction": config.to_dict(),
-        "git_sha": git_sha(),
-        "cdiflow_version": __version__,
-    }
     new_rows: dict[str, dict] = {}
     model_info: dict[str, Any] = {}
-    if todo:
+    if todo:  # the model and the cluster are checked before anything is written
         registry = model_reference(model).startswith("models:/")
+        if registry:
+            _check_store(workspace, model_reference(model))
         uri = configure(workspace) if registry else None  # a weights file needs no store
         pinned, model_info = resolve_model(model, uri)
-        progress(f"model {model_info['pinned_ref']}")
-        if runner == "local":
-            rows = _run_locally(todo, out, config, pinned, uri, model_info, provenance, progress)
-        else:
-            rows = _run_on_ray(
-                todo,
-                out,
-                config,
-                pinned,
-                uri,
-                model_info,
-                provenance,
-                progress,
-                address,
-                cnn_actors,
-            )
-        new_rows = {r["key"]: r for r in rows}
+    started = bool(todo) and runner != "local" and _connect_ray(address)
+    try:
+        _make_out(out)
+        progress(f"{len(items)} scan(s): {len(done)} already finished, {len(todo)} to reconstruct")
+        provenance = {
+            "reconstruction": config.to_dict(),
+            "git_sha": git_sha(),
+            "cdiflow_version": __version__,
+        }
+        if todo:
+            progress(f"model {model_info['pinned_ref']}")
+            if runner == "local":
+                rows = _run_locally(
+                    todo, out, config, pinned, uri, model_info, provenance, progress
+                )
+            else:
+                rows = run_pipeline(
+                    todo, out, config, pinned, uri, model_info, provenance, progress, cnn_actors
+                )
+            new_rows = {r["key"]: r for r in rows}
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()  # only the local Ray this call started
     all_rows = [done.get(i["key"]) or new_rows[i["key"]] for i in items]
     seconds = time.perf_counter() - t0
     return _write_tables(out, all_rows, sources, model_info, config, seconds, len(todo), done)
@@ -301,17 +333,16 @@ def _run_locally(todo, out, config, model_ref, uri, model_info, provenance, prog
     return rows
 
 
-def _run_on_ray(todo, out, config, model_ref, uri, model_info, provenance, progress, address, n):
+def _connect_ray(address: str | None) -> bool:
+    """Connect to Ray unless this process already is; True when a local Ray was started.
+
+    Raises ``ClusterUnavailable`` (an address that does not answer) or ``ConfigError``.
+    """
     import ray
 
     from cdiflow.pipelines.cluster import connect
 
-    started = not ray.is_initialized() and connect(address).address == "local"
-    try:
-        return run_pipeline(todo, out, config, model_ref, uri, model_info, provenance, progress, n)
-    finally:
-        if started:
-            ray.shutdown()  # only the local Ray this call started
+    return not ray.is_initialized() and connect(address).address == "local"
 
 
 def _write_tables(out, rows, sources, model_info, config, seconds, processed, done):
