@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cdiflow.formats.atomic import atomic_write_json
+from cdiflow.formats.atomic import atomic_path, atomic_write_json
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
 from cdiflow.physics.generator import GeneratorConfig
@@ -76,6 +76,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
     p.add_argument("--infer-batch", type=int, default=None, help="default 8192 GPU, 256 CPU")
     p.add_argument("--save-weights", default=None, help="save the trained model here")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument(
+        "--checkpoint",
+        default=None,
+        help="save the run here after every evaluation; resume from it if it exists",
+    )
     args = p.parse_args(argv)
     if args.smoke:
         args.device = "cpu"
@@ -201,11 +207,20 @@ def train(args, model, stream, val, device) -> dict:
         progress = min(1.0, (time.perf_counter() - start) / args.budget_s)
         return lr_factor(config, int(progress * config.epochs * 1000), 1000)
 
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, by_time)
     autocast = device.type == "cuda"
     gen = torch.Generator().manual_seed(args.seed)
     history, reached, steps = [], None, 0
-    while True:
+    saved = read_run_state(args.checkpoint)
+    if saved is not None:  # continue the time budget where the stopped run left it
+        model.load_state_dict(saved["model"])
+        optimizer.load_state_dict(saved["optimizer"])
+        gen.set_state(saved["generator"])
+        history, steps = saved["history"], int(saved["steps"])
+        start -= float(saved["elapsed"])
+        print(f"resumed at {saved['elapsed']:.0f}s, step {steps}", flush=True)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, by_time)
+    elapsed = history[-1]["seconds"] if history else 0.0
+    while not (history and time.perf_counter() - start >= args.budget_s):  # budget left
         batches = stream.batches(args.eval_every, gen, deadline=start + args.budget_s)
         stats = train_one_epoch(
             model, batches, optimizer, scheduler, config.loss, device, autocast, config.grad_clip
@@ -232,6 +247,8 @@ def train(args, model, stream, val, device) -> dict:
             f"{row['distinct_patterns']} distinct",
             flush=True,
         )
+        if args.checkpoint:
+            write_run_state(args.checkpoint, model, optimizer, gen, history, steps, elapsed)
         if reached is None and metrics["chi2_modulus"] <= args.target_chi2:
             reached = elapsed
             break
@@ -239,6 +256,34 @@ def train(args, model, stream, val, device) -> dict:
         if time.perf_counter() - start >= args.budget_s:
             break
     return {"history": history, "time_to_target_s": reached, "train_seconds": elapsed}
+
+
+RUN_STATE_FORMAT = "cdiflow-gpu-train-run"
+
+
+def write_run_state(path, model, optimizer, gen, history, steps, elapsed) -> None:
+    """Everything a stopped run needs to continue: plain tensors and containers only."""
+    state = {
+        "format": RUN_STATE_FORMAT,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "generator": gen.get_state(),
+        "history": history,
+        "steps": steps,
+        "elapsed": elapsed,
+    }
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def read_run_state(path) -> dict | None:
+    """The saved run at ``path`` (loaded with weights_only=True), or None if there is none."""
+    if not path or not Path(path).is_file():
+        return None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if state.get("format") != RUN_STATE_FORMAT:
+        sys.exit(f"{path}: not a gpu_train run checkpoint")
+    return state
 
 
 @torch.inference_mode()
@@ -271,6 +316,8 @@ def _sync(device: torch.device) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     t_start = time.perf_counter()
+    if args.threads > 0:
+        torch.set_num_threads(args.threads)
     gconfig = GeneratorConfig()
     # Worker processes are spawned before CUDA is touched.
     stream = None

@@ -24,3 +24,21 @@ def test_smoke_run_writes_results(tmp_path):
         assert math.isfinite(result["test"][key])
     assert result["inference_patterns_per_s"]["fp32"] > 0
     assert weights.is_file()
+
+
+def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_train_resume", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    checkpoint = tmp_path / "run.pt"
+    first = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
+    saved = module.read_run_state(checkpoint)
+    assert saved["steps"] == first["history"][-1]["steps"] > 0
+    longer = str(saved["elapsed"] + 3)
+    second = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", longer])
+    # a longer budget: the resumed run continues the same history where the first stopped
+    assert second["history"][: len(first["history"])] == first["history"]
+    assert second["history"][-1]["steps"] > first["history"][-1]["steps"]
+    assert second["history"][-1]["seconds"] > first["history"][-1]["seconds"]
+    spent = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
+    assert spent["history"] == second["history"]  # no budget left: nothing more to train
