@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from cdiflow.errors import NonFiniteLoss
-from cdiflow.losses import LossWeights, physics_loss, predicted_modulus, twin_targets
-from cdiflow.metrics import chi2, image_error
+from cdiflow.losses import LossWeights, physics_loss, predicted_modulus
+from cdiflow.metrics import chi2, image_error, twin_aware_errors
 from cdiflow.train.checkpoint import load_checkpoint, training_state
 from cdiflow.train.config import TrainConfig
 from cdiflow.train.optim import build_optimizer, build_scheduler
@@ -152,18 +152,17 @@ def _pattern_chi2(prediction: torch.Tensor, b: Batch) -> dict[str, torch.Tensor]
     fourier = predicted_modulus(prediction, b["modulus"].shape[-1])
     amp = image_error(prediction[:, 0], b["amplitude"])
     phase = image_error(prediction[:, 1], b["phase"])
-    amp_t, phase_t = twin_targets(b["amplitude"], b["phase"])
-    amp_twin = image_error(prediction[:, 0], amp_t)
-    phase_twin = image_error(prediction[:, 1], phase_t)
-    use_twin = amp_twin + phase_twin < amp + phase
+    amp_twin, phase_twin = twin_aware_errors(
+        image_error, prediction[:, 0], prediction[:, 1], b["amplitude"], b["phase"]
+    )
     return {
         "chi2_modulus": chi2(fourier, b["modulus"], fit_scale=True),
         "chi2_amplitude": amp,
         "chi2_phase": phase,
         # The same against whichever of target / twin is closer (|F| cannot tell them
         # apart): the fair real-space score of a prediction.
-        "chi2_amplitude_twin_aware": torch.where(use_twin, amp_twin, amp),
-        "chi2_phase_twin_aware": torch.where(use_twin, phase_twin, phase),
+        "chi2_amplitude_twin_aware": amp_twin,
+        "chi2_phase_twin_aware": phase_twin,
     }
 
 
