@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 
 import pytest
+from mlflow import MlflowClient
 
+from cdiflow import pretrained
 from cdiflow.cli import main
+from cdiflow.pipelines.tracking import MODEL_NAME, PRETRAINED_TAG, tracking_uri
 
 pytestmark = pytest.mark.integration
 
@@ -24,7 +29,17 @@ def test_quickstart_smoke_then_cached(tmp_path, capsys, monkeypatch):
         args += ["--beamtime", str(scan54)]
     assert main(args) == 0
     out = capsys.readouterr().out
-    assert "registered cdiflow-cnn version 1 (champion)" in out
+    shipped = pretrained.available()
+    mine = "2" if shipped else "1"  # a new workspace holds the shipped model as version 1
+    assert re.search(rf"registered cdiflow-cnn version {mine} \((champion|champion stays)", out)
+    if shipped:
+        uri = tracking_uri(workspace)
+        client = MlflowClient(uri, registry_uri=uri)
+        assert client.get_model_version(MODEL_NAME, "1").tags[PRETRAINED_TAG] == "true"
+        decision = json.loads(client.get_model_version(MODEL_NAME, mine).tags["champion_decision"])
+        # the shipped champion was scored again on the quickstart's own validation set
+        assert decision["champion_rescored"] is True
+        assert decision["rescored_fingerprint"] == decision["eval_fingerprint"]
     index = workspace / "report.html"
     assert index.is_file() and f"open {index}" in out
     html = index.read_text()

@@ -105,6 +105,18 @@ class QuickstartOutcome:
     seconds: dict[str, float]  # wall time per step
 
 
+def _trained_here(uri: str) -> str | None:
+    """The newest version trained in this registry (not the shipped model), or None."""
+    from mlflow import MlflowClient
+
+    from cdiflow.pipelines.tracking import MODEL_NAME, PRETRAINED_TAG
+
+    client = MlflowClient(uri, registry_uri=uri)
+    versions = client.search_model_versions(f"name='{MODEL_NAME}'")
+    mine = [int(v.version) for v in versions if v.tags.get(PRETRAINED_TAG) != "true"]
+    return str(max(mine)) if mine else None
+
+
 def _champion(uri: str) -> str | None:
     """The champion's version in this registry, or None."""
     from cdiflow.errors import ModelNotFound
@@ -203,26 +215,33 @@ def run_quickstart(
     seconds: dict[str, float] = {}
     started = not ray.is_initialized()
     if started:
-        kwargs = ray_init_kwargs(address)
-        if kwargs["address"] == "local":
-            ray.init(**kwargs)
-        else:
-            from cdiflow.pipelines.cluster import connect
+        from cdiflow.pipelines.cluster import connect
 
+        kwargs = ray_init_kwargs(address)
+        if kwargs["address"] == "local":  # ray.init(**kwargs), through connect (quiet_ray)
+            connect(
+                "local",
+                num_cpus=kwargs["num_cpus"],
+                object_store_memory=kwargs["object_store_memory"],
+                dashboard=kwargs["include_dashboard"],
+            )
+        else:
             connect(kwargs["address"])  # probes the address first
     try:
         t = time.perf_counter()
-        version = _champion(uri)
-        trained = version is None
+        version = _champion(uri)  # in a new workspace: the shipped model
+        trained = _trained_here(uri) is None
         if trained:
             say("[1/5] generating a small synthetic data set ...")
             _generate(config, workspace / "data")
             seconds["generate"] = time.perf_counter() - t
             say(f"[2/5] training a small CNN ({config.epochs} epochs) ...")
             t = time.perf_counter()
-            version = _train(config, workspace / "data", workspace)
+            mine = _train(config, workspace / "data", workspace)
             seconds["train+register"] = time.perf_counter() - t
-            say(f"[3/5] registered cdiflow-cnn version {version} (champion)")
+            version = _champion(uri)
+            verdict = "champion" if mine == version else f"champion stays version {version}"
+            say(f"[3/5] registered cdiflow-cnn version {mine} ({verdict})")
         else:
             say(f"[1-3/5] the workspace registry has a champion (version {version}): reusing it")
         t = time.perf_counter()

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cdiflow import __version__
+from cdiflow import __version__, pretrained
 from cdiflow.errors import ModelNotFound, OutputDirError
 from cdiflow.formats.results import (
     SCANS_DIR,
@@ -46,7 +46,7 @@ from cdiflow.pipelines.scan_steps import (
     read_and_preprocess,
     refine_batch,
 )
-from cdiflow.pipelines.tracking import model_reference
+from cdiflow.pipelines.tracking import DEFAULT_MODEL, model_reference
 
 ACTOR_CPUS = 0.5  # fractional: a pool that takes every CPU starves the read tasks (hangs)
 
@@ -148,6 +148,8 @@ def _check_store(workspace: str | Path, ref: str) -> None:
     """
     if os.environ.get("MLFLOW_TRACKING_URI"):
         return  # a server (or a store named there) is looked up as it is
+    if ref == DEFAULT_MODEL and pretrained.available():
+        return  # a new workspace registers the shipped model as its champion
     root = Path(workspace).expanduser().resolve()
     if not (root / "mlflow.db").is_file():  # the store of tracking.tracking_uri
         raise ModelNotFound(

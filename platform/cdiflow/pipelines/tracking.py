@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from cdiflow import pretrained
 from cdiflow.errors import ModelNotFound, NonFiniteScore
 
 MODEL_NAME = "cdiflow-cnn"
@@ -37,6 +38,7 @@ WEIGHTS_ARTIFACT_DIR = "weights"  # run artifact folder that holds the weights f
 WEIGHTS_FILE = "model.pt"  # name of the weights file inside that folder
 SCORE_METRIC = "val_chi2"  # lower is better; decides the champion
 FINGERPRINT_TAG = "eval_fingerprint"  # version tag: the set SCORE_METRIC was measured on
+PRETRAINED_TAG = "cdiflow.pretrained"  # version tag "true": the model shipped in the package
 
 
 # --- tracking store --------------------------------------------------------------------
@@ -410,6 +412,7 @@ def model_reference(ref: str | Path | None) -> str:
     ``3`` (a version number)                ``models:/cdiflow-cnn/3``
     ``champion`` (an alias name)            ``models:/cdiflow-cnn@champion``
     ``models:/NAME@ALIAS``, ``.../NAME/3``  unchanged (checked by ``parse_model_ref``)
+    ``pretrained``                          the shipped weights file (``cdiflow.pretrained``)
     a weights file path (or a ``Path``)     the absolute path, ``~`` expanded
     ======================================  =========================================
 
@@ -427,6 +430,8 @@ def model_reference(ref: str | Path | None) -> str:
     if isinstance(ref, Path):
         return str(ref.expanduser().resolve())
     text = str(ref)
+    if text == pretrained.NAME:
+        return str(pretrained.WEIGHTS)
     if text.startswith("models:/"):
         parse_model_ref(text)
         return text
@@ -452,12 +457,57 @@ def _available(client, name: str) -> str:
     return f"{name} has versions {versions or 'none'} and aliases {aliases or 'none'}"
 
 
+def ensure_pretrained(uri: str, name: str = MODEL_NAME) -> str | None:
+    """Register the shipped model as the first version of ``name`` in a new registry.
+
+    Does nothing (returns None) when the package carries no weights, when ``name`` is not
+    cdiflow's model, or when the registry already has ``name``. Otherwise the weights go
+    in as version 1 with alias ``champion``, tagged ``cdiflow.pretrained``, with the
+    validation score and evaluation-set fingerprint the weights file records, so a model
+    trained later takes the alias only by beating it on the same data (the champion rule
+    rescores it on the candidate's set). Returns the new version.
+    """
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    if name != MODEL_NAME or not pretrained.available():
+        return None
+    client = MlflowClient(uri, registry_uri=uri)
+    try:
+        client.get_registered_model(name)
+        return None
+    except MlflowException:
+        pass
+    from cdiflow.models.weights import read_weights
+
+    metadata = read_weights(pretrained.WEIGHTS)["metadata"]
+    workspace = Path(uri[len("sqlite:///") :]).parent if is_embedded(uri) else None
+    experiment = experiment_id(uri, EXPERIMENT, workspace=workspace)
+    run = client.create_run(experiment, run_name="pretrained", tags={PRETRAINED_TAG: "true"})
+    decision = register_weights(
+        uri,
+        run.info.run_id,
+        pretrained.WEIGHTS,
+        {SCORE_METRIC: float(metadata[SCORE_METRIC])},
+        name=name,
+        fingerprint=metadata.get(FINGERPRINT_TAG),
+    )
+    client.set_model_version_tag(name, decision.version, PRETRAINED_TAG, "true")
+    client.set_terminated(run.info.run_id)
+    return decision.version
+
+
 def resolve_version(uri: str, ref: str):
-    """The ``ModelVersion`` that a ``models:/`` reference names, or ``ModelNotFound``."""
+    """The ``ModelVersion`` that a ``models:/`` reference names, or ``ModelNotFound``.
+
+    A registry that has never held cdiflow's model gets the shipped one first
+    (``ensure_pretrained``), so ``champion`` names a model in every new workspace.
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
     name, alias, number = parse_model_ref(ref)
+    ensure_pretrained(uri, name)
     client = MlflowClient(uri, registry_uri=uri)
     try:
         if alias is not None:
