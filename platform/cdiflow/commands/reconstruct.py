@@ -20,8 +20,11 @@ iterations with shrink-wrap), and write per scan:
   OUT/previews/<scan>.png  preview image
 and for the beamtime OUT/summary.parquet, OUT/summary.csv, OUT/report.html.
 
-A bad scan never stops the job: it gets a 'failed' row with the reason. Re-running the
-same command skips finished scans and redoes only failed or missing ones.
+A bad scan never stops the job: it gets a 'failed' row with the reason. Re-running
+skips the scans finished with the same model version, reconstruction config and input
+files (the summary's model_version, config_hash and input_fingerprint columns), and
+redoes failed and missing ones and those whose model, config or input changed (its
+progress line says which); --force redoes every scan.
 """
 
 EPILOG = """\
@@ -64,6 +67,11 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
     parser.add_argument(
         "--local", action="store_true", help="run in this process without Ray (debugging)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo every scan, also those finished with the same model, config and input",
     )
     parser.set_defaults(run=run)
     return parser
@@ -113,6 +121,7 @@ def run(args: argparse.Namespace) -> int:
         selection=selection,
         address=args.address,
         runner="local" if args.local else "ray",
+        force=args.force,
     )
     print(
         f"{len(outcome.ok)} ok, {len(outcome.failed)} failed, {outcome.skipped} skipped "

@@ -37,6 +37,7 @@ from cdiflow.formats.scan import (
     ScanNotFound,
     ScanReadError,
     check_frames_array,
+    files_fingerprint,
 )
 from cdiflow.formats.spec import SpecScan, read_spec
 
@@ -115,6 +116,16 @@ def parse_scan_selection(text: str) -> list[int]:
 def _frame_paths(folder: Path) -> tuple[Path, ...]:
     pattern = re.compile(re.escape(folder.name) + r"_(\d+)\.tiff?$")
     return tuple(sorted(p for p in folder.iterdir() if pattern.match(p.name)))
+
+
+def scan_fingerprint(beamtime: Beamtime, entry: ScanEntry) -> str:
+    """``files_fingerprint`` of one scan's input: its frames, the dark and the whitefield.
+
+    The spec file is left out: the beamline appends every new scan to it, and a scan's
+    own spec lines do not change once written.
+    """
+    paths = (*entry.frame_paths, beamtime.dark_path, beamtime.whitefield_path)
+    return files_fingerprint(paths, label=f"{entry.folder}\0{entry.number}")
 
 
 def discover_beamtime(root: str | Path) -> Beamtime:

@@ -21,7 +21,14 @@ from pathlib import Path
 
 import numpy as np
 
-from cdiflow.formats.scan import NotAScan, Scan, ScanDataError, ScanReadError, check_frames_array
+from cdiflow.formats.scan import (
+    NotAScan,
+    Scan,
+    ScanDataError,
+    ScanReadError,
+    check_frames_array,
+    files_fingerprint,
+)
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -70,6 +77,21 @@ def open_scan(source: str | Path) -> Scan:
         bad_pixels=np.zeros(frames.shape[1:], dtype=bool),
         metadata={"layout": suffix.lstrip("."), "source": where},
     )
+
+
+def source_fingerprint(source: str | Path) -> str:
+    """``files_fingerprint`` of what ``open_scan(source)`` reads (nothing is read here).
+
+    A file source: the file itself (and the dataset or array key). A folder: its files.
+    """
+    path, key = split_source(source)
+    if path.is_dir():
+        try:
+            files = sorted(p for p in path.iterdir() if p.is_file())
+        except OSError:
+            files = []
+        return files_fingerprint(files, label=str(path))
+    return files_fingerprint([path], label=key or "")
 
 
 def read_tiff_stack(path: Path, error: type[ScanReadError] = ScanReadError) -> np.ndarray:

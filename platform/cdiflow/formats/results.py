@@ -42,6 +42,17 @@ SUMMARY_PARQUET = "summary.parquet"
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
 
+# What made a row: the model (``sha256:<hex>`` of a weights file or the pinned
+# ``models:/NAME/VERSION``), the hash of the reconstruction config (``config_hash`` of
+# ``ReconstructConfig``) and a cheap fingerprint of the input files (sizes, mtimes and
+# paths). A finished scan is kept on a re-run only when all three match (``stale_reason``).
+PROVENANCE_COLUMNS = ("model_version", "config_hash", "input_fingerprint")
+_CHANGED = {
+    "model_version": "model changed",
+    "config_hash": "config changed",
+    "input_fingerprint": "input changed",
+}
+
 # Columns of the summary table, in order (values are scalars; timings in seconds).
 SUMMARY_COLUMNS = (
     "scan",
@@ -67,6 +78,7 @@ SUMMARY_COLUMNS = (
     "result",
     "preview",
     "skipped",
+    *PROVENANCE_COLUMNS,
 )
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -176,6 +188,21 @@ def read_completed_summary(path: Path) -> dict[str, Any] | None:
     except Exception:  # noqa: BLE001 - any unreadable file is simply redone
         return None
     return row if isinstance(row, dict) and row.get("status") == "ok" else None
+
+
+def stale_reason(row: dict[str, Any], expected: dict[str, str]) -> str:
+    """Why a finished summary ``row`` cannot be kept on this run; "" when it can.
+
+    ``expected`` holds this run's ``PROVENANCE_COLUMNS``. Returns e.g. ``"model
+    changed"`` or ``"config changed, input changed"``. An empty value on either side
+    (a result written before these columns existed) never matches.
+    """
+    changed = [
+        _CHANGED[name]
+        for name in PROVENANCE_COLUMNS
+        if not expected.get(name) or row.get(name) != expected[name]
+    ]
+    return ", ".join(changed)
 
 
 def read_scan_result(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:

@@ -10,6 +10,8 @@ on with the next scan; readers never let a raw library exception reach the calle
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import os
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +175,24 @@ def check_no_empty_frames(frames: np.ndarray, path: str | Path) -> None:
         which = np.flatnonzero(empty)
         shown = ", ".join(str(i) for i in which[:5]) + (" ..." if len(which) > 5 else "")
         raise ScanDataError(path, f"{len(which)} all-zero frame(s): {shown}", kind="all_zero")
+
+
+def files_fingerprint(paths, label: str = "") -> str:
+    """A cheap fingerprint of input files: 16 hex digits of sha256 over each file's
+    absolute path, size and mtime (ns), in the order given, and ``label``.
+
+    Nothing is read, only ``stat``-ed, so a beamtime of thousands of frames is
+    fingerprinted in moments; rewriting or touching a file, adding or removing one, or
+    moving the input elsewhere changes it. A file that cannot be ``stat``-ed counts as
+    missing (its scan fails on reading anyway).
+    """
+    digest = hashlib.sha256(f"cdiflow input\0{label}".encode("utf-8", "surrogateescape"))
+    for path in paths:
+        try:
+            info = os.stat(path)
+            stamp = f"{info.st_size} {info.st_mtime_ns}"
+        except OSError:
+            stamp = "missing"
+        name = os.path.abspath(path)
+        digest.update(f"\n{name}\0{stamp}".encode("utf-8", "surrogateescape"))
+    return digest.hexdigest()[:16]

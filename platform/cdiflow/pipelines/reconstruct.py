@@ -11,8 +11,12 @@
     driver: progress lines, summary.parquet / summary.csv, report.html
 
 The per-scan work lives in ``cdiflow.pipelines.scan_steps`` (plain functions); this
-module is the glue. Resumable: a scan whose result file is complete is not read again,
-its row comes from that file. One bad scan never stops the job: it gets a failed row.
+module is the glue. Resumable: a scan whose result file is complete, and was made by
+the same model version, reconstruction config (``config_hash``) and input (fingerprint
+of its files' sizes, mtimes and paths), is not read again: its row comes from that
+file. Any other finished scan is redone, and its progress line says why ("model
+changed", "config changed", "input changed", "--force"). One bad scan never stops the
+job: it gets a failed row.
 
 Note for multi-node clusters: the writers run on the workers, so ``--out`` must be on
 storage that every node sees (NFS), like Ray Train's ``storage_path``.
@@ -26,6 +30,7 @@ import os
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -36,6 +41,7 @@ from cdiflow.formats.results import (
     SCANS_DIR,
     read_completed_summary,
     result_path,
+    stale_reason,
     write_summary,
 )
 from cdiflow.pipelines.scan_steps import (
@@ -71,6 +77,34 @@ class BeamtimeOutcome:
     @property
     def ok(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] == "ok"]
+
+
+def pin_model(ref: str | None, workspace: str | Path) -> tuple[str, str | None, str]:
+    """Pin the model without loading it: (reference to load, tracking URI, model version).
+
+    The model version is what a finished result must have been made with to be kept:
+    ``sha256:<hex>`` of a weights file, or ``models:/NAME/VERSION`` for a registry
+    reference, whose alias is resolved here to its current version (the reference
+    returned), so every actor of the job loads the same weights even if the alias moves
+    while the job runs. A weights file that does not exist gets version "" (it matches
+    no result; loading it then raises ``ModelNotFound``).
+
+    Raises
+    ------
+    ModelNotFound : an unknown registry model, or a workspace without a store.
+    """
+    from cdiflow.formats.dataset import file_sha256
+    from cdiflow.pipelines.tracking import configure, resolve_version
+
+    text = model_reference(ref)
+    if not text.startswith("models:/"):  # a weights file needs no store
+        path = Path(text)
+        return text, None, f"sha256:{file_sha256(path)}" if path.is_file() else ""
+    _check_store(workspace, text)
+    uri = configure(workspace)
+    version = resolve_version(uri, text)
+    pinned = f"models:/{version.name}/{version.version}"
+    return pinned, uri, pinned
 
 
 def resolve_model(ref: str | None, uri: str | None) -> tuple[str, dict[str, Any]]:
@@ -159,22 +193,48 @@ def _check_store(workspace: str | Path, ref: str) -> None:
         )
 
 
-def _finished_rows(items: list[dict], out: Path) -> dict[str, dict]:
-    """Summary rows of scans whose result file is complete (skipped on this run)."""
-    done = {}
+def _finished_rows(
+    items: list[dict], out: Path, model_version: str, config_hash: str, force: bool
+) -> tuple[dict[str, dict], dict[str, str]]:
+    """Scans finished earlier: (key -> summary row kept, key -> why the scan is redone).
+
+    A complete result is kept (skipped on this run) only when the model version, config
+    hash and input fingerprint it recorded are this run's (``stale_reason``); with
+    ``force`` none is kept.
+    """
+    done, redo = {}, {}
     for item in items:
         row = read_completed_summary(result_path(out, SCANS_DIR, item["key"], ".h5"))
-        if row is not None:
+        if row is None:
+            continue
+        expected = {
+            "model_version": model_version,
+            "config_hash": config_hash,
+            "input_fingerprint": item["input_fingerprint"],
+        }
+        why = "--force" if force else stale_reason(row, expected)
+        if why:
+            redo[item["key"]] = why
+        else:
             done[item["key"]] = dict(row, skipped=True)
-    return done
+    return done, redo
 
 
-def _progress_line(count: int, total: int, row: dict) -> str:
+def _progress_line(count: int, total: int, row: dict, redone: dict[str, str]) -> str:
     if row["status"] == "ok":
         what = f"ok  CNN chi2 {row['cnn_chi2']:.3g}  refined chi2 {row['refined_chi2']:.3g}"
     else:
         what = f"FAILED ({row['stage']}: {row['reason']})"
-    return f"[{count}/{total}] {row['scan']}: {what}"
+    why = redone.get(row["key"])
+    return f"[{count}/{total}] {row['scan']}: {what}" + (f"  (redone: {why})" if why else "")
+
+
+def _plan_line(total: int, done: int, todo: int, redone: dict[str, str]) -> str:
+    line = f"{total} scan(s): {done} already finished, {todo} to reconstruct"
+    if redone:
+        counts = Counter(redone.values())
+        line += " (redone: " + "; ".join(f"{n} {why}" for why, n in counts.items()) + ")"
+    return line
 
 
 def run_pipeline(
@@ -187,8 +247,13 @@ def run_pipeline(
     provenance: dict,
     progress: Callable[[str], None],
     cnn_actors: int = 1,
+    redone: dict[str, str] | None = None,
 ) -> list[dict]:
-    """Run the Ray Data pipeline over ``todo`` items; return their summary rows."""
+    """Run the Ray Data pipeline over ``todo`` items; return their summary rows.
+
+    ``redone`` maps the key of a scan finished earlier to why it is redone (its
+    progress line says so).
+    """
     import ray
 
     gpus = ray.cluster_resources().get("GPU", 0) > 0
@@ -237,7 +302,7 @@ def run_pipeline(
     for row in ds.iter_rows():
         row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}
         rows.append(row)
-        progress(_progress_line(len(rows), len(todo), row))
+        progress(_progress_line(len(rows), len(todo), row, redone or {}))
     return rows
 
 
@@ -253,13 +318,15 @@ def reconstruct_beamtime(
     progress: Callable[[str], None] | None = None,
     cnn_actors: int = 1,
     runner: str = "ray",
+    force: bool = False,
 ) -> BeamtimeOutcome:
     """Reconstruct every selected scan of ``sources`` into ``out`` (module docstring).
 
     Parameters
     ----------
     sources : beamtime folders (34-ID-C), folders of scan files, or single scan sources.
-    out : output folder (created); finished scans in it are skipped.
+    out : output folder (created); scans finished in it with the same model version,
+        config hash and input fingerprint are skipped, other finished ones redone.
     model : registry alias / version / ``models:/`` URI, or a weights file (default:
         ``models:/cdiflow-cnn@champion``).
     workspace : holds the embedded MLflow store (unless ``MLFLOW_TRACKING_URI`` is set).
@@ -270,6 +337,7 @@ def reconstruct_beamtime(
     progress : called with one line per finished scan (default: print to stderr).
     runner : ``"ray"`` (the job) or ``"local"`` (the same steps in this process, no
         Ray: for debugging and tests).
+    force : redo every scan, finished or not (``--force``).
 
     Raises
     ------
@@ -277,29 +345,30 @@ def reconstruct_beamtime(
     ``out`` is created only after ``out`` and the model were checked, so a bad model
     reference leaves no empty folder behind.
     """
-    from cdiflow.pipelines.tracking import configure, git_sha
+    from cdiflow.pipelines.tracking import git_sha
 
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     config = config or ReconstructConfig()
     out = _check_out(out)
     t0 = time.perf_counter()
     items = plan_scans([str(s) for s in sources], selection)
-    done = _finished_rows(items, out)  # none while out does not exist yet
+    # the model is pinned (not loaded) first: a finished scan is kept only if it matches
+    pinned, uri, model_version = pin_model(model, workspace) if items else ("", None, "")
+    done, redone = _finished_rows(items, out, model_version, config.config_hash, force)
     todo = [i for i in items if i["key"] not in done]
     new_rows: dict[str, dict] = {}
     model_info: dict[str, Any] = {}
     if todo:  # the model and the cluster are checked before anything is written
-        registry = model_reference(model).startswith("models:/")
-        if registry:
-            _check_store(workspace, model_reference(model))
-        uri = configure(workspace) if registry else None  # a weights file needs no store
-        pinned, model_info = resolve_model(model, uri)
+        pinned, model_info = resolve_model(pinned, uri)
+        model_info.update(ref=model_reference(model), model_version=model_version)
     started = bool(todo) and runner != "local" and _connect_ray(address)
     try:
         _make_out(out)
-        progress(f"{len(items)} scan(s): {len(done)} already finished, {len(todo)} to reconstruct")
+        progress(_plan_line(len(items), len(done), len(todo), redone))
         provenance = {
             "reconstruction": config.to_dict(),
+            "model_version": model_version,
+            "config_hash": config.config_hash,
             "git_sha": git_sha(),
             "cdiflow_version": __version__,
         }
@@ -307,11 +376,20 @@ def reconstruct_beamtime(
             progress(f"model {model_info['pinned_ref']}")
             if runner == "local":
                 rows = _run_locally(
-                    todo, out, config, pinned, uri, model_info, provenance, progress
+                    todo, out, config, pinned, uri, model_info, provenance, progress, redone
                 )
             else:
                 rows = run_pipeline(
-                    todo, out, config, pinned, uri, model_info, provenance, progress, cnn_actors
+                    todo,
+                    out,
+                    config,
+                    pinned,
+                    uri,
+                    model_info,
+                    provenance,
+                    progress,
+                    cnn_actors,
+                    redone,
                 )
             new_rows = {r["key"]: r for r in rows}
     finally:
@@ -324,14 +402,14 @@ def reconstruct_beamtime(
     return _write_tables(out, all_rows, sources, model_info, config, seconds, len(todo), done)
 
 
-def _run_locally(todo, out, config, model_ref, uri, model_info, provenance, progress):
+def _run_locally(todo, out, config, model_ref, uri, model_info, provenance, progress, redone):
     from cdiflow.pipelines.scan_steps import run_items_locally
 
     predictor = CNNPredictor(model_ref, uri, "{}", "cpu")
     info = json.dumps(model_info, sort_keys=True, default=str)
     rows = run_items_locally(todo, predictor.model, config, out, provenance, info)
     for k, row in enumerate(rows):
-        progress(_progress_line(k + 1, len(todo), row))
+        progress(_progress_line(k + 1, len(todo), row, redone))
     return rows
 
 
@@ -356,6 +434,7 @@ def _write_tables(out, rows, sources, model_info, config, seconds, processed, do
         "model": model_info.get("pinned_ref", "(no scan run this time)"),
         "start": config.start,
         "schedule": config.schedule,
+        "config hash": config.config_hash,
         "cdiflow": __version__,
         "wall time, s": round(seconds, 1),
         "skipped (finished earlier)": len(done),

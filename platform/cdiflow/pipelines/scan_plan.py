@@ -27,11 +27,13 @@ def plan_scans(sources: list[str | Path], selection: list[int] | None = None) ->
     Returns
     -------
     list of dict items (``scan``, ``key``, ``number``, ``kind``, ``root``, ``source``,
-    ``reason``). A source that cannot be listed becomes one item of kind ``invalid``
-    that turns into a failed row, and so does a file whose name is not valid UTF-8. Keys
-    are unique (ignoring case), accepted by ``result_path`` and stable (see
-    ``_assign_keys``); with several sources they start with the source's folder name,
-    so two beamtimes never write into each other's files. No file name raises.
+    ``reason``, ``input_fingerprint``: a ``stat``-only fingerprint of the scan's files,
+    which a re-run compares with the finished result's). A source that cannot be
+    listed becomes one item of kind ``invalid`` that turns into a failed row, and so
+    does a file whose name is not valid UTF-8. Keys are unique (ignoring case),
+    accepted by ``result_path`` and stable (see ``_assign_keys``); with several sources
+    they start with the source's folder name, so two beamtimes never write into each
+    other's files. No file name raises.
     """
     items: list[dict] = []
     for source in sources:
@@ -105,7 +107,17 @@ def _fit(base: str, tail: str) -> str:
     raise AssertionError(f"no safe key for {base!r} + {tail!r}")  # base comes from scan_key
 
 
-def _item(scan, number, kind, root="", source="", reason="", error_kind="", file_name="") -> dict:
+def _item(
+    scan,
+    number,
+    kind,
+    root="",
+    source="",
+    reason="",
+    error_kind="",
+    file_name="",
+    fingerprint="",
+) -> dict:
     """One planned scan. ``scan`` (and ``file_name``) are shown; ``key_name`` makes the key.
 
     A path that is not valid UTF-8 (a file named in Latin-1 on a Linux share) can be
@@ -127,6 +139,7 @@ def _item(scan, number, kind, root="", source="", reason="", error_kind="", file
         "source": str(source) if _is_utf8(source) else _shown(source),
         "reason": reason,
         "error_kind": error_kind,
+        "input_fingerprint": fingerprint if kind != "invalid" else "",
     }
 
 
@@ -145,28 +158,52 @@ def _shown(text) -> str:
 
 
 def _items_of_source(source: str, selection: list[int] | None) -> list[dict]:
-    from cdiflow.formats.aps34idc import discover_beamtime
+    from cdiflow.formats.aps34idc import discover_beamtime, scan_fingerprint
+    from cdiflow.formats.generic import source_fingerprint
     from cdiflow.formats.scan import ScanError
 
     path = Path(source)
     if path.is_dir() and _is_generic_folder(path):
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in GENERIC_SUFFIXES)
-        items = [
-            _item(p.stem, _trailing_number(p.stem), "file", path, p, file_name=p.name)
-            for p in files
-        ]
         if selection is not None:
             wanted = set(selection)
-            items = [i for i in items if i["number"] in wanted]
-        return items
+            files = [p for p in files if _trailing_number(p.stem) in wanted]
+        return [
+            _item(
+                p.stem,
+                _trailing_number(p.stem),
+                "file",
+                path,
+                p,
+                file_name=p.name,
+                fingerprint=source_fingerprint(p),
+            )
+            for p in files
+        ]
     if not path.is_dir():
-        return [_item(path.name or source, _trailing_number(path.stem), "file", "", source)]
+        return [
+            _item(
+                path.name or source,
+                _trailing_number(path.stem),
+                "file",
+                "",
+                source,
+                fingerprint=source_fingerprint(source),
+            )
+        ]
     try:
         beamtime = discover_beamtime(path)
     except ScanError as exc:
         return [_item(path.name, None, "invalid", path, path, reason_of(exc), kind_of(exc))]
     return [
-        _item(entry.name, entry.number, "aps34idc", beamtime.root, entry.folder or path)
+        _item(
+            entry.name,
+            entry.number,
+            "aps34idc",
+            beamtime.root,
+            entry.folder or path,
+            fingerprint=scan_fingerprint(beamtime, entry),
+        )
         for entry in beamtime.scans(selection)
     ]
 

@@ -9,6 +9,8 @@ failed scans; ``fail`` and ``fail_in_batch`` mark a scan failed with a one-line 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 
 import numpy as np
 
@@ -19,6 +21,8 @@ from cdiflow.formats.preprocess import PreprocessConfig
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 
 STARTS = ("cnn", "random-cnn-support", "random-rectangle")
+# Fields of ReconstructConfig that do not change a scan's answer: not in config_hash.
+NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch")
 RESULT_SIZE = 56  # side of the stored object images: the largest upper bound
 
 
@@ -71,6 +75,17 @@ class ReconstructConfig(Config):
         )
 
     @property
+    def config_hash(self) -> str:
+        """16 hex digits of sha256 over the canonical JSON (sorted keys) of every field
+        that changes a scan's answer: schedule, start, seed, thresholds, beta, upper
+        bound, preprocessing and shrink-wrap; not the batch sizes
+        (``NOT_IN_CONFIG_HASH``). A finished scan is redone when it differs.
+        """
+        fields = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_CONFIG_HASH}
+        text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    @property
     def iterations(self) -> int:
         from cdiflow.phasing.schedule import parse
 
@@ -86,6 +101,7 @@ def empty_row(item: dict, iterations: int) -> dict:
         "key": item["key"],
         "number": int(item["number"]),
         "source": item["source"],
+        "input_fingerprint": item.get("input_fingerprint", ""),
         "status": "ok",
         "reason": "",
         "error_kind": "",

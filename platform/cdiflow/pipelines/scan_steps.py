@@ -207,7 +207,8 @@ def unwrapped_phase(phase: np.ndarray, support: np.ndarray) -> np.ndarray:
     return values
 
 
-# The summary columns a worker fills in; the writer adds t_write, result, preview, skipped.
+# The summary columns a worker fills in; the writer adds t_write, result, preview,
+# skipped and the provenance (model_version, config_hash, input_fingerprint).
 SUMMARY_SCALARS = SUMMARY_COLUMNS[: SUMMARY_COLUMNS.index("t_write")]
 
 
@@ -223,12 +224,19 @@ def summary_of(row: dict) -> dict:
 def finish_scan(row: dict, out: str | Path, provenance: dict[str, Any]) -> dict:
     """Write an ok scan's HDF5 result and PNG preview; return its summary row.
 
-    ``provenance`` holds ``reconstruction`` (config dict), ``git_sha`` and anything else
-    the job records. A failure while writing fails the scan (it is redone on a re-run);
-    failed scans write nothing.
+    ``provenance`` holds ``reconstruction`` (config dict), ``model_version``,
+    ``config_hash``, ``git_sha`` and anything else the job records; the summary row
+    records the first two and the row's ``input_fingerprint`` (what a re-run compares
+    before it keeps the result). A failure while writing fails the scan (it is redone
+    on a re-run); failed scans write nothing.
     """
     summary = summary_of(row)
     summary.update(t_write=0.0, result="", preview="", skipped=False)
+    summary.update(
+        model_version=str(provenance.get("model_version", "")),
+        config_hash=str(provenance.get("config_hash", "")),
+        input_fingerprint=str(row.get("input_fingerprint", "")),
+    )
     if row["status"] != "ok":
         return summary
     t0 = time.perf_counter()

@@ -86,14 +86,16 @@ def test_model_reference_forms(tmp_path):
     assert model_reference(str(weights)) == str(weights.resolve())
 
 
-def test_tampered_frame_does_not_matter_after_finish(
-    tmp_path, weights_file, fast_config, good_beamtime
-):
+def test_tampered_frame_after_finish_is_noticed(tmp_path, weights_file, fast_config, good_beamtime):
+    # This test once held the opposite (a finished result was kept whatever its input
+    # became); now a result is kept only while its input fingerprint matches.
     out = tmp_path / "out"
     _run(good_beamtime, out, weights_file, fast_config, selection=[1])
     copy = tmp_path / "bt"
     shutil.copytree(good_beamtime, copy)
     frame = next((copy / "AD34idcTIM2").glob("*_S0001/*_00000.tif"))
     tifffile.imwrite(frame, np.zeros((4, 4), np.int32))
-    outcome, _ = _run(copy, out, weights_file, fast_config, selection=[1])
-    assert outcome.skipped == 1 and outcome.rows[0]["status"] == "ok"
+    outcome, lines = _run(copy, out, weights_file, fast_config, selection=[1])
+    assert outcome.skipped == 0 and outcome.processed == 1
+    assert outcome.rows[0]["error_kind"] == "wrong_shape"  # the tampered frame is read
+    assert "redone: input changed" in lines[-1], lines
