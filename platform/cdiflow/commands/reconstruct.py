@@ -64,6 +64,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="refinement start (default cnn: CNN phase + support)",
     )
     parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
+    parser.add_argument(
+        "--max-source-mib",
+        type=float,
+        help="refuse (a failed row, nothing read) a scan whose data is above this many MiB "
+        "(default 2048): a worker holds a scan whole, plus a float32 copy",
+    )
     parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
     parser.add_argument(
         "--local", action="store_true", help="run in this process without Ray (debugging)"
@@ -81,7 +87,12 @@ def load_config(args: argparse.Namespace):
     """The validated ``ReconstructConfig``: YAML file (optional), then flags on top."""
     from cdiflow.pipelines.scan_steps import ReconstructConfig
 
-    overrides = {"schedule": args.schedule, "start": args.start, "seed": args.seed}
+    overrides = {
+        "schedule": args.schedule,
+        "start": args.start,
+        "seed": args.seed,
+        "max_source_mib": args.max_source_mib,
+    }
     return ReconstructConfig.from_yaml(args.config, overrides)
 
 

@@ -37,6 +37,8 @@ from cdiflow.formats.scan import (
     ScanNotFound,
     ScanReadError,
     check_frames_array,
+    check_source_size,
+    declared_nbytes,
     files_fingerprint,
 )
 from cdiflow.formats.spec import SpecScan, read_spec
@@ -192,12 +194,13 @@ def _read_tiff(path: Path, error: type[ScanReadError] = ScanReadError) -> np.nda
     return read_tiff_stack(path, error)
 
 
-def read_frames(paths: tuple[Path, ...]) -> np.ndarray:
+def read_frames(paths: tuple[Path, ...], max_bytes: int | None = None) -> np.ndarray:
     """Read one-page TIFF frames straight into one preallocated (F, H, W) array.
 
     Raises ``ScanDataError`` (kind ``wrong_shape``) for a frame whose shape or dtype
     differs from the first or that is not one 2D page, ``ScanReadError`` for a missing
-    or corrupt file.
+    or corrupt file, and ``SourceTooLarge`` when the stack (from the first frame's
+    header) would exceed ``max_bytes``, before anything is allocated or read.
     """
     import tifffile
 
@@ -214,6 +217,8 @@ def read_frames(paths: tuple[Path, ...]) -> np.ndarray:
                     )
                 page = tif.pages[0]
                 if stack is None:
+                    nbytes = len(paths) * declared_nbytes(page.shape, page.dtype)
+                    check_source_size(nbytes, max_bytes, path.parent)
                     stack = np.empty((len(paths), *page.shape), page.dtype)
                 elif page.shape != stack.shape[1:] or page.dtype != stack.dtype:
                     raise ScanDataError(
@@ -320,6 +325,7 @@ def read_scan(
     entry: ScanEntry,
     calibration: Calibration | None = None,
     roi_offset: tuple[int, int] | None = None,
+    max_bytes: int | None = None,
 ) -> Scan:
     """Load one scan: raw frames, dark subtraction, flat-field correction.
 
@@ -329,6 +335,8 @@ def read_scan(
     calibration : preloaded ``load_calibration(beamtime)`` (load it once per worker);
         loaded here when None.
     roi_offset : (row, col) override of the ROI rule.
+    max_bytes : refuse a scan whose raw frames add up to more (``SourceTooLarge``),
+        before reading them; None: no limit.
 
     Returns
     -------
@@ -337,7 +345,8 @@ def read_scan(
 
     Raises
     ------
-    ScanNotFound, NotAScan, ScanDataError, CalibrationMissing, ScanReadError
+    ScanNotFound, NotAScan, ScanDataError, CalibrationMissing, ScanReadError,
+    SourceTooLarge
     """
     if entry.folder is None:
         what = "spec entry has no data folder" if entry.spec else "no such scan"
@@ -350,7 +359,7 @@ def read_scan(
             entry.folder, f"no {entry.folder.name}_NNNNN.tif frames (holds {contents or 'nothing'})"
         )
     _check_sequence(entry)
-    raw = check_frames_array(read_frames(entry.frame_paths), entry.folder)
+    raw = check_frames_array(read_frames(entry.frame_paths, max_bytes), entry.folder)
     cal = calibration if calibration is not None else load_calibration(beamtime)
     shape = raw.shape[1:]
     try:

@@ -11,7 +11,9 @@ Forms accepted by ``open_scan(source)``:
 - a 34-ID-C scan folder ``.../<detector>/<prefix>_S<NNNN>``: read with the dark,
   whitefield and spec file of the beamtime folder two levels up.
 
-Every failure is a ``ScanError`` subclass with one line naming the file.
+Every failure is a ``ScanError`` subclass with one line naming the file. With
+``max_bytes``, a source whose data is larger is refused (``SourceTooLarge``) from the
+size its header declares, before any of it is read.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ from cdiflow.formats.scan import (
     ScanDataError,
     ScanReadError,
     check_frames_array,
+    check_source_size,
+    declared_nbytes,
     files_fingerprint,
 )
 
@@ -44,28 +48,35 @@ def split_source(source: str | Path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
-def open_scan(source: str | Path) -> Scan:
+def open_scan(source: str | Path, max_bytes: int | None = None) -> Scan:
     """Open any supported scan source as a ``Scan`` (see the module docstring).
+
+    Parameters
+    ----------
+    source : a file, ``file.h5:/path``, ``file.npz:key`` or a 34-ID-C scan folder.
+    max_bytes : refuse a source whose data (as stored: dataset, array, pages or frames)
+        is larger, before reading it; None: no limit.
 
     Raises
     ------
     ScanReadError (or a subclass)
-        Missing or unreadable file, unknown form, bad dataset path, bad numbers.
+        Missing or unreadable file, unknown form, bad dataset path, bad numbers;
+        ``SourceTooLarge`` above ``max_bytes``.
     """
     path, key = split_source(source)
     if path.is_dir():
-        return _open_34idc_folder(path)
+        return _open_34idc_folder(path, max_bytes)
     if not path.exists():
         raise ScanReadError(path, "file not found", kind="not_found")
     suffix = path.suffix.lower()
     if suffix in HDF5_SUFFIXES:
-        data, where = read_hdf5_dataset(path, key)
+        data, where = read_hdf5_dataset(path, key, max_bytes)
     elif suffix in TIFF_SUFFIXES:
-        data, where = read_tiff_stack(path), str(path)
+        data, where = read_tiff_stack(path, max_bytes=max_bytes), str(path)
     elif suffix == ".npy":
-        data, where = _read_npy(path), str(path)
+        data, where = _read_npy(path, max_bytes), str(path)
     elif suffix == ".npz":
-        data, where = _read_npz(path, key)
+        data, where = _read_npz(path, key, max_bytes)
     else:
         raise NotAScan(path, f"unknown scan file type {suffix!r}")
     frames = check_frames_array(data, where)
@@ -94,10 +105,13 @@ def source_fingerprint(source: str | Path) -> str:
     return files_fingerprint([path], label=key or "")
 
 
-def read_tiff_stack(path: Path, error: type[ScanReadError] = ScanReadError) -> np.ndarray:
+def read_tiff_stack(
+    path: Path, error: type[ScanReadError] = ScanReadError, max_bytes: int | None = None
+) -> np.ndarray:
     """All pages of a TIFF as one array: (H, W) for one page, (F, H, W) for several.
 
-    Every failure (missing, truncated, no image page) raises ``error`` naming the file.
+    Every failure (missing, truncated, no image page) raises ``error`` naming the file;
+    pages that decode to more than ``max_bytes`` raise ``SourceTooLarge`` unread.
     """
     import tifffile
 
@@ -108,6 +122,8 @@ def read_tiff_stack(path: Path, error: type[ScanReadError] = ScanReadError) -> n
             pages = len(tif.pages)
             if pages == 0:
                 raise error(path, "unreadable TIFF (no image page)")
+            first = tif.pages[0]  # the stack needs every page of this shape and dtype
+            check_source_size(pages * declared_nbytes(first.shape, first.dtype), max_bytes, path)
             return tif.asarray(key=range(pages)) if pages > 1 else tif.asarray()
     except ScanReadError:
         raise
@@ -115,14 +131,28 @@ def read_tiff_stack(path: Path, error: type[ScanReadError] = ScanReadError) -> n
         raise error(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
 
 
-def _read_npy(path: Path) -> np.ndarray:
+def _npy_nbytes(path: Path) -> int:
+    """Bytes of the array an NPY file holds, from its header."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        if version == (1, 0):
+            shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+        else:  # 2.0 and 3.0 share the header layout (3.0 allows UTF-8 field names)
+            shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+    return declared_nbytes(shape, dtype)
+
+
+def _read_npy(path: Path, max_bytes: int | None = None) -> np.ndarray:
     try:
+        check_source_size(_npy_nbytes(path), max_bytes, path)
         return np.load(path, allow_pickle=False)
+    except ScanReadError:
+        raise
     except Exception as exc:  # ValueError, OSError, EOFError on bad files
         raise ScanReadError(path, f"unreadable NPY ({type(exc).__name__}: {exc})") from None
 
 
-def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, str]:
+def _read_npz(path: Path, key: str | None, max_bytes: int | None = None) -> tuple[np.ndarray, str]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             keys = list(archive.keys())
@@ -134,6 +164,9 @@ def _read_npz(path: Path, key: str | None) -> tuple[np.ndarray, str]:
                 key = keys[0]
             if key not in keys:
                 raise ScanReadError(path, f"no array {key!r} (has {keys})", kind="bad_key")
+            # the member's uncompressed size: the array and its small NPY header
+            size = archive.zip.getinfo(f"{key}.npy").file_size
+            check_source_size(size, max_bytes, f"{path}:{key}")
             return archive[key], f"{path}:{key}"
     except ScanReadError:
         raise
@@ -175,8 +208,14 @@ def _only_dataset(h5) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def read_hdf5_dataset(path: Path, key: str | None) -> tuple[np.ndarray, str]:
-    """Read one dataset of an HDF5 / NeXus / CXI file (see the module docstring)."""
+def read_hdf5_dataset(
+    path: Path, key: str | None, max_bytes: int | None = None
+) -> tuple[np.ndarray, str]:
+    """Read one dataset of an HDF5 / NeXus / CXI file (see the module docstring).
+
+    A dataset larger than ``max_bytes`` (from its shape and dtype) raises
+    ``SourceTooLarge`` without being read.
+    """
     import h5py
 
     try:
@@ -198,6 +237,7 @@ def read_hdf5_dataset(path: Path, key: str | None) -> tuple[np.ndarray, str]:
             node = h5[key]
             if not isinstance(node, h5py.Dataset):
                 raise ScanReadError(where, "is a group, not a dataset", kind="bad_key")
+            check_source_size(declared_nbytes(node.shape, node.dtype), max_bytes, where)
             return node[()], where
     except ScanReadError:
         raise
@@ -205,7 +245,7 @@ def read_hdf5_dataset(path: Path, key: str | None) -> tuple[np.ndarray, str]:
         raise ScanReadError(path, f"unreadable HDF5 ({type(exc).__name__}: {exc})") from None
 
 
-def _open_34idc_folder(folder: Path) -> Scan:
+def _open_34idc_folder(folder: Path, max_bytes: int | None = None) -> Scan:
     """A ``<prefix>_S<NNNN>`` folder of a 34-ID-C beamtime, with its beamtime's files."""
     from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
 
@@ -217,4 +257,4 @@ def _open_34idc_folder(folder: Path) -> Scan:
     entries = [e for e in beamtime.entries if e.number == number]
     if not entries or entries[0].folder is None:
         raise ScanDataError(folder, "not found by beamtime discovery", kind="not_a_scan")
-    return read_scan(beamtime, entries[0])
+    return read_scan(beamtime, entries[0], max_bytes=max_bytes)

@@ -19,6 +19,8 @@ import numpy as np
 
 from cdiflow.errors import ScanError
 
+MIB = 2**20  # bytes in a MiB: the unit of the source size limit (``--max-source-mib``)
+
 
 class ScanReadError(ScanError):
     """A scan's file cannot be read or is not what it claims to be.
@@ -65,6 +67,12 @@ class NotAScan(ScanReadError):
     """A folder or file is not a scan of the layout it was taken for."""
 
     kind = "not_a_scan"
+
+
+class SourceTooLarge(ScanReadError):
+    """A scan source holds more data than the limit allows (found before reading it)."""
+
+    kind = "too_large"
 
 
 class ScanDataError(ScanReadError):
@@ -196,3 +204,36 @@ def files_fingerprint(paths, label: str = "") -> str:
         name = os.path.abspath(path)
         digest.update(f"\n{name}\0{stamp}".encode("utf-8", "surrogateescape"))
     return digest.hexdigest()[:16]
+
+
+def check_source_size(nbytes: int, max_bytes: int | None, path: str | Path) -> None:
+    """Raise ``SourceTooLarge`` when a source's data (``nbytes``) is above ``max_bytes``.
+
+    Readers call this with the size that the file's header declares (HDF5 dataset
+    shape and dtype, NPY header, TIFF pages), before reading any of the data: a worker
+    would hold that many bytes and a float32 copy on top. ``max_bytes`` None: no limit.
+    """
+    if max_bytes is not None and nbytes > max_bytes:
+        raise SourceTooLarge(
+            path,
+            f"source is {_mib(nbytes)} MiB, above the limit of {_mib(max_bytes)} MiB "
+            "(--max-source-mib)",
+            kind="too_large",
+        )
+
+
+def declared_nbytes(shape, dtype) -> int:
+    """Bytes of an array of ``shape`` and ``dtype``, as a file header declares them.
+
+    ``shape`` None (an HDF5 dataset with a null dataspace) holds nothing.
+    """
+    if shape is None:
+        return 0
+    return int(np.prod(shape, dtype=np.int64)) * np.dtype(dtype).itemsize
+
+
+def _mib(nbytes: int) -> str:
+    value = nbytes / MIB
+    if value >= 10:
+        return f"{value:.1f}".removesuffix(".0")
+    return f"{value:.3g}"

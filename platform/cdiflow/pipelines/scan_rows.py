@@ -18,11 +18,13 @@ from cdiflow import OBJECT_SIZE, PATTERN_SIZE
 from cdiflow.config import Config, require
 from cdiflow.errors import CdiflowError
 from cdiflow.formats.preprocess import PreprocessConfig
+from cdiflow.formats.scan import MIB
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 
 STARTS = ("cnn", "random-cnn-support", "random-rectangle")
-# Fields of ReconstructConfig that do not change a scan's answer: not in config_hash.
-NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch")
+# Fields of ReconstructConfig that do not change a scan's answer: not in config_hash
+# (the source size limit only refuses scans, and a failed scan is always redone).
+NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib")
 RESULT_SIZE = 56  # side of the stored object images: the largest upper bound
 
 
@@ -44,6 +46,9 @@ class ReconstructConfig(Config):
         [32, 56]. The 32-pixel object box clips real objects that are wider than the
         training geometry (scan 54 spans about 28 x 36 pixels): with it, refinement
         from any start stalls near chi^2 2.4e-3 there, like cohere-core on that crop.
+    max_source_mib : a scan whose data (as stored: HDF5 dataset, NPY array, TIFF pages,
+        34-ID-C frames) is larger gets a failed row before it is read; a worker holds
+        it whole plus a float32 copy (``--max-source-mib``).
     """
 
     schedule: str = "5*(100*HIO+20*ER)"
@@ -54,6 +59,7 @@ class ReconstructConfig(Config):
     cnn_batch: int = 32
     refine_batch: int = 8
     upper_bound: int = 0
+    max_source_mib: float = 2048.0
     preprocess: PreprocessConfig = PreprocessConfig()
     shrinkwrap: ShrinkWrap = ShrinkWrap()
 
@@ -65,6 +71,7 @@ class ReconstructConfig(Config):
         require(self.seed >= 0, "seed must be >= 0")
         require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
         require(self.cnn_batch >= 1 and self.refine_batch >= 1, "batch sizes must be >= 1")
+        require(self.max_source_mib > 0, f"max_source_mib must be > 0, got {self.max_source_mib}")
         require(
             self.upper_bound == 0 or OBJECT_SIZE <= self.upper_bound <= PATTERN_SIZE,
             f"upper_bound must be 0 (auto) or in [{OBJECT_SIZE}, {PATTERN_SIZE}]",
@@ -73,6 +80,10 @@ class ReconstructConfig(Config):
             self.preprocess.size == PATTERN_SIZE,
             f"preprocess crop/bin must give {PATTERN_SIZE} pixels, got {self.preprocess.size}",
         )
+
+    @property
+    def max_source_bytes(self) -> int:
+        return int(self.max_source_mib * MIB)
 
     @property
     def config_hash(self) -> str:

@@ -90,8 +90,11 @@ def _calibration(root: str, token: str):
     return load_calibration(_beamtime(root, token))
 
 
-def read_scan_item(item: dict, token: str = ""):
-    """Read one planned item as a ``cdiflow.formats.scan.Scan`` (raises ``ScanError``)."""
+def read_scan_item(item: dict, token: str = "", max_bytes: int | None = None):
+    """Read one planned item as a ``cdiflow.formats.scan.Scan`` (raises ``ScanError``).
+
+    A source whose data is above ``max_bytes`` raises ``SourceTooLarge`` unread.
+    """
     from cdiflow.formats.generic import open_scan
 
     if item["kind"] == "aps34idc":
@@ -101,8 +104,9 @@ def read_scan_item(item: dict, token: str = ""):
         entry = next(
             (e for e in beamtime.scans([item["number"]]) if e.number == item["number"]), None
         )
-        return read_scan(beamtime, entry, calibration=_calibration_or_raise(item, token, entry))
-    return open_scan(item["source"])
+        calibration = _calibration_or_raise(item, token, entry)
+        return read_scan(beamtime, entry, calibration=calibration, max_bytes=max_bytes)
+    return open_scan(item["source"], max_bytes=max_bytes)
 
 
 def _calibration_or_raise(item: dict, token: str, entry):
@@ -127,7 +131,7 @@ def read_and_preprocess(
         return fail(row, "read", item["reason"], item["error_kind"])
     t0 = time.perf_counter()
     try:
-        scan = read_scan_item(item, token)
+        scan = read_scan_item(item, token, config.max_source_bytes)
     except Exception as exc:  # noqa: BLE001 - every failure is recorded, none aborts the job
         row["t_read"] = time.perf_counter() - t0
         return fail(row, "read", exc)
