@@ -14,6 +14,7 @@ import importlib
 import sys
 
 from cdiflow import __version__
+from cdiflow.commands.common import end_ray_console
 from cdiflow.errors import CdiflowError, InputError
 
 # verb -> module under cdiflow.commands (kept in the order `--help` shows them)
@@ -68,6 +69,8 @@ def main(argv: list[str] | None = None) -> int:
             f"cdiflow {args.verb}: interrupted; re-run the same command to resume", file=sys.stderr
         )
         return 130
+    finally:
+        end_ray_console()  # a verb run in this process leaves Ray's logging as it was
 
 
 if __name__ == "__main__":  # pragma: no cover

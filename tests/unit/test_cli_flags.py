@@ -1,8 +1,9 @@
 """The flags that several verbs share are declared once (``cdiflow.commands.common``).
 
 Built from the real parser (``cdiflow.cli.build_parser``): every verb that takes
-``--workspace``, ``--address`` or ``--model`` has it with the same type, default and help
-text, and ``--model`` turns the same user input into the same reference in every verb.
+``--workspace``, ``--address``, ``--model`` or ``--verbose`` has it with the same type,
+default and help text, and ``--model`` turns the same user input into the same reference
+in every verb.
 """
 
 from __future__ import annotations
@@ -18,14 +19,19 @@ from cdiflow.commands import common
 
 # verb -> the flags it takes; a new verb with one of these flags must be added here
 EXPECTED = {
-    "--workspace": set("compare-init evaluate nns quickstart reconstruct train tune".split()),
+    "--workspace": set(
+        "compare-init evaluate generate nns quickstart reconstruct train tune".split()
+    ),
     "--address": {"generate", "reconstruct", "train", "tune"},
     "--model": {"compare-init", "evaluate", "nns", "reconstruct"},
+    # every verb that starts Ray
+    "--verbose": {"generate", "quickstart", "reconstruct", "train", "tune"},
 }
 HELP = {
     "--workspace": common.WORKSPACE_HELP,
     "--address": common.ADDRESS_HELP,
     "--model": common.MODEL_HELP,
+    "--verbose": common.VERBOSE_HELP,
 }
 COMMANDS = Path(common.__file__).parent
 
@@ -63,6 +69,8 @@ def test_flag_types_and_defaults():
     assert model.type is common.parse_model and model.default is None
     assert flag(parsers["evaluate"], "--model").required
     assert not flag(parsers["reconstruct"], "--model").required
+    verbose = flag(parsers["quickstart"], "--verbose")
+    assert verbose.default is False and verbose.nargs == 0  # a switch
 
 
 def test_each_shared_flag_is_declared_in_one_module_only():

@@ -1,4 +1,5 @@
-"""Flags that several verbs share, declared once: ``--workspace``, ``--address``, ``--model``.
+"""Flags that several verbs share, declared once: ``--workspace``, ``--address``, ``--model``,
+``--verbose``.
 
 Every verb that takes one of these flags adds it with the function here, so it has the
 same type, default and help text in every verb, and ``--model`` accepts the same forms
@@ -11,6 +12,7 @@ module level, so ``cdiflow --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 #: The workspace folder when ``--workspace`` is not given (relative to the current folder).
@@ -18,8 +20,8 @@ DEFAULT_WORKSPACE = Path("cdiflow-workspace")
 
 WORKSPACE_HELP = (
     "workspace folder: the embedded MLflow store (WORKSPACE/mlflow.db; not used when "
-    "MLFLOW_TRACKING_URI names a server) and what cdiflow keeps there, such as runs/ "
-    "and sweeps/ (default: %(default)s)"
+    "MLFLOW_TRACKING_URI names a server) and what cdiflow keeps there, such as runs/, "
+    "sweeps/ and logs/ (default: %(default)s)"
 )
 ADDRESS_HELP = (
     "Ray cluster: 'auto' (the one `ray start` runs on this machine) or its GCS address "
@@ -29,6 +31,10 @@ MODEL_HELP = (
     "the CNN: a registry alias (champion), a version number (3), models:/NAME@ALIAS, "
     "models:/NAME/VERSION, or a weights file (.pt); registry models are looked up in "
     "MLFLOW_TRACKING_URI or the --workspace store"
+)
+VERBOSE_HELP = (
+    "print Ray's own log lines here, as Ray does (default: only Ray's warnings and errors; "
+    "the rest goes to WORKSPACE/logs/ray-TIME.log)"
 )
 
 
@@ -42,6 +48,34 @@ def add_workspace(parser: argparse.ArgumentParser) -> argparse.Action:
 def add_address(parser: argparse.ArgumentParser) -> argparse.Action:
     """``--address ADDRESS`` (a string; default None: ``RAY_ADDRESS``, else a local Ray)."""
     return parser.add_argument("--address", default=None, help=ADDRESS_HELP)
+
+
+def add_verbose(parser: argparse.ArgumentParser) -> argparse.Action:
+    """``--verbose``: Ray's normal console output (see ``ray_console``)."""
+    return parser.add_argument("--verbose", action="store_true", help=VERBOSE_HELP)
+
+
+def ray_console(args: argparse.Namespace) -> None:
+    """Unless ``--verbose``: Ray's chatter to ``WORKSPACE/logs`` (``cluster.quiet_ray``).
+
+    Call in a verb's ``run`` before Ray starts. The file's path is printed on stderr when
+    Ray starts.
+    """
+    if args.verbose:
+        return
+    from cdiflow.pipelines import cluster
+
+    cluster.quiet_ray(
+        args.workspace,
+        say=lambda line: print(f"{line} (--verbose prints them here)", file=sys.stderr),
+    )
+
+
+def end_ray_console() -> None:
+    """Undo ``ray_console`` (``cli.main`` calls it when a verb returns)."""
+    module = sys.modules.get("cdiflow.pipelines.ray_console")
+    if module is not None:
+        module.restore()
 
 
 def add_model(

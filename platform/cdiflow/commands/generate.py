@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cdiflow.commands.common import add_address
+from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
 
 DESCRIPTION = """\
 Generate synthetic diffraction patterns (superellipsoid particles with a strong random
@@ -57,6 +57,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--workers", type=int, metavar="W", help="concurrent shard writers (default: CPUs)"
     )
     add_address(parser)
+    add_workspace(parser)
+    add_verbose(parser)
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.set_defaults(run=run)
     return parser
@@ -80,6 +82,7 @@ def run(args: argparse.Namespace) -> int:
     from cdiflow.pipelines.generate import generate_dataset
 
     config = load_config(args)
+    ray_console(args)
     report = generate_dataset(config, args.out, address=args.address, progress=not args.no_progress)
     print(summary(report))
     return 0

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cdiflow.commands.common import add_workspace
+from cdiflow.commands.common import add_verbose, add_workspace, ray_console
 
 DESCRIPTION = """\
 Run the whole platform once on a local Ray and an embedded MLflow store (SQLite in the
@@ -41,6 +41,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="also reconstruct this beamtime folder (repeatable)",
     )
     parser.add_argument("--smoke", action="store_true", help="reduced sizes for CI")
+    add_verbose(parser)
     parser.set_defaults(run=run)
     return parser
 
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from cdiflow.pipelines.quickstart import QuickstartConfig, run_quickstart
 
     config = QuickstartConfig.smoke() if args.smoke else QuickstartConfig()
+    ray_console(args)
     outcome = run_quickstart(args.workspace, args.beamtime, config)
     for name, info in outcome.beamtimes.items():
         print(f"{name}: {info['ok']} ok, {info['failed']} failed -> {info['report']}")

@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cdiflow.commands.common import add_address, add_model, add_workspace
+from cdiflow.commands.common import (
+    add_address,
+    add_model,
+    add_verbose,
+    add_workspace,
+    ray_console,
+)
 
 DESCRIPTION = """\
 Reconstruct the scans of a beamtime: read each scan (APS 34-ID-C SPEC + TIFF with dark
@@ -55,6 +61,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_model(parser, when_omitted="champion")
     add_workspace(parser)
     add_address(parser)
+    add_verbose(parser)
     parser.add_argument(
         "--schedule", help="phasing schedule, e.g. '5*(100*HIO+20*ER)' (default: the paper's)"
     )
@@ -123,6 +130,7 @@ def run(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise InputError(str(exc)) from None
     check_sources(args.beamtime)
+    ray_console(args)  # nothing is written unless Ray starts (not with --local)
     outcome = reconstruct_beamtime(
         args.beamtime,
         args.out,

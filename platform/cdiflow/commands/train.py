@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from cdiflow.commands.common import add_address, add_workspace
+from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
 
 
 def add_parser(subparsers) -> None:
@@ -34,6 +34,7 @@ def add_parser(subparsers) -> None:
     parser.add_argument("--storage-path", help="Ray run storage (default: WORKSPACE/runs)")
     parser.add_argument("--no-register", action="store_true", help="do not register the model")
     add_address(parser)
+    add_verbose(parser)
     parser.set_defaults(run=run)
 
 
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     rows = check_dataset(args.data)  # DatasetError (exit 2) naming file and column
     check_mlflow()  # a server that is down: exit 2 in seconds, not MLflow's retry loop
     joined = ray.is_initialized()
+    ray_console(args)
     info = connect(getattr(args, "address", None), num_cpus=os.cpu_count() or 1)
     try:
         outcome = run_training(

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from cdiflow.commands.common import add_address, add_workspace
+from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
 
 DESCRIPTION = """\
 Sweep the training config with Ray Tune: an Optuna searcher (seeded) proposes trials,
@@ -52,6 +52,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_workspace(parser)
     parser.add_argument("--storage-path", help="where sweeps live (default: WORKSPACE/sweeps)")
     add_address(parser)
+    add_verbose(parser)
     parser.add_argument(
         "--connect-timeout", type=float, default=5.0, help="seconds to reach Ray / MLflow"
     )
@@ -97,6 +98,7 @@ def run(args: argparse.Namespace) -> int:
     import ray
 
     started_here = not ray.is_initialized()
+    ray_console(args)
     info = connect(args.address, timeout_s=args.connect_timeout, dashboard=True)
     try:
         outcome = run_sweep(

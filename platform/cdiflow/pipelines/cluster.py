@@ -5,6 +5,9 @@ MLflow's client retries a dead server for minutes. The jobs and the CLI call the
 helpers first, so bad input (a wrong address, a server that is down) becomes a
 ``ClusterUnavailable`` (exit code 2) before any work starts.
 
+``quiet_ray`` keeps Ray's own chatter off the console (into WORKSPACE/logs); every verb's
+Ray start goes through ``connect``, which applies it.
+
 Ray is imported inside the functions only: importing this module starts nothing.
 """
 
@@ -17,6 +20,8 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
+from pathlib import Path
 
 from cdiflow.errors import ClusterUnavailable, ConfigError
 
@@ -39,6 +44,21 @@ def train_env_defaults() -> None:
     workers, on a local Ray and on a cluster alike (so no ``runtime_env`` needs it).
     """
     os.environ.setdefault(TRAIN_START_TIMEOUT_ENV, str(TRAIN_START_TIMEOUT_S))
+
+
+def quiet_ray(workspace: str | Path, say: Callable[[str], None] | None = None) -> Path:
+    """Keep Ray's own chatter off the console; it goes to ``WORKSPACE/logs/ray-TIME.log``.
+
+    Call before ``connect`` (the CLI does, unless ``--verbose``). The console keeps
+    cdiflow's lines and bars, Ray Data's progress bars, and Ray's warnings and errors;
+    Ray's INFO records, the lines its worker processes forward at INFO, its C++ core's
+    raw absl lines and known noise go to the file only. Details in
+    ``cdiflow.pipelines.ray_console``. The file is created when Ray first writes to it;
+    ``say`` is called once with its path when Ray starts. Returns the path.
+    """
+    from cdiflow.pipelines import ray_console
+
+    return ray_console.quiet(workspace, say)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,6 +208,7 @@ def connect(
             include_dashboard=dashboard,
             **extra,
         )
+        _after_init()
         return _describe("local")
     if target != "auto":
         host, port = parse_address(target)
@@ -196,6 +217,7 @@ def connect(
         ray.init(address=target)
     except Exception as exc:  # Ray raises ConnectionError, RuntimeError, ...
         raise ClusterUnavailable(_init_failure(target, exc)) from None
+    _after_init()
     return _describe(target)
 
 
@@ -237,6 +259,13 @@ def check_mlflow(uri: str | None = None, timeout_s: float = 5.0) -> None:
         )
     if status != 200:
         raise ClusterUnavailable(f"MLflow server at {uri} is not healthy (HTTP {status})")
+
+
+def _after_init() -> None:
+    """Apply ``quiet_ray`` (when active) to the Ray just connected to."""
+    from cdiflow.pipelines import ray_console
+
+    ray_console.after_init()
 
 
 def _free_port() -> int:
