@@ -2,8 +2,8 @@
 
 Built from the real parser (``cdiflow.cli.build_parser``): every verb that takes
 ``--workspace``, ``--address``, ``--model`` or ``--verbose`` has it with the same type,
-default and help text, and ``--model`` turns the same user input into the same reference
-in every verb.
+default and help text (``--address`` and ``--model`` end with what the verb does without
+them), and ``--model`` turns the same user input into the same reference in every verb.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ EXPECTED = {
     "--workspace": set(
         "compare-init evaluate generate nns quickstart reconstruct train tune".split()
     ),
-    "--address": {"generate", "reconstruct", "train", "tune"},
+    "--address": {"generate", "quickstart", "reconstruct", "train", "tune"},
     "--model": {"compare-init", "evaluate", "nns", "reconstruct"},
     # every verb that starts Ray
     "--verbose": {"generate", "quickstart", "reconstruct", "train", "tune"},
@@ -71,6 +71,19 @@ def test_flag_types_and_defaults():
     assert not flag(parsers["reconstruct"], "--model").required
     verbose = flag(parsers["quickstart"], "--verbose")
     assert verbose.default is False and verbose.nargs == 0  # a switch
+
+
+def test_address_help_says_each_verbs_default():
+    # the quickstart ignores RAY_ADDRESS and starts its own local Ray; the others use it
+    from cdiflow.commands import quickstart
+
+    parsers = verb_parsers()
+    for verb in sorted(EXPECTED["--address"]):
+        default = quickstart.ADDRESS_DEFAULT if verb == "quickstart" else common.ADDRESS_DEFAULT
+        expected = f"{common.ADDRESS_HELP} (default: {default})"
+        assert flag(parsers[verb], "--address").help == expected, verb
+    assert "RAY_ADDRESS is ignored" in quickstart.ADDRESS_DEFAULT
+    assert common.ADDRESS_DEFAULT.startswith("RAY_ADDRESS")
 
 
 def test_each_shared_flag_is_declared_in_one_module_only():

@@ -2,6 +2,7 @@
 
 Regression: it called ``ray.init(num_cpus=2)`` without ``address="local"``, so in a shell
 prepared for a cluster (``eval "$(cluster/local.sh env)"``) it joined that cluster.
+Only ``cdiflow quickstart --address`` sends it to a cluster.
 """
 
 from __future__ import annotations
@@ -94,3 +95,39 @@ def test_local_ray_starts_while_ray_address_names_a_dead_cluster(tmp_path):
     info = json.loads(result.stdout.strip().splitlines()[-1])
     assert info["answer"] == 42 and info["cpus"] == 1.0
     assert info["gcs"] != dead
+
+
+def test_quickstart_help_shows_address_and_its_own_default(capsys):
+    from cdiflow.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["quickstart", "--help"])
+    assert exc.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # argparse wraps the help
+    assert "--address ADDRESS" in text
+    assert "(default: a new local Ray for this run; RAY_ADDRESS is ignored)" in text
+
+
+@pytest.mark.parametrize(
+    "flags, address",
+    [
+        ([], None),
+        (["--address", "auto"], "auto"),
+        (["--address", "10.0.0.5:6379"], "10.0.0.5:6379"),
+    ],
+)
+def test_the_parsed_address_reaches_run_quickstart(monkeypatch, tmp_path, flags, address):
+    import cdiflow.pipelines.quickstart as pipeline
+    from cdiflow.cli import main
+
+    seen = {}
+
+    def fake_run(workspace, beamtimes=(), config=None, say=print, address=None):
+        seen.update(workspace=Path(workspace), address=address)
+        return pipeline.QuickstartOutcome(Path(workspace), Path("r.html"), "1", False, {}, {})
+
+    monkeypatch.setattr(pipeline, "run_quickstart", fake_run)
+    workspace = tmp_path / "ws"
+    # --verbose: leave this process's logging alone (quiet_ray has its own tests)
+    assert main(["quickstart", "--workspace", str(workspace), "--verbose", *flags]) == 0
+    assert seen == {"workspace": workspace, "address": address}

@@ -24,9 +24,10 @@ WORKSPACE_HELP = (
     "sweeps/ and logs/ (default: %(default)s)"
 )
 ADDRESS_HELP = (
-    "Ray cluster: 'auto' (the one `ray start` runs on this machine) or its GCS address "
-    "host:port (default: RAY_ADDRESS, else a small local Ray started for this run)"
+    "Ray cluster: 'auto' (the one `ray start` runs on this machine) or its GCS address host:port"
 )
+#: What most verbs do without ``--address`` (the quickstart says its own).
+ADDRESS_DEFAULT = "RAY_ADDRESS, else a small local Ray started for this run"
 MODEL_HELP = (
     "the CNN: a registry alias (champion), a version number (3), models:/NAME@ALIAS, "
     "models:/NAME/VERSION, or a weights file (.pt); registry models are looked up in "
@@ -45,9 +46,17 @@ def add_workspace(parser: argparse.ArgumentParser) -> argparse.Action:
     )
 
 
-def add_address(parser: argparse.ArgumentParser) -> argparse.Action:
-    """``--address ADDRESS`` (a string; default None: ``RAY_ADDRESS``, else a local Ray)."""
-    return parser.add_argument("--address", default=None, help=ADDRESS_HELP)
+def add_address(
+    parser: argparse.ArgumentParser, when_omitted: str = ADDRESS_DEFAULT
+) -> argparse.Action:
+    """``--address ADDRESS`` (a string; default None).
+
+    ``when_omitted`` says in the help what the verb does without the flag: by default
+    ``RAY_ADDRESS``, else a local Ray (the quickstart ignores ``RAY_ADDRESS``).
+    """
+    return parser.add_argument(
+        "--address", default=None, help=f"{ADDRESS_HELP} (default: {when_omitted})"
+    )
 
 
 def add_verbose(parser: argparse.ArgumentParser) -> argparse.Action:
