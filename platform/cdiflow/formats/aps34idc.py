@@ -42,6 +42,7 @@ from cdiflow.formats.scan import (
     files_fingerprint,
 )
 from cdiflow.formats.spec import SpecScan, read_spec
+from cdiflow.formats.tiff import read_tiff_stack
 
 DARK_NAME = "dark.tif"
 WHITEFIELD_NAME = "whitefield.tif"
@@ -189,8 +190,6 @@ class Calibration:
 
 def _read_tiff(path: Path, error: type[ScanReadError] = ScanReadError) -> np.ndarray:
     """Read one TIFF image; every failure becomes ``error`` naming the file."""
-    from cdiflow.formats.generic import read_tiff_stack
-
     return read_tiff_stack(path, error)
 
 

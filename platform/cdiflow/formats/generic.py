@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
 from cdiflow.formats.scan import (
     NotAScan,
     Scan,
@@ -33,6 +34,7 @@ from cdiflow.formats.scan import (
     declared_nbytes,
     files_fingerprint,
 )
+from cdiflow.formats.tiff import read_tiff_stack
 
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
@@ -103,32 +105,6 @@ def source_fingerprint(source: str | Path) -> str:
             files = []
         return files_fingerprint(files, label=str(path))
     return files_fingerprint([path], label=key or "")
-
-
-def read_tiff_stack(
-    path: Path, error: type[ScanReadError] = ScanReadError, max_bytes: int | None = None
-) -> np.ndarray:
-    """All pages of a TIFF as one array: (H, W) for one page, (F, H, W) for several.
-
-    Every failure (missing, truncated, no image page) raises ``error`` naming the file;
-    pages that decode to more than ``max_bytes`` raise ``SourceTooLarge`` unread.
-    """
-    import tifffile
-
-    if not path.is_file():
-        raise error(path, "file not found")
-    try:
-        with tifffile.TiffFile(path) as tif:
-            pages = len(tif.pages)
-            if pages == 0:
-                raise error(path, "unreadable TIFF (no image page)")
-            first = tif.pages[0]  # the stack needs every page of this shape and dtype
-            check_source_size(pages * declared_nbytes(first.shape, first.dtype), max_bytes, path)
-            return tif.asarray(key=range(pages)) if pages > 1 else tif.asarray()
-    except ScanReadError:
-        raise
-    except Exception as exc:  # tifffile raises many types on corrupt files
-        raise error(path, f"unreadable TIFF ({type(exc).__name__}: {exc})") from None
 
 
 def _npy_nbytes(path: Path) -> int:
@@ -247,8 +223,6 @@ def read_hdf5_dataset(
 
 def _open_34idc_folder(folder: Path, max_bytes: int | None = None) -> Scan:
     """A ``<prefix>_S<NNNN>`` folder of a 34-ID-C beamtime, with its beamtime's files."""
-    from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
-
     m = _SCAN_FOLDER.match(folder.name)
     if not m:
         raise NotAScan(folder, "a folder that is not a 34-ID-C <prefix>_S<NNNN> scan folder")
