@@ -75,13 +75,29 @@ def truth_object(amplitude, phase_target) -> torch.Tensor:
     return object_from_targets(amp, torch.as_tensor(phase_target, dtype=torch.float32))
 
 
+def image_errors(obj: torch.Tensor, truth: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Image errors of refined objects after alignment (``metrics.aligned_errors``).
+
+    Parameters
+    ----------
+    obj : (B, P, P) complex, centred refined objects (any scale).
+    truth : (B, N, N) complex truth (``truth_object``).
+
+    Returns
+    -------
+    {"amplitude": (B,), "phase_rms": (B,)}: the central N x N box, scaled to a maximum
+    amplitude of 1, against the truth.
+    """
+    box = crop_centre(obj, truth.shape[-1])
+    box = box / box.abs().amax((-2, -1), keepdim=True).clamp_min(1e-12)
+    return aligned_errors(box, truth)
+
+
 def _run(modulus, start: Start, truth, schedule, shrinkwrap, device, snapshots) -> StartRun:
     batch = len(start)
     moduli = torch.as_tensor(modulus, dtype=torch.float32).expand(batch, *modulus.shape[-2:])
     res = refine(moduli, start, schedule, shrinkwrap=shrinkwrap, device=device, snapshots=snapshots)
-    box = crop_centre(res.obj, OBJECT_SIZE)
-    box = box / box.abs().amax((-2, -1), keepdim=True).clamp_min(1e-12)
-    errors = aligned_errors(box, truth.expand(batch, *truth.shape[-2:]))
+    errors = image_errors(res.obj, truth.expand(batch, *truth.shape[-2:]))
     return StartRun(
         name=start.name,
         chi2=res.chi2.numpy(),
