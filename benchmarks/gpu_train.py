@@ -220,8 +220,12 @@ def train(args, model, stream, val, device) -> dict:
         print(f"resumed at {saved['elapsed']:.0f}s, step {steps}", flush=True)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, by_time)
     elapsed = history[-1]["seconds"] if history else 0.0
-    while not (history and time.perf_counter() - start >= args.budget_s):  # budget left
-        batches = stream.batches(args.eval_every, gen, deadline=start + args.budget_s)
+    # a run resumed with budget left trains at least one round, however slow the restart
+    owed = saved is not None and elapsed < args.budget_s
+    while owed or not (history and time.perf_counter() - start >= args.budget_s):
+        deadline = float("inf") if owed else start + args.budget_s
+        owed = False
+        batches = stream.batches(args.eval_every, gen, deadline=deadline)
         stats = train_one_epoch(
             model, batches, optimizer, scheduler, config.loss, device, autocast, config.grad_clip
         )

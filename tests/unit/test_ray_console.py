@@ -86,7 +86,11 @@ def test_quiet_then_restore_in_this_process(tmp_path):
     console = io.StringIO()
     handlers = ray_consoles()
     assert handlers
-    streams = [h.setStream(console) for h in handlers]  # what Ray's handlers print
+    # what Ray's handlers print; set the attribute, not setStream(), which flushes the old
+    # stream: after other tests that can be a capture pytest has already closed
+    streams = [h.stream for h in handlers]
+    for h in handlers:
+        h.stream = console
     try:
         path = ray_console.quiet(tmp_path / "ws")
         try:
@@ -109,7 +113,7 @@ def test_quiet_then_restore_in_this_process(tmp_path):
         assert ray_console.log_path() is None
     finally:
         for handler, stream in zip(handlers, streams, strict=True):
-            handler.setStream(stream)
+            handler.stream = stream
 
 
 JOB = r"""
