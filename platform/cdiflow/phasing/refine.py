@@ -76,6 +76,14 @@ def _select(value, index: torch.Tensor):
     return float(t) if t.ndim == 0 else t[index]
 
 
+def _upper_bound(upper_bound, physics: FarField, index: torch.Tensor) -> torch.Tensor:
+    """The upper bound of the patterns that run: (P, P) as it is, (B, P, P) cut to them."""
+    if upper_bound is None:
+        return physics.box()
+    bound = torch.as_tensor(upper_bound, dtype=torch.bool)
+    return bound[index] if bound.ndim == 3 else bound
+
+
 def check_pattern(modulus, size: int = PATTERN_SIZE) -> torch.Tensor:
     """Return one pattern as a float32 tensor or raise ``BadPattern`` saying why."""
     m = torch.as_tensor(np.asarray(modulus) if not torch.is_tensor(modulus) else modulus)
@@ -124,7 +132,8 @@ def refine(
     mask : optional (P, P) or (B, P, P) bool, True where measured.
     beta : HIO/RAAR feedback parameter: a float or one value per pattern (B,).
     shrinkwrap : shrink-wrap settings (None: fixed support).
-    upper_bound : (P, P) bool; default the object box of ``physics`` (32 x 32 of 64 x 64).
+    upper_bound : (P, P) or (B, P, P) bool (one per pattern: a batch may mix upper
+        bounds); default the object box of ``physics`` (32 x 32 of 64 x 64).
     device : where to run (default: CPU).
     snapshots : iterations whose iterate to keep (see ``run_phasing``).
     strict : raise the first pattern's error instead of recording it (single-pattern use).
@@ -177,7 +186,7 @@ def refine(
             mask=None if sub_mask is None else sub_mask.to(dev),
             beta=_select(beta, idx),
             shrinkwrap=shrinkwrap,
-            upper_bound=(physics.box() if upper_bound is None else upper_bound).to(dev),
+            upper_bound=_upper_bound(upper_bound, physics, idx).to(dev),
             snapshots=snapshots,
         )
         for k, v in res.snapshots.items():

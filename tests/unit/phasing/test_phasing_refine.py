@@ -137,3 +137,21 @@ def test_per_pattern_beta_follows_the_patterns_that_run(exact_batch):
     res = refine(m, start, SHORT, beta=betas)
     alone = refine(m[3:4], start.select([3]), SHORT, beta=0.8)
     assert torch.allclose(res.obj[3], alone.obj[0], atol=1e-5)
+
+
+def test_per_pattern_upper_bound_follows_the_patterns_that_run(exact_batch):
+    from cdiflow.phasing.shrinkwrap import square_support
+
+    _, mod = exact_batch
+    m = mod.float().clone()
+    m[0] = float("nan")  # pattern 0 is dropped; upper bounds must stay with their patterns
+    start = random_phase_rectangle(6, rng=6)
+    sides = [24, 26, 28, 30, 32, 34]
+    bounds = torch.stack([square_support(64, s) for s in sides])
+    wrap = ShrinkWrap(start=5, every=5)
+    res = refine(m, start, SHORT, shrinkwrap=wrap, upper_bound=bounds)
+    assert res.ok.tolist() == [False, True, True, True, True, True]
+    for i in range(1, 6):
+        assert not (res.support[i] & ~bounds[i]).any()
+    alone = refine(m[2:3], start.select([2]), SHORT, shrinkwrap=wrap, upper_bound=bounds[2])
+    assert torch.allclose(res.obj[2], alone.obj[0], atol=1e-5)
