@@ -72,6 +72,10 @@ def test_job_on_ray_isolates_bad_scans_and_resumes(local_ray, tmp_path, monkeypa
     assert arrays["amplitude"].shape == (56, 56) and np.isfinite(ok["refined_chi2"])
     table = pq.read_table(out / "summary.parquet")
     assert table.num_rows == len(outcome.rows)
+    # the verdict columns come through Ray Data: every start of a scan was refined
+    assert all(r["verdict"] == "failed" for r in failed)
+    assert all(r["starts"] == FAST.starts and r["verdict"] for r in outcome.ok)
+    assert {"verdict", "consensus_error", "support_fraction"} <= set(table.column_names)
     assert (out / "summary.csv").is_file() and "<img" in (out / "report.html").read_text()
 
     again = reconstruct_beamtime(

@@ -18,13 +18,19 @@ Reconstruct the scans of a beamtime: read each scan (APS 34-ID-C SPEC + TIFF wit
 and flat-field correction; or a folder of HDF5/NeXus/CXI, TIFF, NPY/NPZ files; or one
 such file, 'file.h5:/entry/data'), preprocess it to a 64x64 modulus, predict amplitude
 and phase with the CNN (an actor pool; GPU when the cluster has one), refine with
-iterative phasing (default: CNN phase + support start, the paper's 600 ER/HIO
-iterations with shrink-wrap), and write per scan:
+iterative phasing from --starts starts per scan (default 4: the CNN phase + support and
+3 random phases inside the CNN support, the paper's 600 ER/HIO iterations with
+shrink-wrap; the run of least chi2 is kept), and write per scan:
 
   OUT/scans/<scan>.h5      amplitude, phase, unwrapped phase, support, chi2 curve,
                            preprocessing parameters, model and config (provenance)
   OUT/previews/<scan>.png  preview image
 and for the beamtime OUT/summary.parquet, OUT/summary.csv, OUT/report.html.
+
+Every finished scan gets a verdict: 'ok', or 'suspect: <reason>' when the support
+fills the upper bound, the starts disagree, chi2 did not converge or the pattern has
+too few photons (thresholds: the config's 'verdict' section); the report lists the
+suspect scans in their own section.
 
 A bad scan never stops the job: it gets a 'failed' row with the reason. Re-running
 skips the scans finished with the same model version, reconstruction config and input
@@ -70,6 +76,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         choices=("cnn", "random-cnn-support", "random-rectangle"),
         help="refinement start (default cnn: CNN phase + support)",
     )
+    parser.add_argument(
+        "--starts",
+        type=int,
+        help="refinement runs per scan (default 4): the --start and random phases inside "
+        "the CNN support; the best by chi2 is kept, their agreement goes into the verdict",
+    )
     parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
     parser.add_argument(
         "--max-source-mib",
@@ -97,6 +109,7 @@ def load_config(args: argparse.Namespace):
     overrides = {
         "schedule": args.schedule,
         "start": args.start,
+        "starts": args.starts,
         "seed": args.seed,
         "max_source_mib": args.max_source_mib,
     }
@@ -146,6 +159,10 @@ def run(args: argparse.Namespace) -> int:
         f"{len(outcome.ok)} ok, {len(outcome.failed)} failed, {outcome.skipped} skipped "
         f"(finished earlier) in {outcome.seconds:.1f} s"
     )
+    if outcome.suspect:
+        print(f"{len(outcome.suspect)} of the ok scans are suspect (see the report):")
+    for row in outcome.suspect:
+        print(f"  {row['scan']}: {row['verdict']}")
     for row in outcome.failed:
         print(f"  failed: {row['scan']}: {row['reason']}")
     print(f"report: {outcome.report}")

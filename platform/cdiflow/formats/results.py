@@ -19,7 +19,8 @@ objects wider than the 32-pixel training box fit); ``chi2`` (per iteration); ``m
 and ``mask`` (the P x P pattern phased); ``cnn_amplitude`` and ``cnn_phase``; and the
 provenance as JSON attributes ``preprocessing``, ``model``, ``reconstruction``,
 ``summary``, plus scalar attributes ``cdiflow_version``, ``git_sha``, ``scan``,
-``source``, ``cnn_chi2``, ``refined_chi2``, ``complete``.
+``source``, ``cnn_chi2``, ``refined_chi2``, ``verdict``, ``complete``. The arrays are
+those of the best of the scan's refinement runs (least chi^2).
 """
 
 from __future__ import annotations
@@ -53,6 +54,13 @@ _CHANGED = {
     "input_fingerprint": "input changed",
 }
 
+# How far to trust an ok scan (``cdiflow.pipelines.scan_verdict``): ``verdict`` is "ok",
+# "suspect: <reason>[; <reason>]" or "failed"; ``starts`` the refinement runs that
+# finished; ``consensus_error`` the mean pairwise aligned complex-object error of the best
+# runs (0: they agree; NaN with one start); ``support_fraction`` the final support's share
+# of the upper bound; ``chi2_converged`` whether the answer's chi^2 stopped falling.
+VERDICT_COLUMNS = ("verdict", "starts", "consensus_error", "support_fraction", "chi2_converged")
+
 # Columns of the summary table, in order (values are scalars; timings in seconds).
 SUMMARY_COLUMNS = (
     "scan",
@@ -65,6 +73,7 @@ SUMMARY_COLUMNS = (
     "stage",
     "cnn_chi2",
     "refined_chi2",
+    *VERDICT_COLUMNS,
     "oversampling_y",
     "oversampling_x",
     "upper_bound",
@@ -229,9 +238,11 @@ def summary_table(rows: list[dict[str, Any]]):
     import pyarrow as pa
 
     columns = {name: [row.get(name) for row in rows] for name in SUMMARY_COLUMNS}
-    for name in ("number", "frames", "raw_bytes", "upper_bound"):
+    for name in ("number", "frames", "raw_bytes", "upper_bound", "starts"):
         columns[name] = [None if v is None else int(v) for v in columns[name]]
+    columns["chi2_converged"] = [None if v is None else bool(v) for v in columns["chi2_converged"]]
     floats = [c for c in SUMMARY_COLUMNS if c.startswith(("t_", "cnn_", "refined_", "overs"))]
+    floats += ["consensus_error", "support_fraction"]
     for name in floats:
         columns[name] = [_float_or_none(v) for v in columns[name]]
     return pa.table(columns)

@@ -78,6 +78,11 @@ class BeamtimeOutcome:
     def ok(self) -> list[dict[str, Any]]:
         return [r for r in self.rows if r["status"] == "ok"]
 
+    @property
+    def suspect(self) -> list[dict[str, Any]]:
+        """Finished scans whose verdict is ``suspect: <reason>`` (``scan_verdict``)."""
+        return [r for r in self.ok if str(r.get("verdict") or "").startswith("suspect")]
+
 
 def pin_model(ref: str | None, workspace: str | Path) -> tuple[str, str | None, str]:
     """Pin the model without loading it: (reference to load, tracking URI, model version).
@@ -223,6 +228,7 @@ def _finished_rows(
 def _progress_line(count: int, total: int, row: dict, redone: dict[str, str]) -> str:
     if row["status"] == "ok":
         what = f"ok  CNN chi2 {row['cnn_chi2']:.3g}  refined chi2 {row['refined_chi2']:.3g}"
+        what += f"  {row['verdict']}" if row.get("verdict", "ok") != "ok" else ""
     else:
         what = f"FAILED ({row['stage']}: {row['reason']})"
     why = redone.get(row["key"])
@@ -433,6 +439,7 @@ def _write_tables(out, rows, sources, model_info, config, seconds, processed, do
         "sources": ", ".join(str(s) for s in sources),
         "model": model_info.get("pinned_ref", "(no scan run this time)"),
         "start": config.start,
+        "starts per scan": config.starts,
         "schedule": config.schedule,
         "config hash": config.config_hash,
         "cdiflow": __version__,

@@ -1,4 +1,11 @@
-"""Refinement stage of a beamtime reconstruction: starts, upper bound, batched phasing."""
+"""Refinement stage of a beamtime reconstruction: S starts per scan, one batched call.
+
+Every ok scan of a batch is refined from ``config.starts`` starts: the configured start
+(the CNN's by default) and ``starts - 1`` random phases inside the CNN support. All the
+runs of the batch go through ONE ``cdiflow.phasing.refine.refine`` call (each pattern
+with its own upper bound); per scan the run of least chi^2 is the answer and the runs
+together give the verdict columns (``cdiflow.pipelines.scan_verdict``).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,7 @@ import time
 import numpy as np
 
 from cdiflow import OBJECT_SIZE, PATTERN_SIZE
+from cdiflow.errors import PhasingError
 from cdiflow.pipelines.scan_rows import (
     RESULT_SIZE,
     ReconstructConfig,
@@ -19,34 +27,46 @@ from cdiflow.pipelines.scan_rows import (
 
 
 def start_seed(seed: int, key: str) -> int:
-    """Seed of scan ``key``'s random start: a pure function of (seed, key)."""
+    """Seed of scan ``key``'s random starts: a pure function of (seed, key)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:7], "little")
 
 
-def make_start(config: ReconstructConfig, amp: np.ndarray, target: np.ndarray, keys):
-    """The configured start for a batch (B, N, N) of CNN outputs (``cdiflow.phasing``)."""
+def make_starts(config: ReconstructConfig, amp: np.ndarray, target: np.ndarray, keys):
+    """``config.starts`` starts per scan for a batch (B, N, N) of CNN outputs.
+
+    Returns a ``Start`` of B x S patterns, scan-major (runs ``i*S .. i*S + S - 1`` are
+    scan i's): run 0 is the configured ``start``, runs 1.. random phase inside the CNN
+    support. Scan i draws all its random numbers, in that order, from one
+    ``torch.Generator`` seeded with ``start_seed(config.seed, key_i)``, so its starts
+    do not depend on the batch it is in (and with ``starts=1`` they are what one start
+    was before).
+    """
     import torch
 
-    from cdiflow.phasing.starts import (
-        Start,
-        cnn_start,
-        random_phase_cnn_support,
-        random_phase_rectangle,
-    )
+    from cdiflow.phasing.starts import Start, random_phase_cnn_support
+
+    objects, supports = [], []
+    for i, key in enumerate(keys):
+        rng = torch.Generator().manual_seed(start_seed(config.seed, str(key)))
+        parts = [_first_start(config, amp[i : i + 1], target[i : i + 1], rng)]
+        if config.starts > 1:
+            extra = np.repeat(amp[i : i + 1], config.starts - 1, axis=0)
+            parts.append(random_phase_cnn_support(extra, rng, config.support_threshold))
+        objects += [p.object for p in parts]
+        supports += [p.support for p in parts]
+    name = config.start if config.starts == 1 else f"{config.start}+random-cnn-support"
+    return Start(torch.cat(objects), torch.cat(supports), name)
+
+
+def _first_start(config: ReconstructConfig, amp, target, rng):
+    from cdiflow.phasing.starts import cnn_start, random_phase_cnn_support, random_phase_rectangle
 
     if config.start == "cnn":
         return cnn_start(amp, target, threshold=config.support_threshold)
-    parts = []
-    for i, key in enumerate(keys):
-        seed = start_seed(config.seed, str(key))
-        if config.start == "random-rectangle":
-            parts.append(random_phase_rectangle(1, seed))
-        else:
-            parts.append(random_phase_cnn_support(amp[i : i + 1], seed, config.support_threshold))
-    return Start(
-        torch.cat([s.object for s in parts]), torch.cat([s.support for s in parts]), parts[0].name
-    )
+    if config.start == "random-rectangle":
+        return random_phase_rectangle(1, rng)
+    return random_phase_cnn_support(amp, rng, config.support_threshold)
 
 
 def upper_bound_side(config: ReconstructConfig, parameters: str) -> int:
@@ -59,41 +79,46 @@ def upper_bound_side(config: ReconstructConfig, parameters: str) -> int:
 
 
 def refine_batch(batch: dict, config: ReconstructConfig, device: str = "cpu") -> dict:
-    """Refine the ok rows from the configured start (``cdiflow.phasing.refine.refine``).
+    """Refine the ok rows from ``config.starts`` starts each, in one ``refine`` call.
 
-    Sets ``amplitude`` and ``phase`` (radians, global phase removed) of the central
-    N x N, ``support`` (N x N), ``chi2_curve`` (per iteration), ``refined_chi2`` (chi^2
-    of the best support-consistent iterate), ``upper_bound`` and ``t_refine`` (seconds
-    per pattern). Rows with the same upper bound are refined together; a pattern whose
-    refinement fails (support collapse, bad start) fails alone.
+    Sets, from each scan's run of least chi^2: ``amplitude`` and ``phase`` (radians,
+    global phase removed) of the central box, ``support``, ``chi2_curve`` (per
+    iteration), ``refined_chi2`` (chi^2 of the best support-consistent iterate),
+    ``upper_bound``; from all its runs the verdict columns ``starts`` (runs finished),
+    ``consensus_error``, ``support_fraction``, ``chi2_converged`` and ``verdict``; and
+    ``t_refine`` (seconds per scan). A scan fails only when every one of its runs failed
+    (support collapse, bad start); one bad scan never fails the others.
     """
     batch = writable(batch)
     ok = np.flatnonzero(ok_mask(batch))
-    sides = np.array([upper_bound_side(config, batch["parameters"][i]) for i in ok], int)
-    for side in np.unique(sides):
-        _refine_rows(batch, ok[sides == side], int(side), config, device)
+    if len(ok):
+        _refine_rows(batch, ok, config, device)
     return batch
 
 
-def _refine_rows(batch: dict, rows: np.ndarray, side: int, config, device: str) -> None:
+def _refine_rows(batch: dict, rows: np.ndarray, config: ReconstructConfig, device: str) -> None:
     import torch
 
     from cdiflow.phasing.refine import refine
+    from cdiflow.phasing.schedule import parse
     from cdiflow.phasing.shrinkwrap import square_support
 
     t0 = time.perf_counter()
+    s = config.starts
+    sides = [upper_bound_side(config, batch["parameters"][i]) for i in rows]
     try:
-        start = make_start(
+        start = make_starts(
             config, batch["cnn_amplitude"][rows], batch["cnn_phase"][rows], batch["key"][rows]
         )
+        bounds = torch.stack([square_support(PATTERN_SIZE, side) for side in sides])
         result = refine(
-            torch.from_numpy(batch["modulus"][rows]),
+            torch.from_numpy(np.repeat(batch["modulus"][rows], s, axis=0)),
             start,
             config.schedule,
-            mask=torch.from_numpy(batch["mask"][rows]),
+            mask=torch.from_numpy(np.repeat(batch["mask"][rows], s, axis=0)),
             beta=config.beta,
             shrinkwrap=config.shrinkwrap,
-            upper_bound=square_support(PATTERN_SIZE, side),
+            upper_bound=bounds.repeat_interleave(s, dim=0),
             device=device,
         )
     except Exception as exc:  # noqa: BLE001
@@ -101,19 +126,51 @@ def _refine_rows(batch: dict, rows: np.ndarray, side: int, config, device: str) 
             fail_in_batch(batch, int(i), "refine", exc)
         return
     per = (time.perf_counter() - t0) / len(rows)
-    amplitude, phase, support = object_images(result.obj, result.support, side)
+    algorithms = parse(config.schedule).expand()
     for j, i in enumerate(rows):
-        error = result.errors[j]
-        if error is not None:
-            fail_in_batch(batch, int(i), "refine", error)
-            continue
-        batch["amplitude"][i] = amplitude[j]
-        batch["phase"][i] = phase[j]
-        batch["support"][i] = support[j]
-        batch["chi2_curve"][i] = result.chi2[j].numpy()
-        batch["refined_chi2"][i] = float(result.best_chi2[j])
-        batch["upper_bound"][i] = side
+        _keep_best(batch, int(i), result, j * s, sides[j], config, algorithms)
         batch["t_refine"][i] = per
+
+
+def _keep_best(batch, i: int, result, first: int, side: int, config, algorithms) -> None:
+    """Record scan ``i``'s answer (its run of least chi^2) and its verdict columns."""
+    from cdiflow.pipelines.scan_verdict import assess
+
+    runs = slice(first, first + config.starts)
+    errors = result.errors[runs]
+    chi2 = result.best_chi2[runs].numpy().astype(np.float64)
+    chi2[[k for k, e in enumerate(errors) if e is not None]] = np.nan
+    if not np.isfinite(chi2).any():
+        failure = PhasingError(f"none of the {config.starts} start(s) gave a finite chi^2")
+        fail_in_batch(batch, i, "refine", next((e for e in errors if e is not None), failure))
+        return
+    best = int(np.nanargmin(chi2))
+    b = first + best
+    amplitude, phase, support = object_images(
+        result.obj[b : b + 1], result.support[b : b + 1], side
+    )
+    batch["amplitude"][i] = amplitude[0]
+    batch["phase"][i] = phase[0]
+    batch["support"][i] = support[0]
+    batch["chi2_curve"][i] = result.chi2[b].numpy()
+    batch["refined_chi2"][i] = float(result.best_chi2[b])
+    batch["upper_bound"][i] = side
+    photons = json.loads(batch["parameters"][i]).get("pattern_counts")
+    found = assess(
+        {
+            "obj": result.obj[runs],
+            "chi2": chi2,
+            "curve": result.chi2[runs].numpy(),
+            "support": result.support[runs].numpy(),
+        },
+        best,
+        side * side,
+        photons,
+        config.verdict,
+        algorithms,
+    )
+    for name, value in found.items():
+        batch[name][i] = value
 
 
 def object_images(obj, support, side: int):

@@ -20,6 +20,7 @@ from cdiflow.errors import CdiflowError
 from cdiflow.formats.preprocess import PreprocessConfig
 from cdiflow.formats.scan import MIB
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.pipelines.scan_verdict import VerdictConfig
 
 STARTS = ("cnn", "random-cnn-support", "random-rectangle")
 # Fields of ReconstructConfig that do not change a scan's answer: not in config_hash
@@ -35,11 +36,17 @@ class ReconstructConfig(Config):
     schedule : phasing schedule (default: the paper's 600 ER/HIO iterations).
     start : ``cnn`` (CNN phase + support, the default), ``random-cnn-support`` (random
         phase inside the CNN support) or ``random-rectangle`` (random phase, the 32 x 32
-        box): the paper's starts (i)-(iii).
-    seed : base seed of the random starts; scan k uses ``(seed, hash(key))``.
+        box): the paper's starts (i)-(iii); the first of the ``starts`` runs.
+    starts : runs per scan (``--starts``): the ``start`` above and ``starts - 1`` random
+        phases inside the CNN support, all refined in one batched call; the run of
+        least chi^2 is the answer, the best few give the consensus of the verdict
+        (``cdiflow.pipelines.scan_verdict``). 1: one run, no consensus.
+    seed : base seed of the random starts: scan ``key`` draws every random start from
+        one ``torch.Generator`` seeded with ``(seed, hash(key))``.
     support_threshold : CNN amplitude binarisation threshold (fraction of its maximum).
     beta : HIO feedback.
-    cnn_batch, refine_batch : patterns per CNN / refinement call.
+    cnn_batch, refine_batch : scans per CNN / refinement call (a refinement call phases
+        ``refine_batch x starts`` patterns).
     upper_bound : side (pattern pixels) of the square upper-bound support of
         shrink-wrap; 0 (default) sizes it per scan from the oversampling estimate:
         1.5 x the larger estimated object extent, rounded up to even, within
@@ -49,10 +56,12 @@ class ReconstructConfig(Config):
     max_source_mib : a scan whose data (as stored: HDF5 dataset, NPY array, TIFF pages,
         34-ID-C frames) is larger gets a failed row before it is read; a worker holds
         it whole plus a float32 copy (``--max-source-mib``).
+    verdict : thresholds of the ``ok`` / ``suspect: ...`` verdict (``VerdictConfig``).
     """
 
     schedule: str = "5*(100*HIO+20*ER)"
     start: str = "cnn"
+    starts: int = 4
     seed: int = 0
     support_threshold: float = 0.1
     beta: float = 0.9
@@ -62,12 +71,14 @@ class ReconstructConfig(Config):
     max_source_mib: float = 2048.0
     preprocess: PreprocessConfig = PreprocessConfig()
     shrinkwrap: ShrinkWrap = ShrinkWrap()
+    verdict: VerdictConfig = VerdictConfig()
 
     def validate(self) -> None:
         from cdiflow.phasing.schedule import parse
 
         parse(self.schedule)  # ScheduleSyntaxError (an InputError) points at the position
         require(self.start in STARTS, f"start must be one of {STARTS}, got {self.start!r}")
+        require(1 <= self.starts <= 64, f"starts must be in [1, 64], got {self.starts}")
         require(self.seed >= 0, "seed must be >= 0")
         require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
         require(self.cnn_batch >= 1 and self.refine_batch >= 1, "batch sizes must be >= 1")
@@ -88,8 +99,8 @@ class ReconstructConfig(Config):
     @property
     def config_hash(self) -> str:
         """16 hex digits of sha256 over the canonical JSON (sorted keys) of every field
-        that changes a scan's answer: schedule, start, seed, thresholds, beta, upper
-        bound, preprocessing and shrink-wrap; not the batch sizes
+        that changes a scan's answer: schedule, start, starts, seed, thresholds, beta,
+        upper bound, preprocessing, shrink-wrap and verdict; not the batch sizes
         (``NOT_IN_CONFIG_HASH``). A finished scan is redone when it differs.
         """
         fields = {k: v for k, v in self.to_dict().items() if k not in NOT_IN_CONFIG_HASH}
@@ -114,6 +125,7 @@ def empty_row(item: dict, iterations: int) -> dict:
         "source": item["source"],
         "input_fingerprint": item.get("input_fingerprint", ""),
         "status": "ok",
+        "verdict": "",
         "reason": "",
         "error_kind": "",
         "stage": "",
@@ -133,6 +145,10 @@ def empty_row(item: dict, iterations: int) -> dict:
         "upper_bound": 0,
         "chi2_curve": np.full((iterations,), nan, np.float32),
         "refined_chi2": nan,
+        "starts": 0,
+        "consensus_error": nan,
+        "support_fraction": nan,
+        "chi2_converged": False,
         "model": "{}",
         "t_read": 0.0,
         "t_preprocess": 0.0,
@@ -144,6 +160,7 @@ def empty_row(item: dict, iterations: int) -> dict:
 def fail(row: dict, stage: str, exc: BaseException | str, kind: str = "") -> dict:
     """Mark ``row`` failed at ``stage`` with a one-line reason (in place; returns it)."""
     row["status"] = "failed"
+    row["verdict"] = "failed"
     row["stage"] = stage
     row["reason"] = exc if isinstance(exc, str) else reason_of(exc)
     row["error_kind"] = kind or ("" if isinstance(exc, str) else kind_of(exc))
@@ -196,6 +213,7 @@ def ok_mask(batch: dict) -> np.ndarray:
 
 def fail_in_batch(batch: dict, i: int, stage: str, exc: BaseException) -> None:
     batch["status"][i] = "failed"
+    batch["verdict"][i] = "failed"
     batch["stage"][i] = stage
     batch["reason"][i] = reason_of(exc)
     batch["error_kind"][i] = kind_of(exc)

@@ -15,8 +15,10 @@ helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them)
    -> scan items, each with a sanitised, unique output ``key``;
 2. ``read_and_preprocess``: one item -> row with the 64 x 64 modulus and mask;
 3. ``predict_batch``: CNN amplitude + phase for the ok rows of a batch, and its chi^2;
-4. ``refine_batch``: iterative refinement (default: CNN phase + support start, the
-   paper's schedule and shrink-wrap);
+4. ``refine_batch``: iterative refinement from several starts per scan (default: the
+   CNN's and three random phases in its support, the paper's schedule and shrink-wrap,
+   all in one batched call); the best run is the answer, and the runs together give the
+   ``verdict`` (``ok`` or ``suspect: <reason>``, ``scan_verdict``);
 5. ``finish_scan``: unwrap the phase, write the HDF5 result and PNG preview, return the
    summary row.
 """
@@ -250,6 +252,7 @@ def finish_scan(row: dict, out: str | Path, provenance: dict[str, Any]) -> dict:
         summary.update(
             status="failed", stage="write", reason=reason_of(exc), error_kind=kind_of(exc)
         )
+        summary["verdict"] = "failed"
         summary.update(result="", preview="")
         traceback.print_exc()
     summary["t_write"] = time.perf_counter() - t0
@@ -300,6 +303,7 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
             "source": row["source"],
             "cnn_chi2": float(row["cnn_chi2"]),
             "refined_chi2": float(row["refined_chi2"]),
+            "verdict": str(row["verdict"]),
             "cdiflow_version": __version__,
             "git_sha": provenance.get("git_sha") or "unknown",
             "phase_units": "radians",

@@ -1,8 +1,10 @@
 """Figures and the HTML report of a beamtime reconstruction (matplotlib, Agg backend).
 
 ``save_preview`` draws one scan (pattern, amplitude, unwrapped phase) as a small PNG;
-``write_report`` writes ``report.html`` next to the summary table: counts, the table
-(one row per scan, failed rows with their reason) and the previews as thumbnails.
+``write_report`` writes ``report.html`` next to the summary table: counts, the suspect
+scans in their own section (ok scans whose verdict is ``suspect: <reason>``, with the
+numbers the verdict was judged on), the table (one row per scan, failed rows with their
+reason) and the previews as thumbnails.
 Every text that came from a file name or an error message is HTML-escaped.
 """
 
@@ -133,9 +135,13 @@ def _fmt(value: Any) -> str:
 _COLUMNS = (
     ("scan", "scan"),
     ("status", "status"),
+    ("verdict", "verdict"),
     ("reason", "reason"),
     ("cnn_chi2", "CNN chi2"),
     ("refined_chi2", "refined chi2"),
+    ("starts", "starts"),
+    ("consensus_error", "consensus"),
+    ("support_fraction", "support fraction"),
     ("oversampling_y", "os y"),
     ("oversampling_x", "os x"),
     ("t_read", "read s"),
@@ -145,22 +151,66 @@ _COLUMNS = (
     ("t_write", "write s"),
 )
 
+# The suspect-scans section: what each reason is judged on (scan_verdict).
+_SUSPECT_COLUMNS = (
+    ("scan", "scan"),
+    ("verdict", "why"),
+    ("refined_chi2", "refined chi2"),
+    ("chi2_converged", "chi2 converged"),
+    ("starts", "starts"),
+    ("consensus_error", "consensus error"),
+    ("support_fraction", "support fraction"),
+)
+
 _STYLE = """
 body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 6px}tr.failed{background:#fde8e8}
+tr.suspect{background:#fff4d6}
 .thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumbs figure{margin:0;font-size:12px}
 .thumbs img{height:150px}
 """
 
 
+def row_class(row: dict[str, Any]) -> str:
+    """``"failed"``, ``"suspect"`` (an ok scan whose verdict is ``suspect: ...``) or ``"ok"``."""
+    if row.get("status") != "ok":
+        return "failed"
+    return "suspect" if str(row.get("verdict") or "").startswith("suspect") else "ok"
+
+
+def _table(rows: list[dict[str, Any]], columns) -> list[str]:
+    e = html.escape
+    parts = ["<table><tr>", *(f"<th>{e(label)}</th>" for _, label in columns), "</tr>"]
+    for row in rows:
+        cells = "".join(f"<td>{e(_fmt(row.get(name)))}</td>" for name, _ in columns)
+        parts.append(f"<tr class='{row_class(row)}'>{cells}</tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _suspect_section(rows: list[dict[str, Any]]) -> list[str]:
+    """Suspect scans in their own table: the reasons, and the numbers behind them."""
+    suspect = [r for r in rows if row_class(r) == "suspect"]
+    parts = [f"<h2 id='suspect'>Suspect scans ({len(suspect)})</h2>"]
+    if not suspect:
+        return parts + ["<p>None: every finished scan reads ok.</p>"]
+    parts.append(
+        "<p>Finished, but not to be trusted without a look: the support fills the upper "
+        "bound, the refinement starts disagree, chi2 did not converge, or the pattern "
+        "has too few photons.</p>"
+    )
+    return parts + _table(suspect, _SUSPECT_COLUMNS)
+
+
 def write_report(out: str | Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> Path:
-    """Write ``out/report.html``: header facts, the summary table and the thumbnails.
+    """Write ``out/report.html``: header facts, suspect scans, the table and thumbnails.
 
     ``rows`` are summary rows (``preview`` paths relative to ``out``); ``header`` maps
     labels to values (beamtime, model, schedule, counts, wall time).
     """
     e = html.escape
-    ok = [r for r in rows if r.get("status") == "ok"]
+    kinds = [row_class(r) for r in rows]
+    ok = [r for r, kind in zip(rows, kinds, strict=True) if kind != "failed"]
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>cdiflow beamtime report"
         f"</title><style>{_STYLE}</style></head><body>",
@@ -168,19 +218,18 @@ def write_report(out: str | Path, rows: list[dict[str, Any]], header: dict[str, 
     ]
     for label, value in header.items():
         parts.append(f"<li><b>{e(str(label))}</b>: {e(_fmt(value))}</li>")
-    parts.append(f"<li><b>scans</b>: {len(rows)} ({len(ok)} ok, {len(rows) - len(ok)} failed)</li>")
-    parts.append("</ul><h2>Scans</h2><table><tr>")
-    parts += [f"<th>{e(label)}</th>" for _, label in _COLUMNS]
-    parts.append("</tr>")
-    for row in rows:
-        cls = "ok" if row.get("status") == "ok" else "failed"
-        cells = "".join(f"<td>{e(_fmt(row.get(name)))}</td>" for name, _ in _COLUMNS)
-        parts.append(f"<tr class='{cls}'>{cells}</tr>")
-    parts.append("</table><h2>Reconstructions</h2><div class='thumbs'>")
+    counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("ok", "suspect", "failed"))
+    parts.append(f"<li><b>scans</b>: {len(rows)} ({counts})</li></ul>")
+    parts += _suspect_section(rows)
+    parts.append("<h2>Scans</h2>")
+    parts += _table(rows, _COLUMNS)
+    parts.append("<h2>Reconstructions</h2><div class='thumbs'>")
     for row in ok:
         if row.get("preview"):
             src = e(str(row["preview"]), quote=True)
             caption = f"{e(str(row['scan']))} chi2 {e(_fmt(row.get('refined_chi2')))}"
+            if row_class(row) == "suspect":
+                caption += " (suspect)"
             parts.append(
                 f"<figure><a href='{src}'><img src='{src}' alt='{e(str(row['scan']), quote=True)}'>"
                 f"</a><figcaption>{caption}</figcaption></figure>"
