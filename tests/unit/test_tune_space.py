@@ -145,3 +145,19 @@ def test_concurrency_leaves_room_for_train_and_data():
     gpu = scaling.replace(workers=4, use_gpu=True)
     assert concurrency(sweep, gpu, {"CPU": 64.0, "GPU": 8.0}) == 2
     assert concurrency(sweep.replace(max_concurrent_trials=3), scaling, {"CPU": 2.0}) == 3
+
+
+def test_an_unset_grace_period_follows_the_epochs():
+    space = {"train.lr": {"type": "uniform", "low": 0.1, "high": 0.2}}
+    one = SweepConfig.from_dict({"trials": 2, "epochs": 1, "space": space})  # was refused
+    assert one.grace_period == 0 and one.asha_grace_period == 1
+    assert SweepConfig.from_dict({"epochs": 10, "space": space}).asha_grace_period == 2
+    assert (
+        SweepConfig.from_dict({"epochs": 10, "grace_period": 3, "space": space}).asha_grace_period
+        == 3
+    )
+    packaged = resources.files("cdiflow") / "configs" / "tune.yaml"
+    shipped = SweepConfig.from_yaml(str(packaged), {"epochs": 1})
+    assert shipped.asha_grace_period == 1  # the packaged YAML sets no grace period either
+    with pytest.raises(ConfigError, match="grace_period"):
+        SweepConfig.from_dict({"epochs": 1, "grace_period": 2, "space": space})  # set: checked

@@ -336,7 +336,7 @@ def _new_tuner(sweep, scaling, resources, trainable, storage: Path, name: str):
     scheduler = ASHAScheduler(
         time_attr="training_iteration",  # one report per epoch
         max_t=sweep.epochs,
-        grace_period=sweep.grace_period,
+        grace_period=sweep.asha_grace_period,
         reduction_factor=sweep.reduction_factor,
     )
     return tune.Tuner(

@@ -114,7 +114,9 @@ class SweepConfig(Config):
     trials : number of trials (Optuna suggestions).
     epochs : epochs of every trial (ASHA's ``max_t``; overrides ``train.epochs``).
     seed : seed of the Optuna sampler (the trials' own seed is ``train.seed``).
-    grace_period : ASHA: epochs a trial runs before it may be stopped.
+    grace_period : ASHA: epochs a trial runs before it may be stopped; 0 (default) follows
+        ``epochs``: ``min(2, epochs)`` (``asha_grace_period``), so a short sweep never
+        refuses a default the user did not set.
     reduction_factor : ASHA: keep the best 1/reduction_factor at each rung.
     max_concurrent_trials : trials at once; 0 sizes it from the cluster so that trials
         never wait on each other's CPUs (see ``cdiflow.pipelines.tune.concurrency``).
@@ -131,7 +133,7 @@ class SweepConfig(Config):
     trials: int = 8
     epochs: int = 10
     seed: int = 0
-    grace_period: int = 2
+    grace_period: int = 0
     reduction_factor: float = 3.0
     max_concurrent_trials: int = 0
     trial_cpus: float = 0.25
@@ -159,12 +161,18 @@ class SweepConfig(Config):
         object.__setattr__(self, "space", space)
         super().__post_init__()
 
+    @property
+    def asha_grace_period(self) -> int:
+        """The grace period ASHA gets: as set, or ``min(2, epochs)`` for 0 (auto)."""
+        return self.grace_period or min(2, self.epochs)
+
     def validate(self) -> None:
         require(self.trials >= 1, f"trials must be >= 1, got {self.trials}")
         require(self.epochs >= 1, f"epochs must be >= 1, got {self.epochs}")
         require(
-            1 <= self.grace_period <= self.epochs,
-            f"grace_period must be in [1, epochs={self.epochs}], got {self.grace_period}",
+            0 <= self.grace_period <= self.epochs,
+            f"grace_period must be 0 (auto) or in [1, epochs={self.epochs}], "
+            f"got {self.grace_period}",
         )
         require(self.reduction_factor > 1, "reduction_factor must be > 1")
         require(self.max_concurrent_trials >= 0, "max_concurrent_trials must be >= 0")
