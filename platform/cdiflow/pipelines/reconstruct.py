@@ -44,6 +44,7 @@ from cdiflow.formats.results import (
     stale_reason,
     write_summary,
 )
+from cdiflow.pipelines.cluster import use_assigned_cpus
 from cdiflow.pipelines.scan_steps import (
     ReconstructConfig,
     finish_scan,
@@ -139,6 +140,7 @@ class CNNPredictor:
         from cdiflow.models import inference_model
         from cdiflow.pipelines.tracking import load_model
 
+        use_assigned_cpus()
         model, _, _ = load_model(model_ref, tracking_uri)
         self.device = device
         self.model = inference_model(model).to(device)
@@ -152,10 +154,17 @@ class CNNPredictor:
             return predict_batch(self.model, batch, self.model_info, self.device)
 
 
+def refine_task(batch: dict, config: ReconstructConfig) -> dict:
+    """Ray Data task for CPU refinement: torch threads = the task's CPUs, then refine."""
+    use_assigned_cpus()
+    return refine_batch(batch, config, "cpu")
+
+
 class Refiner:
     """Ray Data actor for GPU refinement (keeps the CUDA context between batches)."""
 
     def __init__(self, config: ReconstructConfig, device: str):
+        use_assigned_cpus()
         self.config = config
         self.device = device
 
@@ -297,8 +306,8 @@ def run_pipeline(
         )
     else:
         ds = ds.map_batches(
-            refine_batch,
-            fn_kwargs={"config": config, "device": "cpu"},
+            refine_task,
+            fn_kwargs={"config": config},
             batch_size=config.refine_batch,
             batch_format="numpy",
             num_cpus=1,
