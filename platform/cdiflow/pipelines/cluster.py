@@ -24,6 +24,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cdiflow.errors import ClusterUnavailable, ConfigError
+from cdiflow.pipelines import ray_leftovers
 
 #: Default size of the embedded local Ray started when no address is given (bytes).
 LOCAL_OBJECT_STORE_BYTES = 150 * 1024 * 1024
@@ -199,6 +200,7 @@ def connect(
                 "dashboard_port": port,
                 "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
             }
+        ray_leftovers.clean()  # what a killed earlier driver left running
         # address="local": a new instance, even when `ray start` ran on this machine
         # (with no address, ray.init joins the newest such cluster it finds in /tmp/ray)
         ray.init(
@@ -208,6 +210,7 @@ def connect(
             include_dashboard=dashboard,
             **extra,
         )
+        ray_leftovers.record()
         _after_init()
         return _describe("local")
     if target != "auto":
