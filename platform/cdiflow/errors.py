@@ -37,6 +37,10 @@ class DatasetError(InputError):
     """A dataset is missing, incomplete, or has wrong shapes / NaN / missing columns."""
 
 
+class StorageError(InputError):
+    """An object-storage location (``s3://...``) cannot be reached, listed, read or written."""
+
+
 class ScheduleSyntaxError(InputError):
     """A phasing schedule string does not parse; the message points at the position."""
 

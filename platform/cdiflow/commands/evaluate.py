@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cdiflow.commands.common import add_model, add_workspace
+from cdiflow.formats.location import location_arg
 
 
 def add_parser(subparsers) -> None:
@@ -19,7 +20,12 @@ def add_parser(subparsers) -> None:
         ),
     )
     add_model(parser, required=True)
-    parser.add_argument("--data", required=True, help="dataset folder")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=location_arg,
+        help="dataset folder or object-storage URI (s3://bucket/prefix)",
+    )
     parser.add_argument("--out", required=True, help="output folder for figures and JSON")
     parser.add_argument("--split", default="test", help="split to evaluate (default: test)")
     parser.add_argument("--limit", type=int, help="evaluate at most this many patterns")

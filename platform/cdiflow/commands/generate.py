@@ -6,12 +6,16 @@ import argparse
 from pathlib import Path
 
 from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
+from cdiflow.formats.location import location_arg
 
 DESCRIPTION = """\
 Generate synthetic diffraction patterns (superellipsoid particles with a strong random
 phase, paper eqs. 2-3) on Ray Data and write them as Parquet shards plus a manifest:
 
   OUT/manifest.json  OUT/{train,val,test}/shard-NNNNN.parquet
+
+OUT is a folder or an object-storage URI (s3://bucket/prefix, gs://bucket/prefix) that
+every Ray node can write, with the credentials in its environment (AWS_* for S3).
 
 NUM_PATTERNS are split 95/5 into train/val (every 20th index is validation); the test
 set (--test-patterns, default 300) has its own indices. The same config and seed give
@@ -24,6 +28,7 @@ examples:
   cdiflow generate --num-patterns 2000 --shards 8 --out workspace/data
   cdiflow generate --num-patterns 150000 --out workspace/data150k --workers 2
   cdiflow generate --config my-generate.yaml --out workspace/noisy --address auto
+  cdiflow generate --num-patterns 150000 --out s3://my-bucket/cdi/data150k --address auto
 
 The default config, with every key documented, is cdiflow/configs/generate.yaml.
 Exit codes: 0 done, 2 bad input (invalid config, output folder holding other files).
@@ -38,7 +43,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--out", required=True, type=Path, help="output folder (new or ours)")
+    parser.add_argument(
+        "--out",
+        required=True,
+        type=location_arg,
+        help="output folder (new or ours) or object-storage URI (s3://bucket/prefix)",
+    )
     parser.add_argument(
         "--num-patterns",
         type=int,
@@ -90,12 +100,14 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(report) -> str:
     """Where the data went and how fast (a few lines for the terminal)."""
+    from cdiflow.formats.location import Location
+
     total = sum(report.counts.values())
     counts = ", ".join(f"{split} {n}" for split, n in report.counts.items())
     lines = [
         f"data set: {report.out} ({total} patterns: {counts}; {report.shards} shards; "
         f"{report.bytes / 1e6:.1f} MB, {report.bytes / total / 1e3:.1f} kB/pattern)",
-        f"manifest: {report.out / 'manifest.json'}",
+        f"manifest: {Location.parse(report.out) / 'manifest.json'}",
     ]
     if report.kept_shards:
         lines.append(f"resumed: kept {report.kept_shards} complete shard(s) from an earlier run")

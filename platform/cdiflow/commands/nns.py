@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 
 from cdiflow.commands.common import add_model, add_workspace
+from cdiflow.formats.location import location_arg
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -23,8 +24,18 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, help="training split folder (or data set root)")
-    parser.add_argument("--test", required=True, help="test split folder (or data set root)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=location_arg,
+        help="training split folder (or data set root); a folder or an s3://... URI",
+    )
+    parser.add_argument(
+        "--test",
+        required=True,
+        type=location_arg,
+        help="test split folder (or data set root); a folder or an s3://... URI",
+    )
     parser.add_argument("--count", type=int, default=300, help="test patterns (paper: 300)")
     parser.add_argument("--binning", type=int, default=2, help="coarse-pass binning (1: none)")
     parser.add_argument("--k", type=int, default=8, help="candidates re-ranked at full size")

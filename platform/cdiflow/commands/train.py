@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
+from cdiflow.formats.location import location_arg
 
 
 def add_parser(subparsers) -> None:
@@ -21,7 +22,12 @@ def add_parser(subparsers) -> None:
             "Ray cluster at RAY_ADDRESS when set, else starts a local one."
         ),
     )
-    parser.add_argument("--data", required=True, help="dataset folder (manifest.json + splits)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=location_arg,
+        help="dataset folder (manifest.json + splits) or object-storage URI (s3://bucket/prefix)",
+    )
     parser.add_argument("--config", help="YAML config (default: cdiflow/configs/train.yaml)")
     parser.add_argument("--workers", type=int, help="number of DDP workers (scaling.workers)")
     parser.add_argument(

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
+from cdiflow.formats.location import location_arg
 
 DESCRIPTION = """\
 Sweep the training config with Ray Tune: an Optuna searcher (seeded) proposes trials,
@@ -40,7 +41,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--data", required=True, help="dataset folder (manifest + splits)")
+    parser.add_argument(
+        "--data",
+        required=True,
+        type=location_arg,
+        help="dataset folder (manifest + splits) or object-storage URI (s3://bucket/prefix)",
+    )
     parser.add_argument("--config", help="sweep YAML (default: cdiflow/configs/tune.yaml)")
     parser.add_argument(
         "--train-config", help="training YAML the trials start from (default: train.yaml)"

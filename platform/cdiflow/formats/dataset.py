@@ -20,6 +20,11 @@ schema version, data set fingerprint, split, shard, positions), so a foreign or 
 file is refused by name. Shards and the manifest are written atomically
 (``cdiflow.formats.atomic``: a temp name in the same folder,
 ``.shard-NNNNN.parquet.<hex>.tmp``, fsync, ``os.replace``).
+
+``DIR`` may also be an object-storage URI (``s3://bucket/prefix``, ``gs://...``): every
+function here takes a ``cdiflow.formats.location.Location`` or what ``Location.parse``
+reads, and returns local paths as ``Path`` and object-storage files as URI strings. There
+a shard or manifest is written to a local temp file and uploaded whole (a PUT is atomic).
 """
 
 from __future__ import annotations
@@ -37,8 +42,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from cdiflow.errors import CorruptShard, DatasetError
-from cdiflow.formats.atomic import atomic_path, atomic_write_json, temp_name_re
+from cdiflow.formats.atomic import temp_name_re
 from cdiflow.formats.layout import SCHEMA_VERSION, SPLITS, DatasetConfig, ShardSpec
+from cdiflow.formats.location import Location
 from cdiflow.physics.generator import (
     PARAMETER_NAMES,
     GeneratorConfig,
@@ -128,7 +134,7 @@ def batch_table(batch: SampleBatch, seed: int, schema: pa.Schema) -> pa.Table:
 
 # --- writing ----------------------------------------------------------------------------
 def write_shard(
-    path: str | Path,
+    path: str | Path | Location,
     batches: SampleBatch | Iterable[SampleBatch],
     seed: int,
     generator: GeneratorConfig,
@@ -137,32 +143,33 @@ def write_shard(
     """Write ``batches`` (one Parquet row group each) to ``path`` atomically.
 
     The file appears under its name only once complete and fsynced: it is written to a
-    temp name in the same folder, then renamed. ``ShardInfo.file`` is ``path``'s name.
+    temp name in the same folder, then renamed (object storage: a local temp file,
+    uploaded whole). ``ShardInfo.file`` is ``path``'s name.
     """
-    path = Path(path)
+    location = Location.parse(path)
     if isinstance(batches, SampleBatch):
         batches = [batches]
     schema = shard_schema(generator, identity)
     rows = 0
-    with atomic_path(path) as temp:
+    with location.writing() as temp:
         with open(temp, "wb") as sink, pq.ParquetWriter(sink, schema, **_WRITE_OPTIONS) as writer:
             for batch in batches:
                 writer.write_table(batch_table(batch, seed, schema))
                 rows += len(batch.indices)
         digest, size = file_sha256(temp), temp.stat().st_size
-    return ShardInfo(file=path.name, rows=rows, sha256=digest, bytes=size)
+    return ShardInfo(file=location.name, rows=rows, sha256=digest, bytes=size)
 
 
-def file_sha256(path: str | Path) -> str:
+def file_sha256(path: str | Path | Location) -> str:
     digest = hashlib.sha256()
-    with open(path, "rb") as source:
+    with Location.parse(path).open_input() as source:
         for block in iter(lambda: source.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
 
 
 def generate_shard(
-    root: str | Path, config: DatasetConfig, spec: ShardSpec, fault=None
+    root: str | Path | Location, config: DatasetConfig, spec: ShardSpec, fault=None
 ) -> ShardInfo:
     """Generate shard ``spec`` of ``config`` into ``root/split/``, ``chunk_size`` at a time.
 
@@ -176,7 +183,7 @@ def generate_shard(
     )
     if fault is not None:
         chunks = fault(chunks)
-    path = Path(root) / spec.split / spec.name
+    path = Location.parse(root) / spec.split / spec.name
     return write_shard(path, chunks, config.seed, config.generator, shard_identity(config, spec))
 
 
@@ -184,7 +191,8 @@ def generate_shard(
 def shard_metadata(path: str | Path) -> tuple[pa.Schema, int, dict[str, Any]]:
     """(Arrow schema, row count, identity) from a shard's footer; ``CorruptShard`` if foreign."""
     try:
-        metadata = pq.read_metadata(path)
+        where, filesystem = Location.parse(path).for_arrow()
+        metadata = pq.read_metadata(where, filesystem=filesystem)
         schema = metadata.schema.to_arrow_schema()
     except (OSError, pa.ArrowException) as exc:
         raise CorruptShard(str(path), f"not a readable Parquet file ({exc})") from None
@@ -255,7 +263,8 @@ def read_shard(path: str | Path, generator: GeneratorConfig | None = None) -> di
     schema, rows, _ = shard_metadata(path)
     check_schema(path, schema, generator)
     try:
-        table = pq.read_table(path)
+        where, filesystem = Location.parse(path).for_arrow()
+        table = pq.read_table(where, filesystem=filesystem)
     except (OSError, pa.ArrowException) as exc:
         raise CorruptShard(str(path), f"unreadable data ({exc})") from None
     if table.num_rows != rows:
@@ -278,14 +287,22 @@ def read_shard(path: str | Path, generator: GeneratorConfig | None = None) -> di
     return arrays
 
 
-def list_shards(root: str | Path, split: str) -> list[Path]:
-    """The shard files of ``split`` under data set folder ``root``, in shard order."""
+def list_shards(root: str | Path | Location, split: str) -> list[Path | str]:
+    """The shard files of ``split`` under data set folder ``root``, in shard order.
+
+    ``Path`` objects for a local folder, URI strings for object storage.
+    """
+    return [shard.value for shard in shard_locations(root, split)]
+
+
+def shard_locations(root: str | Path | Location, split: str) -> list[Location]:
+    """``list_shards`` as ``Location`` objects (on object storage: one shared filesystem)."""
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
-    folder = Path(root) / split
+    folder = Location.parse(root) / split
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such split folder")
-    return sorted(p for p in folder.iterdir() if SHARD_RE.fullmatch(p.name))
+    return [entry for entry in folder.children() if SHARD_RE.fullmatch(entry.name)]
 
 
 # --- manifest ---------------------------------------------------------------------------
@@ -308,8 +325,10 @@ class Manifest:
     def count(self, split: str) -> int:
         return sum(info.rows for info in self.shards[split])
 
-    def files(self, root: str | Path, split: str) -> list[Path]:
-        return [Path(root) / split / info.file for info in self.shards[split]]
+    def files(self, root: str | Path | Location, split: str) -> list[Path | str]:
+        """The split's shard files under ``root`` (``Path`` when local, else URIs)."""
+        folder = Location.parse(root) / split
+        return [(folder / info.file).value for info in self.shards[split]]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -338,16 +357,16 @@ def _column_summary(generator: GeneratorConfig) -> dict[str, dict[str, Any]]:
     return summary
 
 
-def write_manifest(root: str | Path, manifest: Manifest) -> Path:
-    """Write ``root/manifest.json`` atomically; returns its path."""
-    path = Path(root) / MANIFEST_NAME
-    atomic_write_json(path, manifest.to_dict(), indent=2)
-    return path
+def write_manifest(root: str | Path | Location, manifest: Manifest) -> Path | str:
+    """Write ``root/manifest.json`` atomically (indented JSON, final newline); its path."""
+    path = Location.parse(root) / MANIFEST_NAME
+    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
+    return path.value
 
 
-def read_manifest(root: str | Path) -> Manifest:
+def read_manifest(root: str | Path | Location) -> Manifest:
     """Read and check ``root/manifest.json``; ``DatasetError`` naming the file if bad."""
-    path = Path(root) / MANIFEST_NAME
+    path = Location.parse(root) / MANIFEST_NAME
     if not path.is_file():
         raise DatasetError(
             f"{path}: no manifest, so {root} is not a complete cdiflow data set "
@@ -373,7 +392,7 @@ def read_manifest(root: str | Path) -> Manifest:
     return Manifest(dataset, shards, data.get("cdiflow_version", ""))
 
 
-def validate_split(root: str | Path, split: str, deep: bool = True) -> Manifest:
+def validate_split(root: str | Path | Location, split: str, deep: bool = True) -> Manifest:
     """Check that ``split`` of the data set at ``root`` is complete and sound.
 
     Always: the manifest, every listed shard present with its footer, schema (shapes
@@ -384,8 +403,9 @@ def validate_split(root: str | Path, split: str, deep: bool = True) -> Manifest:
     manifest = read_manifest(root)
     if split not in SPLITS:
         raise DatasetError(f"unknown split {split!r}; expected one of {SPLITS}")
-    listed = manifest.files(root, split)
-    unlisted = sorted(set(list_shards(root, split)) - set(listed))
+    folder = Location.parse(root) / split
+    listed = [folder / info.file for info in manifest.shards[split]]  # one filesystem
+    unlisted = sorted(set(list_shards(root, split)) - {path.value for path in listed})
     if unlisted:
         raise DatasetError(f"{unlisted[0]}: shard not listed in the manifest")
     for path, info in zip(listed, manifest.shards[split], strict=True):

@@ -14,6 +14,11 @@ Anything else in the folder is not ours: ``OutputDirError``, before anything is 
 
 ``write_dataset`` runs that protocol in this process, without Ray: the same files as
 ``cdiflow generate`` (for tests, benchmarks and small data sets).
+
+The folder may be an object-storage URI (``s3://bucket/prefix``; see
+``cdiflow.formats.location``). The same checks apply there, but object storage has no
+``flock``: no lock object is written, so two runs writing one prefix at the same time are
+not detected (they write the same bytes for the same config, and refuse another config).
 """
 
 from __future__ import annotations
@@ -41,18 +46,19 @@ from cdiflow.formats.dataset import (
     write_manifest,
 )
 from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
+from cdiflow.formats.location import Location
 
 LOCK_NAME = ".generate.lock"
 _OURS_AT_TOP = {MANIFEST_NAME, LOCK_NAME, *SPLITS}
 
 
-def inspect_folder(root: str | Path, config: DatasetConfig) -> dict[str, ShardInfo]:
+def inspect_folder(root: str | Path | Location, config: DatasetConfig) -> dict[str, ShardInfo]:
     """Complete shards already in ``root`` for ``config``, by relative path; reads only.
 
     Raises ``OutputDirError`` if ``root`` holds files that are not ours or another data
     set, ``CorruptShard`` naming the file if a shard there is foreign or damaged.
     """
-    root = Path(root)
+    root = Location.parse(root)
     if not root.exists():
         return {}
     if not root.is_dir():
@@ -76,12 +82,12 @@ def inspect_folder(root: str | Path, config: DatasetConfig) -> dict[str, ShardIn
             spec = expected.get(f"{split}/{path.name}")
             if spec is None or identity != shard_identity(config, spec) or rows != spec.rows:
                 raise CorruptShard(str(path), "does not match its name (split, shard or rows)")
-            done[spec.relpath] = ShardInfo(path.name, rows, file_sha256(path), path.stat().st_size)
+            done[spec.relpath] = ShardInfo(path.name, rows, file_sha256(path), path.size())
     return done
 
 
-def _refuse_foreign(root: Path) -> None:
-    for entry in sorted(root.iterdir()):
+def _refuse_foreign(root: Location) -> None:
+    for entry in root.children():
         ours = entry.name in _OURS_AT_TOP or bool(TEMP_RE.fullmatch(entry.name))
         if not ours or (entry.name in SPLITS) != entry.is_dir():
             raise OutputDirError(
@@ -91,7 +97,7 @@ def _refuse_foreign(root: Path) -> None:
     for split in SPLITS:
         if not (root / split).is_dir():
             continue
-        for entry in sorted((root / split).iterdir()):
+        for entry in (root / split).children():
             if not (SHARD_RE.fullmatch(entry.name) or TEMP_RE.fullmatch(entry.name)):
                 raise OutputDirError(
                     f"{root} holds files that cdiflow did not write (e.g. "
@@ -99,13 +105,13 @@ def _refuse_foreign(root: Path) -> None:
                 )
 
 
-def _shard_files(folder: Path) -> list[Path]:
+def _shard_files(folder: Location) -> list[Location]:
     if not folder.is_dir():
         return []
-    return sorted(p for p in folder.iterdir() if SHARD_RE.fullmatch(p.name))
+    return [entry for entry in folder.children() if SHARD_RE.fullmatch(entry.name)]
 
 
-def _manifest_fingerprint(root: Path) -> str | None:
+def _manifest_fingerprint(root: Location) -> str | None:
     """The fingerprint that the manifest in ``root`` records, or None without one."""
     path = root / MANIFEST_NAME
     if not path.is_file():
@@ -117,14 +123,21 @@ def _manifest_fingerprint(root: Path) -> str | None:
 
 
 @contextlib.contextmanager
-def locked_folder(root: str | Path) -> Iterator[Path]:
+def locked_folder(root: str | Path | Location) -> Iterator[Path | str]:
     """Create ``root`` and its split folders, hold its lock, drop a killed run's temps.
 
     Refuses (``OutputDirError``) when another run holds the lock. The lock is an
     ``flock``: the kernel releases it when the holder dies, so a killed run never blocks
-    the next one.
+    the next one. Object storage: the folders only (split markers), no lock.
     """
-    root = Path(root)
+    location = Location.parse(root)
+    if not location.is_local:
+        for folder in (location, *(location / split for split in SPLITS)):
+            folder.mkdir()
+        remove_temp_files(location)
+        yield location.value
+        return
+    root = location.path
     root.mkdir(parents=True, exist_ok=True)
     with open(root / LOCK_NAME, "w") as lock:
         try:
@@ -137,23 +150,26 @@ def locked_folder(root: str | Path) -> Iterator[Path]:
         yield root
 
 
-def remove_temp_files(root: Path) -> None:
+def remove_temp_files(root: str | Path | Location) -> None:
     """Delete the temp files a killed writer left (only ever ours: fixed name pattern)."""
+    root = Location.parse(root)
     for folder in (root, *(root / split for split in SPLITS)):
         if folder.is_dir():
-            for entry in folder.iterdir():
+            for entry in folder.children():
                 if TEMP_RE.fullmatch(entry.name):
-                    entry.unlink(missing_ok=True)
+                    entry.remove()
 
 
-def finish_folder(root: Path) -> None:
-    """After the manifest is written: the lock file is no longer needed."""
-    with contextlib.suppress(FileNotFoundError):
-        os.remove(root / LOCK_NAME)
+def finish_folder(root: str | Path | Location) -> None:
+    """After the manifest is written: the lock file is no longer needed (none on S3)."""
+    root = Location.parse(root)
+    if root.is_local:
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(root.path / LOCK_NAME)
 
 
 def write_dataset(
-    root: str | Path,
+    root: str | Path | Location,
     config: DatasetConfig,
     fault: Callable[[ShardSpec, Iterator], Iterator] | None = None,
 ) -> Manifest:
@@ -167,7 +183,7 @@ def write_dataset(
 
     Parameters
     ----------
-    root : the data set folder (created if missing).
+    root : the data set folder (created if missing), or an object-storage URI.
     config : the data set; a subclass (e.g. ``GenerateConfig``) counts by its
         ``DatasetConfig`` fields only, as in ``cdiflow generate``.
     fault : tests only: ``fault(spec, chunks) -> chunks`` may alter the generated
@@ -182,7 +198,7 @@ def write_dataset(
 
     fields = {f.name: getattr(config, f.name) for f in dataclasses.fields(DatasetConfig)}
     config = DatasetConfig(**fields).resolved()
-    root = Path(root)
+    root = Location.parse(root)
     done = inspect_folder(root, config)
     specs = config.shard_specs()
     threads = torch.get_num_threads()

@@ -18,15 +18,15 @@ targets are kept as float16 (0.3 GB for 150,000), which is ample for a start gue
 from __future__ import annotations
 
 import dataclasses
-import glob
+import fnmatch
 import math
-import os
 
 import numpy as np
 import torch
 
 from cdiflow import PATTERN_SIZE
 from cdiflow.errors import DatasetError
+from cdiflow.formats.location import Location
 from cdiflow.physics.farfield import FarField, object_from_targets
 from cdiflow.physics.fft import object_modulus
 from cdiflow.reconstruction import Reconstruction
@@ -182,15 +182,22 @@ class NNSReconstructor:
         return Reconstruction.from_targets(amp, target, chi2)
 
 
-def shard_paths(folder, split: str = "train") -> list[str]:
-    """Sorted ``shard-*.parquet`` files of a split folder, or of ``folder/<split>``."""
-    folder = os.fspath(folder)
-    paths = sorted(glob.glob(os.path.join(folder, "shard-*.parquet")))
+def shard_paths(folder, split: str = "train") -> list[Location]:
+    """Sorted ``shard-*.parquet`` files of a split folder, or of ``folder/<split>``.
+
+    ``folder`` is a local folder or an object-storage URI (``s3://bucket/data/test``).
+    """
+    root = Location.parse(folder)
+    paths = _shards_in(root) or _shards_in(root / split)
     if not paths:
-        paths = sorted(glob.glob(os.path.join(folder, split, "shard-*.parquet")))
-    if not paths:
-        raise DatasetError(f"{folder}: no shard-*.parquet files (nor in {folder}/{split})")
+        raise DatasetError(f"{root}: no shard-*.parquet files (nor in {root / split})")
     return paths
+
+
+def _shards_in(folder: Location) -> list[Location]:
+    if not folder.is_dir():
+        return []
+    return [p for p in folder.children() if fnmatch.fnmatchcase(p.name, "shard-*.parquet")]
 
 
 def iter_shards(folder, columns=("modulus", "amplitude", "phase"), split: str = "train"):
@@ -198,7 +205,8 @@ def iter_shards(folder, columns=("modulus", "amplitude", "phase"), split: str = 
     import pyarrow.parquet as pq
 
     for path in shard_paths(folder, split):
-        table = pq.read_table(path, columns=list(columns))
+        where, filesystem = path.for_arrow()
+        table = pq.read_table(where, columns=list(columns), filesystem=filesystem)
         arrays = []
         for name in columns:
             try:

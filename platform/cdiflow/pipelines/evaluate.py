@@ -104,8 +104,11 @@ def evaluate_model(
 ) -> dict[str, Any]:
     """Load ``ref``, evaluate on ``data_dir/split``, write figures + JSON, log to MLflow.
 
+    ``data_dir`` is a data set folder or an object-storage URI (``s3://bucket/prefix``).
+
     Returns the summary dict that is written to ``out_dir/evaluation.json``.
     """
+    from cdiflow.formats.location import Location
     from cdiflow.pipelines.data import read_split_arrays, validate_split
     from cdiflow.pipelines.tracking import load_model
     from cdiflow.reports.evaluation import chi2_histograms, sample_panel
@@ -131,7 +134,7 @@ def evaluate_model(
     summary = {
         "model": {k: v for k, v in provenance.items() if k != "tags"},
         "model_config": config.to_dict(),
-        "data": str(Path(data_dir).resolve()),
+        "data": str(Location.parse(data_dir).resolve()),
         "split": split,
         "patterns": int(arrays["modulus"].shape[0]),
         "gamma_fits": fits,

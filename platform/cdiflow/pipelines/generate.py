@@ -7,7 +7,9 @@ shard per task (Ray reuses the worker processes). A task generates its shard in 
 of ``chunk_size`` patterns with one torch thread (memory bounded by the chunk; bytes
 independent of the machine's thread count), writes it atomically and returns its row
 count and sha256. The driver writes the manifest last. Shard bytes depend only on
-(config, shard), never on the number of workers.
+(config, shard), never on the number of workers. ``out`` may be an object-storage URI
+(``s3://bucket/prefix``): the tasks upload their shards there (every node needs the
+storage's credentials, e.g. ``AWS_*`` in the runtime env).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from cdiflow.formats.dataset_folder import (
     remove_temp_files,
 )
 from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
+from cdiflow.formats.location import Location
 from cdiflow.pipelines.cluster import connect
 
 # Fault injection for the resumability tests: the first writer that finishes this many
@@ -62,7 +65,7 @@ class GenerateConfig(DatasetConfig):
 class GenerateReport:
     """What a run did: where, how much, how fast."""
 
-    out: Path
+    out: Path | str  # a local folder, or an object-storage URI
     counts: dict[str, int]  # patterns per split
     shards: int  # shards in the data set
     kept_shards: int  # complete shards found from an earlier run and kept
@@ -135,13 +138,13 @@ def _fault_from_env() -> tuple[int, str] | None:
 # --- the driver -------------------------------------------------------------------------
 def generate_dataset(
     config: GenerateConfig | DatasetConfig,
-    out: str | Path,
+    out: str | Path | Location,
     *,
     workers: int | None = None,
     address: str | None = None,
     progress: bool = True,
 ) -> GenerateReport:
-    """Generate (or finish) the data set ``config`` in folder ``out``; returns a report.
+    """Generate (or finish) the data set ``config`` in folder (or URI) ``out``; a report.
 
     Uses the Ray cluster already initialised in this process, else ``address`` (or
     ``RAY_ADDRESS``), else starts a small local one (2 CPUs) and shuts it down after.
@@ -152,7 +155,7 @@ def generate_dataset(
         workers = workers or config.workers
         config = config.dataset()
     config = config.resolved()
-    out = Path(out).absolute()
+    out = Location.parse(out).absolute()
     done = inspect_folder(out, config)
     specs = config.shard_specs()
     todo = [spec for spec in specs if spec.relpath not in done]
@@ -172,7 +175,7 @@ def generate_dataset(
         if started:
             ray.shutdown()
     return GenerateReport(
-        out=out,
+        out=out.value,
         counts={split: config.count(split) for split in SPLITS},
         shards=len(specs),
         kept_shards=len(done),
@@ -184,7 +187,7 @@ def generate_dataset(
 
 
 def _run_shards(
-    out: Path,
+    out: Location,
     config: DatasetConfig,
     todo: list[ShardSpec],
     workers: int,

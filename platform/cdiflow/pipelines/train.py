@@ -30,6 +30,7 @@ from typing import Any
 
 from cdiflow.config import Config, require
 from cdiflow.errors import CdiflowError, ConfigError, InputError
+from cdiflow.formats.location import Location
 
 STATE_FILE = "state.pt"  # model/optimizer/scheduler state + epoch, tensors only
 WEIGHTS_FILE = "model.pt"  # ``save_weights`` file: what gets registered
@@ -320,12 +321,10 @@ def _check_tracking_reach(uri: str) -> None:
     )
 
 
-def _read_split(paths: list[Path]):
-    import ray.data
+def _read_split(paths: list[Path | str]):
+    from cdiflow.pipelines.data import read_parquet_dataset
 
-    return ray.data.read_parquet([str(p) for p in paths]).select_columns(
-        ["modulus", "amplitude", "phase"]
-    )
+    return read_parquet_dataset(paths).select_columns(["modulus", "amplitude", "phase"])
 
 
 def _default_name() -> str:
@@ -351,7 +350,8 @@ def run_training(
     Parameters
     ----------
     job : the validated config.
-    data_dir : dataset root with ``train/`` and ``val/`` shards.
+    data_dir : dataset root with ``train/`` and ``val/`` shards: a folder, or an
+        object-storage URI (``s3://bucket/prefix``) that every node can read.
     workspace : folder for the embedded MLflow store and (by default) Ray's run folders.
     name : run name (Ray's run folder and the MLflow run name). ``resume`` needs it.
     resume : continue the stopped run ``name`` from its latest checkpoint.
@@ -367,7 +367,7 @@ def run_training(
     from cdiflow.pipelines.cluster import train_env_defaults
     from cdiflow.pipelines.data import list_shards
 
-    data_dir = Path(data_dir)
+    data_dir = Location.parse(data_dir).value
     train_rows = (rows or check_dataset(data_dir))["train"]
     check_resources(job.scaling, ray.cluster_resources())
 
@@ -451,7 +451,7 @@ def _start_tracking(job, workspace, name, data_dir, record: Path, resume: bool):
         return uri, run_id
     exp = experiment_id(uri, job.run.experiment, workspace=workspace)
     seeds = {"train": job.train.seed}
-    manifest = Path(data_dir) / "manifest.json"
+    manifest = Location.parse(data_dir) / "manifest.json"
     if manifest.is_file():
         seed = json.loads(manifest.read_text()).get("seed")
         if isinstance(seed, int):
@@ -462,7 +462,7 @@ def _start_tracking(job, workspace, name, data_dir, record: Path, resume: bool):
         name,
         job.to_dict(),
         seeds,
-        tags={"data_dir": str(Path(data_dir).resolve()), "ray_run": name},
+        tags={"data_dir": str(Location.parse(data_dir).resolve()), "ray_run": name},
     )
     record.parent.mkdir(parents=True, exist_ok=True)
     record.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": uri}))

@@ -36,6 +36,7 @@ from typing import Any
 
 from cdiflow.errors import CdiflowError, InputError
 from cdiflow.formats.atomic import atomic_write_json
+from cdiflow.formats.location import Location
 from cdiflow.pipelines.tune_space import METRIC, SweepConfig, check_space, trial_config
 
 SWEEP_RECORD = "cdiflow-sweep.json"  # parent run id, registration outcome
@@ -181,9 +182,9 @@ def trial_main(params: dict, context: dict) -> None:
 
 
 def _read_split(paths: list[str]):
-    import ray.data
+    from cdiflow.pipelines.data import read_parquet_dataset
 
-    return ray.data.read_parquet(paths, columns=["modulus", "amplitude", "phase"])
+    return read_parquet_dataset(paths).select_columns(["modulus", "amplitude", "phase"])
 
 
 def _child_run(context: dict, trial: str, job, params: dict) -> str:
@@ -273,7 +274,7 @@ def run_sweep(
 
     base_dict = base.to_dict()
     check_space(sweep, base_dict, TrainJobConfig.from_dict)
-    data_dir = Path(data_dir).expanduser().resolve()
+    data_dir = Location.parse(data_dir).expanduser().resolve().value  # a URI stays one
     if train_rows is None:
         train_rows = validate_split(data_dir, "train")
         validate_split(data_dir, "val")
