@@ -327,6 +327,52 @@ def _read_split(paths: list[Path | str]):
     return read_parquet_dataset(paths).select_columns(["modulus", "amplitude", "phase"])
 
 
+def build_trainer(
+    job: TrainJobConfig,
+    shards: dict[str, list],
+    *,
+    train_rows: int,
+    tracking_uri: str | None,
+    run_id: str | None,
+    name: str,
+    storage_path: str,
+    callbacks: list | None = None,
+):
+    """The ``TorchTrainer`` of one training run; ``train`` and every Tune trial build it here.
+
+    ``shards`` maps ``"train"`` and ``"val"`` to shard paths or URIs; the train split is
+    sharded across workers, the validation split is read whole by rank 0. ``callbacks``
+    go to Ray Train's ``RunConfig`` (a trial passes Tune's report callback).
+    """
+    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    use_gpu = job.scaling.use_gpu
+    per_worker = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
+    return TorchTrainer(
+        train_worker,
+        train_loop_config={
+            "job": job.to_dict(),
+            "train_rows": train_rows,
+            "tracking_uri": tracking_uri,
+            "run_id": run_id,
+        },
+        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
+        scaling_config=ScalingConfig(
+            num_workers=job.scaling.workers, use_gpu=use_gpu, resources_per_worker=per_worker
+        ),
+        run_config=RunConfig(
+            name=name,
+            storage_path=storage_path,
+            failure_config=FailureConfig(max_failures=job.run.max_failures),
+            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
+            callbacks=callbacks,
+        ),
+        datasets={split: _read_split(shards[split]) for split in ("train", "val")},
+        dataset_config=DataConfig(datasets_to_split=["train"]),
+    )
+
+
 def _default_name() -> str:
     return time.strftime("cdiflow-train-%Y%m%d-%H%M%S", time.gmtime())
 
@@ -361,8 +407,6 @@ def run_training(
     """
     import ray
     import ray.train
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
 
     from cdiflow.pipelines.cluster import train_env_defaults
     from cdiflow.pipelines.data import list_shards
@@ -393,33 +437,15 @@ def run_training(
         _check_tracking_reach(tracking_uri(workspace))
         uri, run_id = _start_tracking(job, workspace, name, data_dir, record, resume)
 
-    use_gpu = job.scaling.use_gpu
-    resources = {"CPU": job.scaling.cpus_per_worker}
-    if use_gpu:
-        resources["GPU"] = 1
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "job": job.to_dict(),
-            "train_rows": train_rows,
-            "tracking_uri": uri,
-            "run_id": run_id,
-        },
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=job.scaling.workers, use_gpu=use_gpu, resources_per_worker=resources
-        ),
-        run_config=RunConfig(
-            name=name,
-            storage_path=str(storage),
-            failure_config=FailureConfig(max_failures=job.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
-        ),
-        datasets={
-            "train": _read_split(list_shards(data_dir, "train")),
-            "val": _read_split(list_shards(data_dir, "val")),
-        },
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+    shards = {split: list_shards(data_dir, split) for split in ("train", "val")}
+    trainer = build_trainer(
+        job,
+        shards,
+        train_rows=train_rows,
+        tracking_uri=uri,
+        run_id=run_id,
+        name=name,
+        storage_path=str(storage),
     )
     train_env_defaults()  # Ray Train passes it from this process to controller and workers
     try:

@@ -118,12 +118,10 @@ def trial_main(params: dict, context: dict) -> None:
     URI plus parent run.
     """
     import ray.tune
-    from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
     from cdiflow.pipelines.cluster import train_env_defaults
-    from cdiflow.pipelines.train import TrainJobConfig, train_worker
+    from cdiflow.pipelines.train import TrainJobConfig, build_trainer
 
     tune_context = ray.tune.get_context()
     trial, trial_id = tune_context.get_trial_name(), tune_context.get_trial_id()
@@ -137,32 +135,15 @@ def trial_main(params: dict, context: dict) -> None:
     record = records / f"{trial_id}.json"
     _write_json(record, {"trial": trial, "run_id": run_id, "params": params})
 
-    use_gpu = job.scaling.use_gpu
-    per_worker = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
-    trainer = TorchTrainer(
-        train_worker,
-        train_loop_config={
-            "job": job.to_dict(),
-            "train_rows": context["train_rows"],
-            "tracking_uri": uri,
-            "run_id": run_id,
-        },
-        torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
-        scaling_config=ScalingConfig(
-            num_workers=job.scaling.workers, use_gpu=use_gpu, resources_per_worker=per_worker
-        ),
-        run_config=RunConfig(
-            name=trial,
-            storage_path=context["train_storage"],
-            failure_config=FailureConfig(max_failures=job.run.max_failures),
-            checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
-            callbacks=[TuneReportCallback()],
-        ),
-        datasets={
-            "train": _read_split(context["shards"]["train"]),
-            "val": _read_split(context["shards"]["val"]),
-        },
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+    trainer = build_trainer(
+        job,
+        context["shards"],
+        train_rows=context["train_rows"],
+        tracking_uri=uri,
+        run_id=run_id,
+        name=trial,
+        storage_path=context["train_storage"],
+        callbacks=[TuneReportCallback()],
     )
     train_env_defaults()  # in the trial's actor: Tune does not pass the driver's environment on
     result = trainer.fit()
@@ -179,12 +160,6 @@ def trial_main(params: dict, context: dict) -> None:
     )  # fmt: skip
     if run_id:
         _set_status(uri, run_id, "FINISHED")
-
-
-def _read_split(paths: list[str]):
-    from cdiflow.pipelines.data import read_parquet_dataset
-
-    return read_parquet_dataset(paths).select_columns(["modulus", "amplitude", "phase"])
 
 
 def _child_run(context: dict, trial: str, job, params: dict) -> str:
