@@ -1,4 +1,4 @@
-"""Optional detector realism: Poisson counting noise, beamstop and gap masks."""
+"""The detector model: Poisson counting noise, beamstop and gap masks, raw-frame response."""
 
 from __future__ import annotations
 
@@ -7,7 +7,14 @@ import pytest
 import torch
 
 from cdiflow.errors import ConfigError
-from cdiflow.physics.detector import DetectorConfig, detector_mask, poisson_modulus
+from cdiflow.physics.detector import (
+    DetectorConfig,
+    dead_pixel_mask,
+    detector_mask,
+    gain_map,
+    poisson_modulus,
+    raw_counts,
+)
 from cdiflow.physics.generator import generate_samples, sample_rng
 
 
@@ -59,3 +66,23 @@ def test_no_mask_when_widths_are_zero(config):
 def test_detector_config_rejects_negatives(field, value):
     with pytest.raises(ConfigError, match=field):
         DetectorConfig(**{field: value})
+
+
+def test_raw_counts_draw_as_one_poisson_call_then_add_dark_and_clip():
+    expected = np.random.default_rng(0).uniform(0, 200, (3, 16, 16))
+    gain = np.full((16, 16), 0.5)
+    dark = np.full((16, 16), 2, dtype=np.int32)
+    frames = raw_counts(expected, gain, dark, 90, np.random.default_rng(4))
+    reference = np.minimum(np.random.default_rng(4).poisson(expected * gain) + dark, 90)
+    assert frames.dtype == np.int32
+    np.testing.assert_array_equal(frames, reference)
+
+
+def test_dead_pixels_fall_inside_the_window_and_gain_stays_in_range():
+    rng = np.random.default_rng(1)
+    white = gain_map((64, 64), 1000.0, 0.4, rng)
+    assert white.dtype == np.float32 and 500 <= white.min() and white.max() <= 1500
+    mask = dead_pixel_mask((64, 64), (slice(8, 24), slice(40, 56)), 10, rng)
+    rows, cols = np.nonzero(~mask)
+    assert 1 <= rows.size <= 10
+    assert rows.min() >= 8 and rows.max() < 24 and cols.min() >= 40 and cols.max() < 56

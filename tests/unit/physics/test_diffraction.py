@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from _physics_helpers import random_inputs, random_object
@@ -11,9 +13,11 @@ from cdiflow.physics.diffraction import (
     fourier_slice_pattern,
     literal_slice_pattern,
     project_along_beam,
+    rocking_patterns,
 )
 from cdiflow.physics.fft import (
     centred_fft2,
+    centred_fft3,
     centred_ifft2,
     crop_centre,
     object_modulus,
@@ -43,6 +47,18 @@ def test_fourier_slice_of_random_complex_volumes_float64():
     gen = torch.Generator().manual_seed(5)
     volume = torch.randn((2, 16, 16, 16), dtype=torch.complex128, generator=gen)
     assert _relative(fourier_slice_pattern(volume, 32), literal_slice_pattern(volume, 32)) < 1e-12
+
+
+def test_rocking_planes_equal_the_3d_fft_planes():
+    """Plane k_z = q of the 3D transform: 2D transform of the z-ramped projection, exactly."""
+    gen = torch.Generator().manual_seed(8)
+    volume = torch.randn((2, 8, 8, 8), dtype=torch.complex128, generator=gen)
+    offsets = [-12, -3, 0, 1, 11]
+    planes = rocking_patterns(volume, 24, offsets)
+    literal = centred_fft3(pad_centre(volume, 24, ndim=3)).abs() * math.sqrt(24)
+    assert planes.shape == (2, 5, 24, 24)
+    assert _relative(planes, literal[:, [12 + q for q in offsets]]) < 1e-12
+    assert _relative(planes[:, 2], fourier_slice_pattern(volume, 24)) < 1e-12
 
 
 def test_projection_sums_along_the_beam():
