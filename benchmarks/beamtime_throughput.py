@@ -1,7 +1,7 @@
 """End-to-end beamtime throughput: scans/s, and the job's rate against the raw read rate.
 
 Writes (or reuses, ``--data``) a synthetic beamtime of ``--scans`` rocking scans in the
-APS 34-ID-C layout (``cdiflow.formats.synthetic_beamtime``), then in one process:
+APS 34-ID-C layout (``cdiflow.formats.aps34idc_writer``), then in one process:
 
 1. raw read: every scan's TIFF frames read with ``read_frames`` (the reader's I/O part,
    one process, the same warm page cache the job sees) -> raw bytes/s and seconds;
@@ -48,10 +48,8 @@ def parse_args(argv=None):
 
 
 def write_beamtime(folder: Path, scans: int, frames: int) -> Path:
-    from cdiflow.formats.synthetic_beamtime import (
-        SyntheticBeamtimeConfig,
-        write_synthetic_beamtime,
-    )
+    from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+    from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 
     marker = folder / ".complete"
     wanted = f"{scans} {frames}"

@@ -95,10 +95,8 @@ def main() -> int:
     # As a preprocessing worker should: on a loaded 2-core machine a 64 x 64 torch FFT
     # with 2 intra-op threads cost ~17 ms against 0.06 ms with one.
     torch.set_num_threads(1)
-    from cdiflow.formats.synthetic_beamtime import (
-        SyntheticBeamtimeConfig,
-        write_synthetic_beamtime,
-    )
+    from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+    from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 
     results = {"load_average": [round(x, 2) for x in os.getloadavg()], "torch_threads": 1}
     if REAL.is_dir():

@@ -202,10 +202,8 @@ def train_worker_nodes(env: dict[str, str]) -> set[str]:
 
 
 def test_generate_train_register_reconstruct_with_ray_job_submit(tmp_path):
-    from cdiflow.formats.synthetic_beamtime import (
-        SyntheticBeamtimeConfig,
-        write_synthetic_beamtime,
-    )
+    from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+    from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 
     started = time.monotonic()
     state = tmp_path / "ray-state"

@@ -6,9 +6,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cdiflow.formats.synthetic_beamtime import write_corrupt_beamtime
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.pipelines.scan_steps import ReconstructConfig
+from cdiflow.testing import write_corrupt_beamtime
 
 pytestmark = pytest.mark.integration
 

@@ -160,10 +160,8 @@ def _train(config: QuickstartConfig, data: Path, workspace: Path) -> str:
 
 
 def _synthetic_beamtime(config: QuickstartConfig, root: Path) -> Path:
-    from cdiflow.formats.synthetic_beamtime import (
-        SyntheticBeamtimeConfig,
-        write_synthetic_beamtime,
-    )
+    from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+    from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 
     folder = root / "synthetic"
     marker = folder / ".complete"

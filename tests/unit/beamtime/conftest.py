@@ -5,13 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdiflow.formats.synthetic_beamtime import (
-    SyntheticBeamtimeConfig,
-    write_corrupt_beamtime,
-    write_synthetic_beamtime,
-)
+from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 from cdiflow.pipelines.scan_steps import ReconstructConfig
+from cdiflow.testing import write_corrupt_beamtime
 
 # A short schedule keeps the tests fast; the default (the paper's 600) is benchmarked.
 FAST = ReconstructConfig(
@@ -56,6 +54,6 @@ def good_beamtime(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def corrupt(tmp_path_factory):
-    """(beamtime folder, [CorruptCase]) from the formats' corrupted-scan writer."""
+    """(beamtime folder, [CorruptCase]) from ``cdiflow.testing.write_corrupt_beamtime``."""
     root = tmp_path_factory.mktemp("corrupt")
     return write_corrupt_beamtime(root, np.random.default_rng(5))

@@ -8,7 +8,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import tifffile
 
-from cdiflow.formats.synthetic_beamtime import SyntheticBeamtimeConfig, write_synthetic_beamtime
+from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 from cdiflow.pipelines.reconstruct import model_reference, reconstruct_beamtime
 
 

@@ -15,7 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from cdiflow.cli import main
-from cdiflow.formats.synthetic_beamtime import SyntheticBeamtimeConfig, write_synthetic_beamtime
+from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 from cdiflow.pipelines.reconstruct import reconstruct_beamtime
 
 PROVENANCE = ("model_version", "config_hash", "input_fingerprint")

@@ -15,9 +15,10 @@ import pytest
 import tifffile
 
 from cdiflow.cli import main
+from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
 from cdiflow.formats.generic import open_scan
 from cdiflow.formats.scan import SourceTooLarge
-from cdiflow.formats.synthetic_beamtime import SyntheticBeamtimeConfig, write_synthetic_beamtime
+from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 from cdiflow.pipelines.reconstruct import reconstruct_beamtime
 from cdiflow.pipelines.scan_steps import ReconstructConfig
 

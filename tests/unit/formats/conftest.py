@@ -5,12 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdiflow.formats.synthetic_beamtime import (
-    SyntheticBeamtimeConfig,
-    write_corrupt_beamtime,
-    write_synthetic_beamtime,
-)
+from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 from cdiflow.physics.generator import GeneratorConfig
+from cdiflow.testing import write_corrupt_beamtime
 
 # Weak phase: the diffraction maximum sits at k = 0, so the Bragg peak pixel and the
 # central frame of the rocking scan are known exactly.

@@ -17,8 +17,8 @@ from cdiflow.formats.preprocess import (
     saturation_mask,
 )
 from cdiflow.formats.scan import SaturatedPeak, Scan, ScanDataError
-from cdiflow.formats.synthetic_beamtime import particle_volume
 from cdiflow.physics.fft import centred_fft2, normalise_modulus, pad_centre
+from cdiflow.physics.generator import sample_volumes
 
 
 def test_config_is_typed_and_validated():
@@ -62,7 +62,7 @@ def test_oversampling_tracks_generator_particles(weak_config):
     rng = np.random.default_rng(0)
     ratios = []
     for index in range(6):
-        projection = particle_volume(weak_config.generator, 3, index).sum(0)
+        projection = sample_volumes(weak_config.generator, 3, [index])[0].sum(0)
         amplitude = projection.abs().numpy()
         support = amplitude > 0.05 * amplitude.max()
         true = [np.ptp(np.flatnonzero(support.any(axis=a))) + 1 for a in (1, 0)]
@@ -192,7 +192,7 @@ def test_synthetic_central_frame_is_the_generator_pattern(weak_config):
     transform of the same object (no aliasing: the object fits in 2N), i.e. the
     generator's central-slice pattern of sample (seed, index).
     """
-    from cdiflow.formats.synthetic_beamtime import rocking_intensity
+    from cdiflow.physics.beamtime import rocking_intensity
     from cdiflow.physics.generator import generate_samples
 
     planes = rocking_intensity(weak_config, 9, 4)
