@@ -4,6 +4,8 @@ Layout of an output folder (``--out``)::
 
     OUT/
       scans/<key>.h5         one per finished scan (written atomically, ``complete`` attr)
+      scans/<key>.cxi        the same answer in CXI 1.6 for PyNX / silx (``cxi_results``),
+                             written atomically just before the .h5
       previews/<key>.png     amplitude / unwrapped phase preview
       summary.parquet        one row per scan (ok and failed), rebuilt on every run
       summary.csv            the same table as CSV

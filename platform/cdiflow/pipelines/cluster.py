@@ -313,10 +313,14 @@ def use_assigned_cpus() -> int:
     default (every core of the node), so two 1-CPU tasks on a 2-core node would each spin
     two threads; oversubscribed, the phasing engine ran 10x slower than cohere-core. Call
     it first thing in every Ray task or actor that computes. Returns the thread count.
+    Outside a Ray worker (the local runner, ``--local``) torch's threads are left as
+    they are.
     """
     import ray
     import torch
 
+    if not ray.is_initialized() or ray.get_runtime_context().worker.mode != ray.WORKER_MODE:
+        return torch.get_num_threads()
     cpus = ray.get_runtime_context().get_assigned_resources().get("CPU", 1.0)
     threads = max(1, int(cpus + 1e-9))
     torch.set_num_threads(threads)

@@ -213,7 +213,8 @@ def _finished_rows(
     """Scans finished earlier: (key -> summary row kept, key -> why the scan is redone).
 
     A complete result is kept (skipped on this run) only when the model version, config
-    hash and input fingerprint it recorded are this run's (``stale_reason``); with
+    hash and input fingerprint it recorded are this run's (``stale_reason``) and its
+    ``.cxi`` copy exists (a result from before cdiflow wrote CXI files is redone); with
     ``force`` none is kept.
     """
     done, redo = {}, {}
@@ -227,6 +228,8 @@ def _finished_rows(
             "input_fingerprint": item["input_fingerprint"],
         }
         why = "--force" if force else stale_reason(row, expected)
+        if not why and not result_path(out, SCANS_DIR, item["key"], ".cxi").is_file():
+            why = "no CXI result"
         if why:
             redo[item["key"]] = why
         else:

@@ -19,7 +19,8 @@ helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them)
    CNN's and three random phases in its support, the paper's schedule and shrink-wrap,
    all in one batched call); the best run is the answer, and the runs together give the
    ``verdict`` (``ok`` or ``suspect: <reason>``, ``scan_verdict``);
-5. ``finish_scan``: unwrap the phase, write the HDF5 result and PNG preview, return the
+5. ``finish_scan``: unwrap the phase, write the PNG preview, the CXI result and the
+   HDF5 result (last: its ``complete`` flag marks the scan finished), return the
    summary row.
 """
 
@@ -35,6 +36,7 @@ from typing import Any
 import numpy as np
 
 from cdiflow import __version__
+from cdiflow.formats.cxi_results import CXIProcess, write_cxi_result
 from cdiflow.formats.results import (
     PREVIEWS_DIR,
     SCANS_DIR,
@@ -228,7 +230,7 @@ def summary_of(row: dict) -> dict:
 
 
 def finish_scan(row: dict, out: str | Path, provenance: dict[str, Any]) -> dict:
-    """Write an ok scan's HDF5 result and PNG preview; return its summary row.
+    """Write an ok scan's HDF5 and CXI results and PNG preview; return its summary row.
 
     ``provenance`` holds ``reconstruction`` (config dict), ``model_version``,
     ``config_hash``, ``git_sha`` and anything else the job records; the summary row
@@ -264,6 +266,7 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
 
     key = row["key"]
     h5_path = result_path(out, SCANS_DIR, key, ".h5")
+    cxi_path = result_path(out, SCANS_DIR, key, ".cxi")
     png_path = result_path(out, PREVIEWS_DIR, key, ".png")
     support = np.asarray(row["support"], bool)
     unwrapped = unwrapped_phase(np.asarray(row["phase"]), support)
@@ -279,6 +282,7 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
         title=f"{row['scan']}  chi2 {row['refined_chi2']:.3g}",
     )
     stored = dict(summary, **relative, t_write=0.0, skipped=False)
+    _write_cxi(cxi_path, row, provenance)  # before the .h5, whose flag says "finished"
     write_scan_result(
         h5_path,
         arrays={
@@ -311,6 +315,31 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
         },
     )
     return relative
+
+
+def _write_cxi(path: Path, row: dict, provenance: dict) -> None:
+    """The CXI copy of the answer (``cdiflow.formats.cxi_results``)."""
+    amplitude = np.asarray(row["amplitude"], np.float32)
+    phase = np.asarray(row["phase"], np.float32)
+    configuration = provenance.get("reconstruction", {})
+    process = CXIProcess(
+        version=__version__,
+        git_sha=provenance.get("git_sha") or "unknown",
+        configuration=json.dumps(configuration, sort_keys=True, default=str),
+        model=str(provenance.get("model_version", "")),
+        model_info=str(row["model"]),
+        preprocessing=str(row["parameters"]),
+        verdict=str(row["verdict"]),
+    )
+    write_cxi_result(
+        path,
+        obj=amplitude * np.exp(1j * phase),
+        support=np.asarray(row["support"], bool),
+        measured=np.asarray(row["mask"], bool),
+        chi2=np.asarray(row["chi2_curve"], np.float32),
+        process=process,
+        scan=str(row["scan"]),
+    )
 
 
 # --- the whole chain in one process (tests, benchmarks, debugging without Ray) ----------

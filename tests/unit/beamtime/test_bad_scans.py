@@ -54,7 +54,7 @@ def test_every_bad_kind_fails_alone_and_good_scans_complete(
         assert (tmp_path / row["preview"]).is_file()
         assert 0 < row["refined_chi2"] < 1
     written = sorted(p.name for p in (tmp_path / SCANS_DIR).iterdir())
-    assert len(written) == 2  # failed scans write nothing
+    assert len(written) == 4  # a .h5 and a .cxi per good scan; failed scans write nothing
 
 
 def test_unlisted_source_is_one_failed_row(tmp_path, tiny_model, fast_config):

@@ -45,6 +45,8 @@ def test_local_run_writes_results_and_says_where(
     assert "2 ok, 0 failed, 0 skipped" in stdout
     assert f"report: {out / 'report.html'}" in stdout
     assert sorted(p.name for p in (out / "scans").iterdir()) == [
+        "Synth26-1a_S0001.cxi",
         "Synth26-1a_S0001.h5",
+        "Synth26-1a_S0003.cxi",
         "Synth26-1a_S0003.h5",
     ]

@@ -43,7 +43,7 @@ def test_second_run_skips_finished_and_redoes_a_fixed_scan(tmp_path, weights_fil
     assert first.rows[1]["error_kind"] == "missing_frames"
     assert first.processed == 3 and first.skipped == 0
     finished = {p.name: p.stat().st_mtime_ns for p in (out / "scans").iterdir()}
-    assert len(finished) == 2
+    assert len(finished) == 4  # a .h5 and a .cxi per finished scan
 
     again, lines = _run(beamtime, out, weights_file, fast_config)
     assert again.processed == 1 and again.skipped == 2  # only the failed scan is redone

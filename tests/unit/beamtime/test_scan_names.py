@@ -191,7 +191,8 @@ def test_odd_names_do_not_stop_the_job_and_resume_per_scan(tmp_path, weights_fil
     keys = [r["key"] for r in first.rows]
     assert len(set(keys)) == len(keys)
     written = sorted(p.name for p in (out / SCANS_DIR).iterdir())
-    assert written == sorted(f"{r['key']}.h5" for r in first.ok)  # one file per scan
+    expected = [f"{r['key']}{suffix}" for r in first.ok for suffix in (".h5", ".cxi")]
+    assert written == sorted(expected)  # one .h5 and one .cxi per scan
     table = pq.read_table(out / "summary.parquet").to_pylist()
     assert [r["key"] for r in table] == keys
     assert all("\n" not in r["scan"] for r in table)
