@@ -1,10 +1,12 @@
-"""Build the README's shipped-model tables from the benchmark JSON (never by hand).
+"""Build the README's measured sections from the benchmark JSON (never by hand).
 
 Reads ``benchmarks/results/pretrained.json`` (``pretrained_eval.py``),
 ``pretrained_train.json`` (``package_pretrained.py``), ``cnn_schedule.json``
-(``cnn_schedule.py``) and ``scan54.json`` (``scan54.py``) and replaces the text between
-``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for each section NAME
-(``--check`` only reports whether it is up to date; a test runs it).
+(``cnn_schedule.py``), ``scan54.json`` (``scan54.py``) and, for the benchmark table
+(``readme_benchmarks.py``), the other files of ``benchmarks/results/``, and replaces the
+text between ``<!-- NAME:begin -->`` and ``<!-- NAME:end -->`` in README.md for each
+section NAME (``--check`` only reports whether it is up to date; a test runs it). A
+section whose JSON is missing gets a one-line "not measured yet".
 
     python benchmarks/readme_tables.py            # rewrite the README section
     python benchmarks/readme_tables.py --check    # exit 1 if the README is stale
@@ -20,13 +22,21 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-SECTIONS = ("shipped-model", "scan54")
+SECTIONS = ("shipped-model", "scan54", "benchmarks")
+sys.path.insert(0, str(HERE))
+
+import readme_benchmarks  # noqa: E402
+
 PAPER = {"modulus": 0.019, "amplitude": 0.005, "phase": 0.029}
 TARGET = {"modulus": 0.019, "amplitude_twin_aware": 0.02, "phase_twin_aware": 0.05}
 
 
 def _load(name: str) -> dict:
     return json.loads((RESULTS / name).read_text())
+
+
+def _load_if_there(name: str) -> dict | None:
+    return _load(name) if (RESULTS / name).is_file() else None
 
 
 def accuracy_table(evaluation: dict, training: dict) -> list[str]:
@@ -118,7 +128,7 @@ def scan54_section() -> str:
         "beamtime job's own reading and preprocessing: amplitude and unwrapped phase after "
         f"CNN-seeded refinement, `{report['schedule']}` in a {report['upper_bound']}-pixel "
         f"upper bound. CNN alone chi^2 {report['cnn_chi2']:.2f}; refined from the CNN start "
-        f"{cnn:.1e}; from {rnd['runs']} random starts {rnd['mean']:.1e} +- {rnd['std']:.1e} "
+        f"{cnn:.1e}; from {len(rnd['runs'])} random starts {rnd['mean']:.1e} +- {rnd['std']:.1e} "
         f"(`benchmarks/results/scan54.json`, load {report['loadavg'][0]:.1f})."
     )
 
@@ -137,18 +147,44 @@ def shipped_model_section() -> str:
     return "\n".join(lines)
 
 
-BUILDERS = {"shipped-model": shipped_model_section, "scan54": scan54_section}
+def benchmarks_section() -> str:
+    return readme_benchmarks.section(_load_if_there)
+
+
+BUILDERS = {
+    "shipped-model": shipped_model_section,
+    "scan54": scan54_section,
+    "benchmarks": benchmarks_section,
+}
+
+
+def built(name: str) -> str:
+    """Section ``name`` from the JSON, or one line saying which JSON is not there yet."""
+    try:
+        return BUILDERS[name]()
+    except FileNotFoundError as missing:
+        return (
+            f"(not measured yet: `benchmarks/results/{Path(missing.filename).name}` is missing; "
+            "run its benchmark, then `python benchmarks/readme_tables.py`)"
+        )
+
+
+def current(text: str, name: str) -> str:
+    """What ``text`` holds between section ``name``'s markers."""
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+    if begin not in text or end not in text:
+        raise SystemExit(f"README has no {begin} ... {end} markers")
+    return text.split(begin, 1)[1].split(end, 1)[0].strip("\n")
 
 
 def rebuilt(text: str) -> str:
     """``text`` with every marked section rebuilt from the JSON."""
     for name in SECTIONS:
         begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-        if begin not in text or end not in text:
-            raise SystemExit(f"README has no {begin} ... {end} markers")
+        current(text, name)  # the markers are there
         head, rest = text.split(begin, 1)
         _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{BUILDERS[name]()}\n{end}{tail}"
+        text = f"{head}{begin}\n{built(name)}\n{end}{tail}"
     return text
 
 

@@ -1,0 +1,191 @@
+"""The README's "## Benchmarks" section, built from ``benchmarks/results/*.json``.
+
+``readme_tables.py`` writes ``section(load)`` between ``<!-- benchmarks:begin -->`` and
+``<!-- benchmarks:end -->``: a caption, the table (rows from ``readme_rows.py``, plus the
+machine, threads and load average each JSON records, and the file it came from; a row
+whose JSON is missing reads "not measured"), and what stands behind the misses. ``load``
+maps a results file name to its parsed JSON, or None when the file does not exist.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+
+from readme_rows import (
+    PHASING_SPEEDUP,
+    PROTOTYPE_NAIVE_MS,
+    ROWS,
+    SCRIPT,
+    SYNTHESIS_RATIO,
+    _plural,
+    _span,
+)
+
+Load = Callable[[str], "dict | None"]
+# Files that record no host: commit 3ce56bf ran them on 2 pinned cores of the GPU machine.
+HOST = {"nns.json": "H200 host's CPU", "cpu2_phasing_h200host.json": "H200 host's CPU"}
+HEADER = ["| what | measured | target | machine (load) | from |", "| --- | --- | --- | --- | --- |"]
+
+
+def _loads(d: dict) -> list[float]:
+    """The 1-minute load averages a result records (before / after / during)."""
+    keys = ("load_average", "loadavg", "load_before", "load_after")
+    keys += tuple(f"{k}_{when}" for k in keys[:2] for when in ("before", "after"))
+    scopes = [d, d.get("environment", {})]
+    scopes += [d["machine"]] if isinstance(d.get("machine"), dict) else []
+    return [s[k][0] for s in scopes for k in keys if isinstance(s.get(k), list)]
+
+
+def _threads(d: dict):
+    env = d.get("environment", {})
+    return d.get("threads", d.get("torch_threads", env.get("torch_threads")))
+
+
+def _cores(d: dict):
+    machine = d.get("machine")
+    if isinstance(machine, str):
+        return machine
+    cpus = d.get("cpu_count") or d.get("cpus") or d.get("environment", {}).get("cpu_count")
+    cpus = cpus or (machine or {}).get("cpus")
+    return f"{cpus} cores" if cpus else None
+
+
+def machine(name: str, d: dict) -> str:
+    """Where a result ran, as its JSON records it, and the load average it ran at."""
+    device = d.get("device", "cpu")
+    if not device.startswith("cpu"):
+        parts = [device]
+    else:
+        parts = [HOST.get(name, "CPU"), device[5:-1] if device.startswith("cpu (") else _cores(d)]
+        threads = _threads(d)
+        parts.append(_plural(threads, "thread") if threads else None)
+    loads = _loads(d)
+    load = f"load {_span(loads, '.1f')}" if loads else "load not recorded"
+    return f"{', '.join(p for p in parts if p)} ({load})"
+
+
+def _source(names) -> str:
+    return ", ".join(f"`{n}` (`{SCRIPT[n]}`)" if n in SCRIPT else f"`{n}`" for n in names)
+
+
+def table(load: Load) -> list[str]:
+    lines = list(HEADER)
+    for names, label, target, build in ROWS:
+        found = [load(n) for n in names]
+        if any(d is None for d in found):
+            cells = (label, "not measured", target, "-")
+        else:
+            place = "; ".join(machine(n, d) for n, d in zip(names, found, strict=True))
+            cells = (*build(*found), place)
+        lines.append(f"| {' | '.join(cells)} | {_source(names)} |")
+    return lines
+
+
+def caption(load: Load) -> str:
+    gen, gpu = load("generation.json"), load("gpu_train_h200.json")
+    cpu = ""
+    if gen:
+        env = gen["environment"]
+        cpu = (
+            f": {env['cpu_count']} cores, {env['machine']}, Python {env['python']}, torch "
+            f"{env['torch']}, as `generation.json` records it"
+        )
+    gpu_text = f"one {gpu['device']} (torch {gpu['torch']})" if gpu else "one GPU"
+    return (
+        "Every row is built by `python benchmarks/readme_tables.py` from the JSON in its last "
+        "column (`benchmarks/results/`, written by the scripts in `benchmarks/`, whose "
+        "`--smoke` forms run in CI); a test fails when this table and the JSON disagree. "
+        f'"CPU" is this project\'s development machine{cpu}. It was shared with other jobs, so '
+        "every row gives the threads and one-minute load average its JSON records, and speed "
+        f"claims are ratios measured in one run. GPU rows ran once on {gpu_text}; no H100 was "
+        'measured. "H200 host\'s CPU" marks CPU rows run on that GPU machine (their JSON '
+        "records no host); they and the GPU phasing row predate the engine changes of commit "
+        "030434a (`docs/phasing.md`). Targets are requirements, typed in "
+        "`benchmarks/readme_rows.py`."
+    )
+
+
+def _twin(c) -> str:
+    t = c["test"] if c else None
+    scores = ""
+    if t:
+        scores = (
+            f" (the {c['train_seconds'] / 60:.0f}-minute CPU model: "
+            f"{t['chi2_amplitude_twin_aware']:.3f} / {t['chi2_phase_twin_aware']:.3f} "
+            f"twin-aware against {t['chi2_amplitude']:.3f} / {t['chi2_phase']:.3f})"
+        )
+    return (
+        "- The twin (complex conjugate + point inversion) gives exactly the same diffraction "
+        "pattern, so a network cannot tell an object from its twin; trained twin-blind it "
+        "learns the average of the two, whose error on this generator is itself above the "
+        "paper's amplitude / phase figures (`platform/cdiflow/losses.py`). `evaluate` also "
+        f"reports twin-aware errors{scores}, and the loss has an opt-in twin-invariant form."
+    )
+
+
+def _plain_reading(g) -> str:
+    e = g["end_to_end"]
+    return (
+        f"- The plain reading of the paper costs {e['naive_ms_per_pattern']:.1f} ms per "
+        f"pattern here, not the {PROTOTYPE_NAIVE_MS} ms of the issue's prototype (the figure "
+        f"the {SYNTHESIS_RATIO}x target was set against); against that figure the generator is "
+        f"{PROTOTYPE_NAIVE_MS / e['fast_ms_per_pattern']:.0f}x faster."
+    )
+
+
+def _cohere(p, p1) -> str:
+    best = max(p["ours"], key=lambda r: r["patterns_per_s"])
+    bound = p["fft_only_patterns_per_s"][str(best["batch"])]
+    rate = p["cohere"]["patterns_per_s"]
+    loaded = ""
+    if p1:
+        loaded = (
+            f" ({p1['cohere']['patterns_per_s']:.1f} at load "
+            f"{p1['load_average_before'][0]:.0f}, `phasing_1thread.json`)"
+        )
+    return (
+        f"- cohere-core ran at {rate:.1f} patterns/s at load {p['load_average_before'][0]:.1f}"
+        f"{loaded}; {PHASING_SPEEDUP}x of that, {PHASING_SPEEDUP * rate:.0f}/s, is above the "
+        f"{bound:.0f} patterns/s the FFT pair alone allows at batch {best['batch']} in the same "
+        f"run, and our engine runs at {best['patterns_per_s'] / bound:.0%} of that bound. "
+        "Fusing the update kernels is the next lever."
+    )
+
+
+def _oversubscribed(p1, p2) -> str:
+    best = max(p2["ours"], key=lambda r: r["patterns_per_s"])
+    one = max(p1["ours"], key=lambda r: r["patterns_per_s"])
+    return (
+        f"- Under load {p2['load_average_before'][0]:.0f} two torch threads ran at "
+        f"{best['patterns_per_s']:.2f} patterns/s at batch {best['batch']} (FFT pair alone "
+        f"{p2['fft_only_patterns_per_s'][str(best['batch'])]:.1f}) and "
+        f"{p2['ours_on_cohere_subset']['patterns_per_s']:.1f} at batch "
+        f"{p2['ours_on_cohere_subset']['batch']}, against {one['patterns_per_s']:.1f} with one "
+        f"thread at load {p1['load_average_before'][0]:.0f}: OpenMP barriers wait on "
+        "descheduled threads. On shared nodes run one torch thread per worker."
+    )
+
+
+def misses(load: Load) -> list[str]:
+    p, p1, p2 = (load(n) for n in ("phasing.json", "phasing_1thread.json", PHASING_LOADED))
+    gen = load("generation.json")
+    lines = [_twin(load("cpu_train_12min.json"))]
+    lines += [_plain_reading(gen)] if gen else []
+    lines += [_cohere(p, p1)] if p else []
+    lines += [_oversubscribed(p1, p2)] if p1 and p2 else []
+    return ["What stands behind the misses:", *lines]
+
+
+PHASING_LOADED = "phasing_2threads_loaded.json"
+
+
+def section(load: Load) -> str:
+    """The whole marked section: caption, table, and what stands behind the misses."""
+
+    def wrap(text: str) -> str:
+        indent = "  " if text.startswith("- ") else ""
+        return textwrap.fill(text, 90, subsequent_indent=indent, break_on_hyphens=False)
+
+    prose = [wrap(line) for line in misses(load)]
+    return "\n".join([wrap(caption(load)), "", *table(load), "", *prose])
