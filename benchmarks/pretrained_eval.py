@@ -85,7 +85,8 @@ def provenance(args, weights: Path) -> dict:
         "load_before": list(os.getloadavg()),
         "weights": str(weights.relative_to(ROOT)) if weights.is_relative_to(ROOT) else weights.name,
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
-        "args": {k: v for k, v in vars(args).items() if k not in ("out", "figures")},
+        # paths are left out: the weights are named above relative to the repository
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "figures", "weights")},
     }
 
 
