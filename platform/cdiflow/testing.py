@@ -156,3 +156,21 @@ def write_corrupt_beamtime(
     cases += _write_calibration_variants(root, beamtime)
     cases += _write_bad_hdf5(root, good)
     return beamtime, cases
+
+
+def objects_under(uri: str) -> dict[str, bytes]:
+    """Every object under an object-storage ``uri`` by relative key (folder markers left
+    out): what tests compare with a local folder's files."""
+    from pyarrow import fs
+
+    from cdiflow.formats.location import Location
+
+    location = Location.parse(uri)
+    infos = location.filesystem.get_file_info(fs.FileSelector(location.fs_path, recursive=True))
+    prefix = location.fs_path + "/"
+    out = {}
+    for info in sorted(infos, key=lambda i: i.path):
+        if info.type == fs.FileType.File:
+            with location.filesystem.open_input_stream(info.path) as source:
+                out[info.path[len(prefix) :]] = source.read()
+    return out

@@ -14,30 +14,17 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pyarrow import fs
 
 from cdiflow.formats.dataset import list_shards, read_manifest, validate_split
 from cdiflow.formats.dataset_folder import write_dataset
 from cdiflow.formats.layout import SPLITS
 from cdiflow.formats.location import Location
+from cdiflow.testing import objects_under
 
 pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 RAY_ENV = {"RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-
-
-def _objects(uri: str) -> dict[str, bytes]:
-    """Every object under ``uri`` by relative key (folder markers left out)."""
-    location = Location.parse(uri)
-    infos = location.filesystem.get_file_info(fs.FileSelector(location.fs_path, recursive=True))
-    prefix = location.fs_path + "/"
-    out = {}
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.type == fs.FileType.File:
-            with location.filesystem.open_input_stream(info.path) as source:
-                out[info.path[len(prefix) :]] = source.read()
-    return out
 
 
 def _local_files(root: Path) -> dict[str, bytes]:
@@ -77,7 +64,7 @@ def test_generate_writes_an_s3_dataset_with_the_bytes_of_a_local_one(generated, 
     ]
     local = tmp_path / "local"
     write_dataset(local, manifest.dataset)  # in this process, no Ray
-    remote, expected = _objects(uri), _local_files(local)
+    remote, expected = objects_under(uri), _local_files(local)
     assert sorted(remote) == sorted(expected)  # no lock, temp or stray object
     for name, data in expected.items():
         assert remote[name] == data, name
@@ -120,7 +107,7 @@ def test_evaluate_and_nns_read_an_s3_dataset(generated, tmp_path, monkeypatch):
     config = ModelConfig(base_width=4, depth=2)
     weights = save_weights(tmp_path / "m.pt", build_model(config, seed=0).eval(), config)
     local = tmp_path / "copy"  # the same data set, downloaded
-    for name, data in _objects(uri).items():
+    for name, data in objects_under(uri).items():
         (local / name).parent.mkdir(parents=True, exist_ok=True)
         (local / name).write_bytes(data)
 

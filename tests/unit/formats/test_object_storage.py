@@ -13,7 +13,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from pyarrow import fs
 
 from cdiflow.errors import OutputDirError, StorageError
 from cdiflow.formats.dataset import (
@@ -27,6 +26,7 @@ from cdiflow.formats.dataset_folder import write_dataset
 from cdiflow.formats.layout import SPLITS, DatasetConfig
 from cdiflow.formats.location import Location, location_arg
 from cdiflow.physics.generator import GeneratorConfig, generate_samples
+from cdiflow.testing import objects_under
 
 # 24 train/val patterns in 2 training shards, 4 test patterns, chunks of 4.
 CONFIG = DatasetConfig(seed=7, num_patterns=24, test_patterns=4, shards=2, chunk_size=4)
@@ -36,19 +36,6 @@ def _local_files(root: Path) -> dict[str, bytes]:
     return {
         str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
     }
-
-
-def _objects(uri: str) -> dict[str, bytes]:
-    """Every object under ``uri`` by relative key (folder markers left out)."""
-    location = Location.parse(uri)
-    infos = location.filesystem.get_file_info(fs.FileSelector(location.fs_path, recursive=True))
-    prefix = location.fs_path + "/"
-    out = {}
-    for info in sorted(infos, key=lambda i: i.path):
-        if info.type == fs.FileType.File:
-            with location.filesystem.open_input_stream(info.path) as source:
-                out[info.path[len(prefix) :]] = source.read()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -85,7 +72,7 @@ def test_a_uri_survives_parsing_and_a_local_path_becomes_a_path(tmp_path):
 
 # --- the S3 API -------------------------------------------------------------------------
 def test_an_s3_dataset_holds_the_bytes_of_the_local_one(local_dataset, s3_dataset):
-    local, remote = _local_files(local_dataset), _objects(s3_dataset)
+    local, remote = _local_files(local_dataset), objects_under(s3_dataset)
     assert sorted(remote) == sorted(local)  # no lock, temp or stray object
     for name, data in local.items():
         assert remote[name] == data, name
@@ -127,10 +114,10 @@ def test_a_rerun_keeps_the_complete_s3_shards(s3_dataset):
     def must_not_generate(spec, chunks):
         raise AssertionError(f"{spec.relpath} was generated again")
 
-    before = _objects(s3_dataset)
+    before = objects_under(s3_dataset)
     manifest = write_dataset(s3_dataset, CONFIG, fault=must_not_generate)
     assert manifest == read_manifest(s3_dataset)
-    assert _objects(s3_dataset) == before
+    assert objects_under(s3_dataset) == before
 
 
 def test_a_uri_with_the_endpoint_in_its_query_works(s3_bucket, monkeypatch):
