@@ -33,6 +33,7 @@ import torch
 from cdiflow.formats.atomic import atomic_path, atomic_write_json
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
+from cdiflow.models.weights import load_weights
 from cdiflow.physics.generator import GeneratorConfig
 from cdiflow.train import (
     TrainConfig,
@@ -76,6 +77,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, default=200, help="steps between evaluations")
     p.add_argument("--infer-batch", type=int, default=None, help="default 8192 GPU, 256 CPU")
     p.add_argument("--save-weights", default=None, help="save the trained model here")
+    p.add_argument(
+        "--init-weights",
+        default=None,
+        help="start from these saved weights (a fresh LR cycle: a warm restart); "
+        "--width/--depth then come from the file",
+    )
     p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     p.add_argument(
         "--checkpoint",
@@ -317,6 +324,16 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
+def initial_model(args):
+    """A fresh model of --width/--depth, or the one saved at --init-weights."""
+    if args.init_weights:
+        model, mconfig, _meta = load_weights(args.init_weights)
+        args.width, args.depth = mconfig.base_width, mconfig.depth
+        return model, mconfig
+    mconfig = ModelConfig(base_width=args.width, depth=args.depth)
+    return build_model(mconfig, seed=args.seed), mconfig
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     t_start = time.perf_counter()
@@ -341,8 +358,8 @@ def main(argv=None) -> dict:
     val_indices = range(VAL_START, VAL_START + args.val_patterns)
     val = _to_device(generate_tensors(gconfig, args.seed, val_indices), device)
     test = _to_device(generate_tensors(gconfig, args.seed, range(args.test_patterns)), device)
-    mconfig = ModelConfig(base_width=args.width, depth=args.depth)
-    model = build_model(mconfig, seed=args.seed).to(device).to(memory_format=torch.channels_last)
+    model, mconfig = initial_model(args)
+    model = model.to(device).to(memory_format=torch.channels_last)
     if args.infer_batch is None:
         args.infer_batch = 8192 if device.type == "cuda" else 256
     print(f"device {device}, data ready in {time.perf_counter() - t_start:.1f}s", flush=True)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+
+import torch
 from pathlib import Path
 
 BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_train.py"
@@ -42,3 +44,18 @@ def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path):
     assert second["history"][-1]["seconds"] > first["history"][-1]["seconds"]
     spent = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
     assert spent["history"] == second["history"]  # no budget left: nothing more to train
+
+
+def test_init_weights_starts_from_the_saved_model(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_train_init", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    weights = tmp_path / "w.pt"
+    module.main(["--smoke", "--save-weights", str(weights), "--budget-s", "1"])
+    args = module.parse_args(["--width", "12", "--init-weights", str(weights)])
+    model, config = module.initial_model(args)
+    # the architecture comes from the file (the smoke run's width 4), not from --width
+    assert config.base_width == 4 and args.width == 4
+    saved = module.load_weights(weights)[0].state_dict()
+    for key, value in model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
