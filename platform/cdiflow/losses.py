@@ -92,10 +92,19 @@ def predicted_modulus(prediction: torch.Tensor, pattern_size: int) -> torch.Tens
     return physics.modulus_of_targets(prediction[:, 0], prediction[:, 1])
 
 
-def pearson(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Pearson correlation over the last two axes: (..., P, P) x 2 -> (...)."""
-    xc = x - x.mean(_DIMS2, keepdim=True)
-    yc = y - y.mean(_DIMS2, keepdim=True)
+def pearson(x: torch.Tensor, y: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Pearson correlation over the last two axes: (..., P, P) x 2 -> (...).
+
+    With ``mask`` (..., P, P) bool, True where measured, only measured pixels count.
+    """
+    if mask is not None:
+        w = mask.to(x.dtype)
+        count = w.sum(_DIMS2, keepdim=True).clamp_min(1.0)
+        xc = (x - (x * w).sum(_DIMS2, keepdim=True) / count) * w
+        yc = (y - (y * w).sum(_DIMS2, keepdim=True) / count) * w
+    else:
+        xc = x - x.mean(_DIMS2, keepdim=True)
+        yc = y - y.mean(_DIMS2, keepdim=True)
     cov = (xc * yc).sum(_DIMS2)
     norm = torch.linalg.vector_norm(xc, dim=_DIMS2) * torch.linalg.vector_norm(yc, dim=_DIMS2)
     return cov / norm.clamp_min(_EPS)
@@ -107,6 +116,7 @@ def physics_loss(
     amplitude: torch.Tensor,
     phase: torch.Tensor,
     weights: LossWeights | None = None,
+    mask: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Eq. 4 on a batch.
 
@@ -117,6 +127,8 @@ def physics_loss(
     amplitude, phase : (B, N, N) float ground truth (amplitude max 1; phase target
         p = (phi + pi) / (2 pi) in the support, 0 outside).
     weights : lambdas; default (1, 1, 4).
+    mask : optional (B, P, P) bool, True where measured: the physics term ignores the
+        unmeasured pixels (a beamstop, detector gaps).
 
     Returns
     -------
@@ -131,7 +143,7 @@ def physics_loss(
         amp_err, phase_err = real_space_errors(pred, amplitude.to(dtype), phase.to(dtype), w)
         amp_term, phase_term = amp_err.mean(), phase_err.mean()
         fourier = predicted_modulus(pred, modulus.shape[-1])
-        physics_term = (1 - pearson(fourier, modulus.to(dtype))).mean()
+        physics_term = (1 - pearson(fourier, modulus.to(dtype), mask)).mean()
         total = (w.amplitude * amp_term + w.phase * phase_term + w.physics * physics_term) / (
             w.amplitude + w.phase + w.physics
         )

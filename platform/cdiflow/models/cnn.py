@@ -38,9 +38,11 @@ from cdiflow.models.config import ModelConfig
 class PhaseRetrievalCNN(nn.Module):
     """Encoder-decoder of Wu et al. (2021), width and depth from ``ModelConfig``.
 
-    ``forward(modulus)`` takes (B, P, P) or (B, 1, P, P) float moduli (centred, max 1)
-    and returns (B, 2, N, N): amplitude and phase target, both in [0, 1] with the default
-    ``relu_clamp`` output.
+    ``forward(modulus, mask=None)`` takes (B, P, P) or (B, 1, P, P) float moduli
+    (centred, max 1) and returns (B, 2, N, N): amplitude and phase target, both in [0, 1]
+    with the default ``relu_clamp`` output. A model with ``mask_channel`` also takes the
+    (B, P, P) mask (True where measured; None: all measured) as a second input channel,
+    so it can tell an unmeasured pixel from a measured zero; other models ignore it.
     """
 
     def __init__(self, config: ModelConfig):
@@ -49,7 +51,7 @@ class PhaseRetrievalCNN(nn.Module):
         c = config
         slope, mom = c.leaky_slope, c.bn_momentum
         self.encoder = nn.ModuleList()
-        cin = 1
+        cin = 2 if c.mask_channel else 1
         for level in range(c.depth):
             self.encoder.append(conv_block(cin, c.level_width(level), slope, mom))
             cin = c.level_width(level)
@@ -91,8 +93,11 @@ class PhaseRetrievalCNN(nn.Module):
             y = y + leak * (x - x.detach())
         return y
 
-    def forward(self, modulus: torch.Tensor) -> torch.Tensor:
+    def forward(self, modulus: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         x = modulus.unsqueeze(1) if modulus.dim() == 3 else modulus
+        if self.config.mask_channel:
+            measured = torch.ones_like(x) if mask is None else mask.reshape(x.shape).to(x.dtype)
+            x = torch.cat([x, measured], dim=1)
         for block in self.encoder:
             x = self.pool(block(x))
         code = self.bottleneck(x)

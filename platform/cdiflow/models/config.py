@@ -29,6 +29,8 @@ class ModelConfig(Config):
     output_gradient_leak : slope of the gradient (not the value) of the ReLU / clamp
         output where it is flat, so a dead output channel can recover; 0 gives the
         paper's exact ReLU gradient. Outputs are unchanged.
+    mask_channel : take the detector mask as a second input channel (for data with a
+        beamstop and gaps, the realistic preset); off in the paper.
     """
 
     input_size: int = 64
@@ -39,6 +41,7 @@ class ModelConfig(Config):
     output_activation: str = "relu_clamp"
     bn_momentum: float = 0.1
     output_gradient_leak: float = 0.01
+    mask_channel: bool = False
 
     def validate(self) -> None:
         require(self.base_width >= 1, f"base_width must be >= 1, got {self.base_width}")

@@ -35,14 +35,20 @@ class CNNReconstructor:
         self.batch_size = batch_size
         self.threshold = threshold
 
-    def predict(self, modulus) -> torch.Tensor:
-        """(B, P, P) moduli -> (B, 2, N, N) float32 CPU output (amplitude, phase target)."""
+    def predict(self, modulus, mask=None) -> torch.Tensor:
+        """(B, P, P) moduli -> (B, 2, N, N) float32 CPU output (amplitude, phase target).
+
+        ``mask`` ((P, P) or (B, P, P) bool, True where measured) reaches a model that has
+        a mask channel; other models see only the modulus.
+        """
         x = torch.as_tensor(modulus, dtype=torch.float32)
+        m = None if mask is None else torch.as_tensor(mask, dtype=torch.bool).expand(x.shape)
         outputs = []
         with torch.inference_mode():
             for start in range(0, x.shape[0], self.batch_size):
-                chunk = x[start : start + self.batch_size].to(self.device)
-                outputs.append(self.model(chunk).float().cpu())
+                rows = slice(start, start + self.batch_size)
+                chunk_mask = None if m is None else m[rows].to(self.device)
+                outputs.append(self.model(x[rows].to(self.device), chunk_mask).float().cpu())
         if not outputs:
             raise InputError("no patterns to reconstruct")
         return torch.cat(outputs)
@@ -55,7 +61,7 @@ class CNNReconstructor:
                 f"the CNN takes {physics.pattern_size} x {physics.pattern_size} patterns, "
                 f"got {tuple(modulus.shape[-2:])}"
             )
-        out = self.predict(modulus)
+        out = self.predict(modulus, mask)
         if out.shape[-1] != physics.object_size:
             raise InputError(f"the CNN predicts {out.shape[-1]} pixels, not {physics.object_size}")
         mask = None if mask is None else torch.as_tensor(mask, dtype=torch.bool)

@@ -56,15 +56,22 @@ def detector_mask(config: DetectorConfig, pattern_size: int) -> np.ndarray:
 
 
 def poisson_modulus(
-    modulus: torch.Tensor, photons: float, rngs: list[np.random.Generator]
+    modulus: torch.Tensor,
+    photons: float | np.ndarray,
+    rngs: list[np.random.Generator],
+    background: float | np.ndarray = 0.0,
 ) -> torch.Tensor:
-    """Counting noise: I = |F|^2 scaled to ``photons`` total, Poisson-sampled, sqrt.
+    """Counting noise: I = |F|^2 scaled to ``photons`` total, plus a flat background of
+    ``background`` expected counts per pixel, Poisson-sampled, sqrt.
 
-    One generator per pattern keeps each sample a pure function of its own seed.
+    ``photons`` and ``background`` are scalars or one value per pattern (B,). One
+    generator per pattern keeps each sample a pure function of its own seed.
     """
     intensity = (modulus.double() ** 2).numpy()
     total = intensity.sum(axis=(-2, -1), keepdims=True)
-    expected = intensity * (photons / np.where(total > 0, total, 1.0))
+    photons = np.asarray(photons, dtype=np.float64).reshape(-1, 1, 1)
+    background = np.asarray(background, dtype=np.float64).reshape(-1, 1, 1)
+    expected = intensity * (photons / np.where(total > 0, total, 1.0)) + background
     return torch.from_numpy(np.sqrt(poisson_counts(expected, rngs))).to(modulus.dtype)
 
 

@@ -45,6 +45,7 @@ from cdiflow.physics.particles import (
     superellipsoid_level_local,
 )
 from cdiflow.physics.phase_field import correlated_field, sample_field, scale_to_span
+from cdiflow.physics.variation import SampleDetector, Variation, draw_sample_detector, sample_masks
 
 Range = tuple[float, float]
 
@@ -65,6 +66,24 @@ class GeneratorConfig(Config):
     edge_sigma: float = 0.7  # Gaussian edge smoothing, voxels
     support_threshold: float = 0.1  # amplitude fraction that defines the phase support
     detector: DetectorConfig = DetectorConfig()
+    variation: Variation | None = None  # per-sample detector and edges; None: the paper's
+
+    @classmethod
+    def realistic(cls, **changes) -> GeneratorConfig:
+        """The ``realistic`` preset: the paper's particles, detected as real scans are."""
+        return cls(variation=Variation(), **changes)
+
+    @property
+    def preset(self) -> str:
+        return "paper" if self.variation is None else "realistic"
+
+    def to_dict(self) -> dict:
+        # Without variation the dict is the one the paper's preset always had, so data
+        # sets and fingerprints made before the key existed still match.
+        data = super().to_dict()
+        if self.variation is None:
+            del data["variation"]
+        return data
 
     def validate(self) -> None:
         require(self.object_size > 0, f"object_size must be positive, got {self.object_size}")
@@ -77,7 +96,7 @@ class GeneratorConfig(Config):
         for name in ("semi_axes", "roundness", "correlation_length"):
             lo, hi = getattr(self, name)
             require(0 < lo <= hi, f"{name} must satisfy 0 < low <= high, got {(lo, hi)}")
-        reach = math.sqrt(3) * self.semi_axes[1] + 3 * self.edge_sigma
+        reach = math.sqrt(3) * self.semi_axes[1] + 3 * self.widest_edge
         require(
             reach <= self.object_size / 2,
             f"semi_axes up to {self.semi_axes[1]} (reach {reach:.1f} voxels with "
@@ -90,6 +109,18 @@ class GeneratorConfig(Config):
         )
         require(self.edge_sigma >= 0, "edge_sigma must be >= 0")
         require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
+        require(
+            self.variation is None or (self.detector.photons == 0 and not self.detector.has_mask),
+            "detector effects come from variation in the realistic preset: leave detector "
+            "at its defaults when variation is set",
+        )
+
+    @property
+    def widest_edge(self) -> float:
+        """The largest edge smoothing any sample gets (voxels)."""
+        if self.variation is None:
+            return self.edge_sigma
+        return max(self.edge_sigma, *self.variation.edge_sigmas)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,7 +128,8 @@ class SampleBatch:
     """Generated samples, numpy float32, one row per index.
 
     modulus (B, P, P), amplitude (B, N, N), phase (B, N, N) target in [0, 1),
-    mask (P, P) bool or None (True = measured), parameters {name: (B,)}.
+    mask (P, P) bool shared by all rows, (B, P, P) one per row (the realistic preset), or
+    None (True = measured), parameters {name: (B,)}.
     """
 
     indices: np.ndarray
@@ -285,14 +317,14 @@ def generate_samples(config: GeneratorConfig, seed: int, indices) -> SampleBatch
     indices = np.asarray(indices, dtype=np.int64)
     rngs = [sample_rng(seed, i) for i in indices]
     parameters, noise = draw_inputs(config, rngs)
-    projection = reference_global_phase(particle_projections(config, parameters, noise))
+    draws = None
+    if config.variation is not None:  # after the paper's draws, so those stay the same
+        draws = [draw_sample_detector(config.variation, rng) for rng in rngs]
+    projection = reference_global_phase(_projections(config, parameters, noise, draws))
     amplitude, phase = targets_from_projection(projection, config.support_threshold)
     # The central slice of the 3D diffraction (Fourier-slice theorem, exact).
     modulus = fourier_slice_pattern(projection.unsqueeze(-3), config.pattern_size)
-    det = config.detector
-    if det.photons > 0:
-        modulus = poisson_modulus(modulus, det.photons, rngs)
-    mask = detector_mask(det, config.pattern_size) if det.has_mask else None
+    modulus, mask = _detect(config, modulus, rngs, draws)
     if mask is not None:
         modulus = modulus * torch.from_numpy(mask)
     modulus = normalise_modulus(modulus)
@@ -304,3 +336,33 @@ def generate_samples(config: GeneratorConfig, seed: int, indices) -> SampleBatch
         mask=mask,
         parameters={name: parameters[:, i] for i, name in enumerate(PARAMETER_NAMES)},
     )
+
+
+def _projections(config, parameters, noise, draws: list[SampleDetector] | None):
+    """``particle_projections``, each sample with its own edge smoothing when drawn."""
+    if draws is None:
+        return particle_projections(config, parameters, noise)
+    sigmas = np.array([d.edge_sigma for d in draws])
+    out = torch.zeros((len(draws), config.object_size, config.object_size), dtype=torch.complex64)
+    for sigma in np.unique(sigmas):
+        rows = np.flatnonzero(sigmas == sigma)
+        edged = dataclasses.replace(config, edge_sigma=float(sigma))
+        out[rows] = particle_projections(edged, parameters[rows], noise[rows])
+    return out
+
+
+def _detect(config, modulus, rngs, draws: list[SampleDetector] | None):
+    """Counting noise and mask: the detector config's, or each sample's drawn one.
+
+    Returns the noisy modulus and a (P, P) mask shared by all samples, a (B, P, P) mask
+    of one per sample, or None where every pixel is measured.
+    """
+    if draws is not None:
+        photons = np.array([d.photons for d in draws])
+        background = np.array([d.background for d in draws])
+        modulus = poisson_modulus(modulus, photons, rngs, background)
+        return modulus, sample_masks(draws, config.pattern_size)
+    det = config.detector
+    if det.photons > 0:
+        modulus = poisson_modulus(modulus, det.photons, rngs)
+    return modulus, detector_mask(det, config.pattern_size) if det.has_mask else None

@@ -18,6 +18,8 @@ import torch
 from cdiflow.physics.generator import GeneratorConfig, generate_samples
 
 KEYS = ("modulus", "amplitude", "phase")
+"""The tensors every batch holds; batches of masked data (the realistic preset) add
+``mask`` (B, P, P) bool, True where measured."""
 
 
 def generate_chunk(config_dict: dict, seed: int, indices: Sequence[int]) -> dict[str, np.ndarray]:
@@ -25,7 +27,10 @@ def generate_chunk(config_dict: dict, seed: int, indices: Sequence[int]) -> dict
     if multiprocessing.parent_process() is not None:  # a worker: one thread per process
         torch.set_num_threads(1)
     s = generate_samples(GeneratorConfig.from_dict(config_dict), seed, indices)
-    return {"modulus": s.modulus, "amplitude": s.amplitude, "phase": s.phase}
+    out = {"modulus": s.modulus, "amplitude": s.amplitude, "phase": s.phase}
+    if s.mask is not None:
+        out["mask"] = np.ascontiguousarray(np.broadcast_to(s.mask, s.modulus.shape))
+    return out
 
 
 def chunks(indices: Sequence[int], size: int) -> list[np.ndarray]:
@@ -53,7 +58,7 @@ def generate_tensors(
             results = [f.result() for f in futures]
     else:
         results = [generate_chunk(config.to_dict(), seed, p) for p in parts]
-    return {k: torch.from_numpy(np.concatenate([r[k] for r in results])) for k in KEYS}
+    return {k: torch.from_numpy(np.concatenate([r[k] for r in results])) for k in results[0]}
 
 
 def shuffled_batches(
@@ -65,7 +70,7 @@ def shuffled_batches(
     order = torch.randperm(n, generator=gen).to(data["modulus"].device)
     for start in range(0, n - batch_size + 1, batch_size):
         idx = order[start : start + batch_size]
-        yield {k: data[k][idx] for k in KEYS}
+        yield {k: v[idx] for k, v in data.items()}
 
 
 def ordered_batches(
@@ -74,4 +79,4 @@ def ordered_batches(
     """Every pattern once, in order (the last batch may be short): for evaluation."""
     n = data["modulus"].shape[0]
     for start in range(0, n, batch_size):
-        yield {k: data[k][start : start + batch_size] for k in KEYS}
+        yield {k: v[start : start + batch_size] for k, v in data.items()}

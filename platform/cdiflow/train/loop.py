@@ -37,10 +37,24 @@ CHI2_KEYS = (
 
 
 def _to(batch: Batch, device: torch.device) -> Batch:
-    return {
+    out = {
         k: batch[k].to(device, torch.float32, non_blocking=True)
         for k in ("modulus", "amplitude", "phase")
     }
+    if "mask" in batch:  # masked data: the physics term and chi^2 skip unmeasured pixels
+        out["mask"] = batch["mask"].to(device, torch.bool, non_blocking=True)
+    return out
+
+
+def _predict(model: nn.Module, b: Batch) -> torch.Tensor:
+    """The model's (B, 2, N, N) output; a model with a mask channel also sees the mask."""
+    return model(b["modulus"], b.get("mask"))
+
+
+def _loss(prediction: torch.Tensor, b: Batch, weights: LossWeights) -> dict[str, torch.Tensor]:
+    return physics_loss(
+        prediction, b["modulus"], b["amplitude"], b["phase"], weights, mask=b.get("mask")
+    )
 
 
 def train_one_epoch(
@@ -88,8 +102,8 @@ def train_one_epoch(
     for step, batch in enumerate(batches):
         b = _to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            prediction = model(b["modulus"])
-        terms = physics_loss(prediction, b["modulus"], b["amplitude"], b["phase"], loss_weights)
+            prediction = _predict(model, b)
+        terms = _loss(prediction, b, loss_weights)
         optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         if grad_clip > 0:
@@ -141,7 +155,7 @@ def per_pattern_metrics(
     for batch in batches:
         b = _to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            prediction = model(b["modulus"])
+            prediction = _predict(model, b)
         for k, v in _pattern_chi2(prediction, b).items():
             out[k].append(v.cpu())
     return {k: torch.cat(v) for k, v in out.items()}
@@ -156,7 +170,7 @@ def _pattern_chi2(prediction: torch.Tensor, b: Batch) -> dict[str, torch.Tensor]
         image_error, prediction[:, 0], prediction[:, 1], b["amplitude"], b["phase"]
     )
     return {
-        "chi2_modulus": chi2(fourier, b["modulus"], fit_scale=True),
+        "chi2_modulus": chi2(fourier, b["modulus"], b.get("mask"), fit_scale=True),
         "chi2_amplitude": amp,
         "chi2_phase": phase,
         # The same against whichever of target / twin is closer (|F| cannot tell them
@@ -188,8 +202,8 @@ def evaluate(
     for batch in batches:
         b = _to(batch, device)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            prediction = model(b["modulus"])
-        terms = physics_loss(prediction, b["modulus"], b["amplitude"], b["phase"], weights)
+            prediction = _predict(model, b)
+        terms = _loss(prediction, b, weights)
         chis = _pattern_chi2(prediction, b)
         n = b["modulus"].shape[0]
         for k, name in zip(LOSS_KEYS, LOSS_NAMES, strict=True):
@@ -227,7 +241,7 @@ def recalibrate_batchnorm(
     model.train()
     try:
         for batch in batches:
-            model(batch["modulus"].to(device, torch.float32))
+            _predict(model, _to(batch, device))
     finally:
         for m, momentum in zip(norms, momenta, strict=True):
             m.momentum = momentum
