@@ -89,12 +89,8 @@ def test_driver_rescores_a_champion_from_another_val_split(datasets, store, tmp_
 
     from cdiflow.models import ModelConfig
     from cdiflow.pipelines.tracking import MODEL_NAME, RunLogger
-    from cdiflow.pipelines.train import (
-        TrainJobConfig,
-        _finish_training,
-        champion_rescorer,
-        eval_fingerprint,
-    )
+    from cdiflow.pipelines.train import TrainJobConfig, champion_rescorer, eval_fingerprint
+    from cdiflow.pipelines.train_result import finish_training
 
     a, b = datasets
     uri, exp = store
@@ -107,7 +103,7 @@ def test_driver_rescores_a_champion_from_another_val_split(datasets, store, tmp_
         result = SimpleNamespace(
             checkpoint=SimpleNamespace(path=str(folder)), metrics={"val_chi2": score, "epoch": 0}
         )
-        return _finish_training(job, result, f"run-{seed}", tmp_path, uri, run_id, True, data_dir)
+        return finish_training(job, result, f"run-{seed}", tmp_path, uri, run_id, True, data_dir)
 
     first = finish(a, 1, 0.5).promotion
     assert first["promoted"] and first["eval_fingerprint"] == eval_fingerprint(a)
@@ -136,7 +132,8 @@ def test_driver_refuses_a_nan_score_and_marks_the_run_failed(datasets, store, tm
     from cdiflow.errors import NonFiniteScore
     from cdiflow.models import ModelConfig
     from cdiflow.pipelines.tracking import RunLogger
-    from cdiflow.pipelines.train import TrainJobConfig, _finish_training
+    from cdiflow.pipelines.train import TrainJobConfig
+    from cdiflow.pipelines.train_result import finish_training
 
     uri, exp = store
     job = TrainJobConfig(model=ModelConfig(base_width=2, depth=1))
@@ -147,7 +144,7 @@ def test_driver_refuses_a_nan_score_and_marks_the_run_failed(datasets, store, tm
         metrics={"val_chi2": float("nan"), "epoch": 0},
     )
     with pytest.raises(NonFiniteScore):
-        _finish_training(job, result, "diverged", tmp_path, uri, run_id, True, datasets[0])
+        finish_training(job, result, "diverged", tmp_path, uri, run_id, True, datasets[0])
     client = MlflowClient(uri, registry_uri=uri)
     assert client.get_run(run_id).info.status == "FAILED"
     assert client.search_registered_models() == []
