@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -23,7 +24,8 @@ import torch
 from cdiflow.errors import InputError
 from cdiflow.phasing.compare import image_errors, truth_object
 from cdiflow.phasing.refine import PAPER_SHRINKWRAP, refine
-from cdiflow.phasing.schedule import PAPER_SCHEDULE, Schedule, as_schedule
+from cdiflow.phasing.schedule import Schedule, as_schedule
+from cdiflow.phasing.settings import PAPER_SETTINGS, RefineSettings, settings_for
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.phasing.starts import (
     DEFAULT_THRESHOLD,
@@ -87,8 +89,7 @@ class _Job:
 
     modulus: torch.Tensor  # (N, P, P) float32
     truth: torch.Tensor  # (N, n, n) complex64
-    schedule: Schedule
-    shrinkwrap: ShrinkWrap | None
+    settings: object  # start kind -> RefineSettings
     batch_size: int
     example: int
     device: object
@@ -133,7 +134,8 @@ def _refine_chunk(job: _Job, index: np.ndarray, start: Start, repeats: int) -> d
     """Refine the runs of the patterns ``index``; values reshaped to (n, R, ...)."""
     idx = torch.as_tensor(index)
     moduli = job.modulus[idx].repeat_interleave(repeats, 0)
-    res = refine(moduli, start, job.schedule, shrinkwrap=job.shrinkwrap, device=job.device)
+    s = job.settings(start.name)
+    res = refine(moduli, start, s.schedule, beta=s.beta, shrinkwrap=s.shrinkwrap, device=job.device)
     errors = image_errors(res.obj, job.truth[idx].repeat_interleave(repeats, 0))
     bad = ~torch.isfinite(res.best_chi2)
     n, shape = len(index), (len(index), repeats)
@@ -190,8 +192,9 @@ def compare_patterns(
     nearest: tuple | None = None,
     repeats: int = 300,
     seed: int = 0,
-    schedule: Schedule | str = PAPER_SCHEDULE,
+    schedule: Schedule | str | None = None,
     shrinkwrap: ShrinkWrap | None = PAPER_SHRINKWRAP,
+    settings: Callable[[str], RefineSettings] = settings_for,
     threshold: float = DEFAULT_THRESHOLD,
     batch_size: int = 2048,
     example: int = 0,
@@ -208,7 +211,12 @@ def compare_patterns(
     nearest : optional NNS matches (amplitude, phase target), each (N, n, n): start (iv).
     repeats : runs of each random start per pattern (paper: 300).
     seed : base seed of the random phases (see ``pattern_generator``).
-    schedule, shrinkwrap : as ``refine`` (default: the paper's).
+    schedule, shrinkwrap : one schedule (beta 0.9) and shrink-wrap for every start, as
+        the paper's Fig. 5(f) ran them; None (the default) uses ``settings`` instead.
+    settings : start kind -> ``RefineSettings``; by default the paper's for the random
+        starts and the gentle schedule for the CNN and NNS guesses
+        (``cdiflow.phasing.settings``), so each start gets the refinement it would get
+        in the beamtime job.
     threshold : binarisation threshold of the predicted amplitudes (supports).
     batch_size : most runs per ``refine`` call (at least one whole pattern's R runs).
     example : which pattern keeps every run's curve (``StartRuns.example_chi2``).
@@ -225,8 +233,7 @@ def compare_patterns(
     job = _Job(
         modulus=torch.as_tensor(np.asarray(modulus), dtype=torch.float32),
         truth=truth_object(truth_amplitude, truth_phase),
-        schedule=as_schedule(schedule),
-        shrinkwrap=shrinkwrap,
+        settings=settings if schedule is None else _uniform(schedule, shrinkwrap),
         batch_size=batch_size,
         example=example,
         device=device,
@@ -236,6 +243,12 @@ def compare_patterns(
         make = functools.partial(_start_for, name, arrays, r, seed, rows, threshold)
         out[name] = _run_kind(job, name, make, r)
     return out
+
+
+def _uniform(schedule, shrinkwrap) -> Callable[[str], RefineSettings]:
+    """The same settings for every start kind (the paper's Fig. 5(f) protocol)."""
+    one = RefineSettings(str(as_schedule(schedule)), PAPER_SETTINGS.beta, shrinkwrap)
+    return lambda _kind: one
 
 
 def _kinds(predicted, nearest, repeats) -> dict[str, tuple]:

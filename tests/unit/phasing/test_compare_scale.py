@@ -171,3 +171,26 @@ def test_the_summary_helpers_on_edge_cases():
     nothing = summarise([np.nan], [[np.nan]], {}, [[np.nan, np.nan]], {})
     assert nothing["iterations_to_median"] == {"median": None, "nulls": 1}
     assert nothing["fraction_below_median_chi2"] is None
+
+
+def test_each_start_kind_is_refined_with_its_own_settings(dataset):
+    from cdiflow.phasing.compare_summary import comparison_json
+    from cdiflow.phasing.nns import read_patterns
+    from cdiflow.phasing.settings import RefineSettings
+
+    modulus, amplitude, phase = read_patterns(dataset, 2, split="test")
+    guess, blind = RefineSettings("6*ER", 0.5, None), RefineSettings("10*HIO+5*ER", 0.9, None)
+    runs = compare_patterns(
+        modulus,
+        amplitude,
+        phase,
+        (amplitude, phase),
+        repeats=2,
+        settings=lambda kind: guess if kind == "cnn" else blind,
+    )
+    assert runs["cnn"].chi2_band.shape[-1] == 6
+    assert runs["random-rectangle"].chi2_band.shape[-1] == 15
+    assert runs["random-cnn-support"].chi2_band.shape[-1] == 15
+    summary = comparison_json(runs, np.arange(2))["summary"]  # curves of unequal length
+    for kind in ("random-rectangle", "random-cnn-support"):
+        assert 0.0 <= summary["fraction_cnn_below_random_median_chi2"][kind] <= 1.0
