@@ -15,57 +15,54 @@ The sweep (driver side, ``run_sweep``):
    ``candidate``; the registry's champion rule (``tracking.register_weights``) decides
    whether it also becomes ``champion``.
 
-Each trial (``trial_main``, in its own Ray actor) opens a child run (tag
-``mlflow.parentRunId``), then builds and fits a ``TorchTrainer`` over the registry's
-per-worker function ``cdiflow.pipelines.train.train_worker``, with
-``ray.train.RunConfig(name=<trial name>, callbacks=[TuneReportCallback()])`` so every
-epoch's report reaches Tune (and ASHA). A resumed trial refits with the same run name
-and storage path, which continues from its latest Train checkpoint.
+Each trial (``trial_main``, in ``tune_trial.py``, in its own Ray actor) opens a child
+run and fits one ``TorchTrainer``; steps 4 and 5 are ``tune_results.py``.
 
 Ray and MLflow are imported inside functions: importing this module starts nothing.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import math
 import time
 from pathlib import Path
-from typing import Any
 
 from cdiflow.errors import CdiflowError, InputError
-from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.formats.location import Location
-from cdiflow.pipelines.tune_space import METRIC, SweepConfig, check_space, trial_config
+from cdiflow.pipelines.tracking_store import RunLogger, configure, experiment_id
+from cdiflow.pipelines.tune_results import (
+    CANDIDATE,
+    SUMMARY_CSV,
+    SWEEP_RECORD,
+    TRIALS_PNG,
+    SweepOutcome,
+    finish_sweep,
+    read_record,
+    trial_rows,
+)
+from cdiflow.pipelines.tune_space import METRIC, SweepConfig, check_space
+from cdiflow.pipelines.tune_trial import TRAIN_RUNS, TRIAL_RECORDS, trial_main, write_record
 
-SWEEP_RECORD = "cdiflow-sweep.json"  # parent run id, registration outcome
-TRIAL_RECORDS = "trial-records"  # one JSON per trial: child run id, checkpoint, metrics
-TRAIN_RUNS = "train-runs"  # Ray Train run folders of the trials
-SUMMARY_CSV = "summary.csv"
-TRIALS_PNG = "trials.png"
-CANDIDATE = "candidate"
+__all__ = [
+    "CANDIDATE",
+    "SUMMARY_CSV",
+    "SWEEP_RECORD",
+    "TRAIN_RUNS",
+    "TRIALS_PNG",
+    "TRIAL_RECORDS",
+    "SweepInterrupted",
+    "SweepOutcome",
+    "check_fits",
+    "concurrency",
+    "default_name",
+    "run_sweep",
+    "trial_demand",
+    "trial_main",
+]
 
 
 class SweepInterrupted(CdiflowError):
     """The sweep stopped before all trials finished; re-running the command resumes it."""
-
-
-@dataclasses.dataclass(frozen=True)
-class SweepOutcome:
-    """What a sweep produced."""
-
-    name: str
-    sweep_dir: str
-    parent_run_id: str | None
-    tracking_uri: str | None
-    trials: list[dict]  # one row per trial, as in summary.csv
-    best_trial: str | None
-    registered: dict | None  # Promotion.to_dict() plus the candidate alias
-    resumed: bool
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 # --- sizing -------------------------------------------------------------------------------
@@ -105,100 +102,6 @@ def check_fits(sweep: SweepConfig, scaling, resources: dict[str, float]) -> None
             f"workers x cpus_per_worker + data_cpus), the cluster has {cpus:g} CPU and "
             f"{gpus:g} GPU"
         )
-
-
-# --- one trial (runs in a Ray actor) -----------------------------------------------------
-
-
-def trial_main(params: dict, context: dict) -> None:
-    """Tune function trainable: one training run with ``params`` applied to the base config.
-
-    ``context`` (from ``tune.with_parameters``) holds the base training config, the
-    fixed values and epochs, the data paths, where Train keeps its runs, and the MLflow
-    URI plus parent run.
-    """
-    import ray.tune
-    from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cdiflow.pipelines.cluster import train_env_defaults
-    from cdiflow.pipelines.train import TrainJobConfig, build_trainer
-
-    tune_context = ray.tune.get_context()
-    trial, trial_id = tune_context.get_trial_name(), tune_context.get_trial_id()
-    values = {**context["fixed"], **params}
-    job = TrainJobConfig.from_dict(trial_config(context["base"], context["epochs"], values))
-    records = Path(context["sweep_dir"]) / TRIAL_RECORDS
-    records.mkdir(parents=True, exist_ok=True)
-    uri, run_id = context.get("tracking_uri"), None
-    if uri:
-        run_id = _child_run(context, trial, job, params)
-    record = records / f"{trial_id}.json"
-    _write_json(record, {"trial": trial, "run_id": run_id, "params": params})
-
-    trainer = build_trainer(
-        job,
-        context["shards"],
-        train_rows=context["train_rows"],
-        tracking_uri=uri,
-        run_id=run_id,
-        name=trial,
-        storage_path=context["train_storage"],
-        callbacks=[TuneReportCallback()],
-    )
-    train_env_defaults()  # in the trial's actor: Tune does not pass the driver's environment on
-    result = trainer.fit()
-    if result.error is not None:
-        if run_id:
-            _set_status(uri, run_id, "FAILED")
-        raise result.error
-    checkpoint = result.checkpoint.path if result.checkpoint is not None else None
-    metrics = {k: float(v) for k, v in result.metrics.items() if isinstance(v, (int, float))}
-    _write_json(
-        record,
-        {"trial": trial, "run_id": run_id, "params": params, "checkpoint": checkpoint,
-         "metrics": metrics, "finished": True},
-    )  # fmt: skip
-    if run_id:
-        _set_status(uri, run_id, "FINISHED")
-
-
-def _child_run(context: dict, trial: str, job, params: dict) -> str:
-    """The trial's MLflow run under the sweep's parent run (reused when a trial resumes)."""
-    from mlflow import MlflowClient
-
-    from cdiflow.pipelines.tracking import RunLogger
-
-    uri, parent = context["tracking_uri"], context["parent_run_id"]
-    client = MlflowClient(uri, registry_uri=uri)
-    found = client.search_runs(
-        [context["experiment_id"]],
-        filter_string=f"tags.`cdiflow.trial` = '{trial}' and tags.`mlflow.parentRunId` = "
-        f"'{parent}'",
-        max_results=1,
-    )
-    if found:
-        client.update_run(found[0].info.run_id, status="RUNNING")
-        return found[0].info.run_id
-    tags = {
-        "mlflow.parentRunId": parent,
-        "cdiflow.sweep": context["name"],
-        "cdiflow.trial": trial,
-        **{f"tuned.{k}": str(v) for k, v in params.items()},
-    }
-    logger = RunLogger.start(
-        uri, context["experiment_id"], trial, job.to_dict(), {"train": job.train.seed}, tags
-    )
-    return logger.run_id
-
-
-def _set_status(uri: str, run_id: str, status: str) -> None:
-    from mlflow import MlflowClient
-
-    MlflowClient(uri, registry_uri=uri).set_terminated(run_id, status=status)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    atomic_write_json(path, data, indent=1, default=str)
 
 
 # --- the sweep (driver) ------------------------------------------------------------------
@@ -241,11 +144,43 @@ def run_sweep(
     SweepInterrupted
         The sweep was stopped (SIGINT / SIGUSR1) before every trial finished.
     """
-    import ray
+    base_dict, data_dir, train_rows, resources = _check_inputs(sweep, base, data_dir, train_rows)
+    workspace = Path(workspace).expanduser().resolve()
+    storage = Path(storage_path).expanduser().resolve() if storage_path else workspace / "sweeps"
+    name = name or default_name()
+    sweep_dir, resumed = storage / name, _sweep_folder(storage / name)
+    record = read_record(sweep_dir)
+    uri = parent = exp_id = None
+    if track:
+        uri, parent, exp_id = _parent_run(sweep, base_dict, workspace, name, sweep_dir, record)
+    context = _trial_context(sweep, base_dict, name, data_dir, train_rows, sweep_dir)
+    context |= {"tracking_uri": uri, "parent_run_id": parent, "experiment_id": exp_id}
+    tuner = _tuner(sweep, base.scaling, resources, context, storage, name, resumed)
+    rows, interrupted = trial_rows(tuner.fit(), sweep, sweep_dir)
+    if interrupted:
+        ended = sum(1 for r in rows if r["status"] != "UNFINISHED")
+        message = f"sweep {name} stopped after {ended} of {sweep.trials} trials"
+        raise SweepInterrupted(f"{message}; re-run the same command to continue it")
+    return finish_sweep(sweep, rows, sweep_dir, name, uri, parent, record, resumed, data_dir)
+
+
+def _sweep_folder(sweep_dir: Path) -> bool:
+    """Create the sweep folder; True when it holds a sweep to continue (``Tuner.restore``)."""
     from ray import tune
 
-    from cdiflow.pipelines.data import list_shards, validate_split
-    from cdiflow.pipelines.train import TrainJobConfig
+    resumed = tune.Tuner.can_restore(str(sweep_dir))
+    if sweep_dir.exists() and not resumed:
+        raise InputError(f"{sweep_dir} exists but holds no sweep to resume; pick a new --name")
+    sweep_dir.mkdir(parents=True, exist_ok=True)
+    return resumed
+
+
+def _check_inputs(sweep: SweepConfig, base, data_dir, train_rows: int | None):
+    """(base config as a dict, data URI or path, train rows, cluster resources), checked."""
+    import ray
+
+    from cdiflow.pipelines.data import validate_split
+    from cdiflow.pipelines.train_config import TrainJobConfig
 
     base_dict = base.to_dict()
     check_space(sweep, base_dict, TrainJobConfig.from_dict)
@@ -255,21 +190,14 @@ def run_sweep(
         validate_split(data_dir, "val")
     resources = ray.cluster_resources()
     check_fits(sweep, base.scaling, resources)
+    return base_dict, data_dir, train_rows, resources
 
-    workspace = Path(workspace).expanduser().resolve()
-    storage = Path(storage_path).expanduser().resolve() if storage_path else workspace / "sweeps"
-    name = name or default_name()
-    sweep_dir = storage / name
-    resumed = tune.Tuner.can_restore(str(sweep_dir))
-    if sweep_dir.exists() and not resumed:
-        raise InputError(f"{sweep_dir} exists but holds no sweep to resume; pick a new --name")
-    sweep_dir.mkdir(parents=True, exist_ok=True)
 
-    record = _read_record(sweep_dir)
-    uri = parent = exp_id = None
-    if track:
-        uri, parent, exp_id = _parent_run(sweep, base_dict, workspace, name, sweep_dir, record)
-    context = {
+def _trial_context(sweep, base_dict, name, data_dir, train_rows, sweep_dir: Path) -> dict:
+    """What every trial gets from the driver (``trial_main``'s ``context``), MLflow aside."""
+    from cdiflow.pipelines.data import list_shards
+
+    return {
         "name": name,
         "base": base_dict,
         "fixed": sweep.fixed(),
@@ -278,29 +206,21 @@ def run_sweep(
         "shards": {s: [str(p) for p in list_shards(data_dir, s)] for s in ("train", "val")},
         "sweep_dir": str(sweep_dir),
         "train_storage": str(sweep_dir / TRAIN_RUNS),
-        "tracking_uri": uri,
-        "parent_run_id": parent,
-        "experiment_id": exp_id,
     }
+
+
+def _tuner(sweep, scaling, resources, context: dict, storage: Path, name: str, resumed: bool):
+    """The sweep's ``Tuner``: restored from the sweep folder when ``resumed``, else new."""
+    from ray import tune
+
     trainable = tune.with_resources(
         tune.with_parameters(trial_main, context=context), {"CPU": sweep.trial_cpus}
     )
     if resumed:
-        tuner = tune.Tuner.restore(
-            str(sweep_dir), trainable=trainable, resume_unfinished=True, resume_errored=True
+        return tune.Tuner.restore(
+            str(storage / name), trainable=trainable, resume_unfinished=True, resume_errored=True
         )
-    else:
-        tuner = _new_tuner(sweep, base.scaling, resources, trainable, storage, name)
-    grid = tuner.fit()
-
-    rows, interrupted = _rows(grid, sweep, sweep_dir)
-    if interrupted:
-        ended = sum(1 for r in rows if r["status"] != "UNFINISHED")
-        raise SweepInterrupted(
-            f"sweep {name} stopped after {ended} of {sweep.trials} trials; re-run the same "
-            "command to continue it"
-        )
-    return _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed, data_dir)
+    return _new_tuner(sweep, scaling, resources, trainable, storage, name)
 
 
 def _new_tuner(sweep, scaling, resources, trainable, storage: Path, name: str):
@@ -335,15 +255,8 @@ def _new_tuner(sweep, scaling, resources, trainable, storage: Path, name: str):
     )
 
 
-def _read_record(sweep_dir: Path) -> dict:
-    path = sweep_dir / SWEEP_RECORD
-    return json.loads(path.read_text()) if path.is_file() else {}
-
-
 def _parent_run(sweep, base_dict, workspace, name, sweep_dir, record):
     """The sweep's parent run: reopened from the sweep record, or created."""
-    from cdiflow.pipelines.tracking import RunLogger, configure, experiment_id
-
     uri = configure(workspace)
     exp_id = experiment_id(uri, sweep.experiment, workspace=workspace)
     if record.get("parent_run_id") and record.get("tracking_uri") == uri:
@@ -355,108 +268,5 @@ def _parent_run(sweep, base_dict, workspace, name, sweep_dir, record):
     seeds = {"optuna": sweep.seed, "train": base_dict["train"]["seed"]}
     logger = RunLogger.start(uri, exp_id, name, config, seeds, tags={"cdiflow.sweep": name})
     record.update({"parent_run_id": logger.run_id, "tracking_uri": uri, "experiment_id": exp_id})
-    _write_json(sweep_dir / SWEEP_RECORD, record)
+    write_record(sweep_dir / SWEEP_RECORD, record)
     return uri, logger.run_id, exp_id
-
-
-def _rows(grid, sweep: SweepConfig, sweep_dir: Path) -> tuple[list[dict], bool]:
-    """One summary row per trial (name, status, epochs, val_chi2, params, run, checkpoint),
-    and whether the sweep was interrupted before every trial ended."""
-    keys = list(sweep.tuned())
-    ended = grid.num_terminated + grid.num_errors
-    interrupted = len(grid) < sweep.trials or ended < len(grid)
-    rows = []
-    for result in grid:
-        metrics = result.metrics or {}
-        trial_id = metrics.get("trial_id", "")
-        info_path = sweep_dir / TRIAL_RECORDS / f"{trial_id}.json"
-        info = json.loads(info_path.read_text()) if trial_id and info_path.is_file() else {}
-        # the registry's 0-based epoch index: right also for a trial resumed mid-way,
-        # whose training_iteration restarts from its first report after the restart
-        epochs = int(metrics.get("epoch", -1)) + 1
-        if result.error is not None:
-            status = "ERROR"
-        elif info.get("finished") or epochs >= sweep.epochs:
-            status = "COMPLETED"  # ASHA stops a trial at max_t, often before fit() returns
-        elif epochs and not interrupted:
-            status = "STOPPED_EARLY"  # by ASHA
-        else:
-            status = "UNFINISHED"
-        config = result.config or {}
-        rows.append(
-            {
-                "trial": info.get("trial", Path(result.path).name),
-                "status": status,
-                "epochs": epochs,
-                METRIC: float(metrics.get(METRIC, math.nan)),
-                **{k: config.get(k) for k in keys},
-                "run_id": info.get("run_id"),
-                "checkpoint": metrics.get("checkpoint_path"),
-            }
-        )
-    rows.sort(key=lambda r: r["trial"])
-    return rows, interrupted
-
-
-def _finish(sweep, rows, sweep_dir, name, uri, parent, record, resumed, data_dir) -> SweepOutcome:
-    from cdiflow.reports.sweep import plot_trials, write_summary
-
-    keys = list(sweep.tuned())
-    summary = write_summary(rows, sweep_dir / SUMMARY_CSV)
-    figure = plot_trials(rows, keys, METRIC, sweep_dir / TRIALS_PNG)
-    scored = [r for r in rows if r["checkpoint"] and math.isfinite(r[METRIC])]
-    if not scored:
-        raise CdiflowError(f"sweep {name}: no trial reported {METRIC}; see {sweep_dir}")
-    best = min(scored, key=lambda r: r[METRIC])
-    registered = record.get("registered")
-    if uri:
-        registered = _log_outcome(sweep, rows, best, summary, figure, uri, parent, record, data_dir)
-        record["registered"] = registered
-        _write_json(sweep_dir / SWEEP_RECORD, record)
-    return SweepOutcome(
-        name=name,
-        sweep_dir=str(sweep_dir),
-        parent_run_id=parent,
-        tracking_uri=uri,
-        trials=rows,
-        best_trial=best["trial"],
-        registered=registered,
-        resumed=resumed,
-    )
-
-
-def _log_outcome(sweep, rows, best, summary, figure, uri, parent, record, data_dir) -> dict | None:
-    """Artifacts and best-trial tags on the parent run; register the best trial once."""
-    from mlflow import MlflowClient
-
-    from cdiflow.pipelines.tracking import MODEL_NAME, WEIGHTS_FILE, register_weights
-    from cdiflow.pipelines.train import champion_rescorer, eval_fingerprint
-
-    client = MlflowClient(uri, registry_uri=uri)
-    ends = {"COMPLETED": "FINISHED", "STOPPED_EARLY": "KILLED", "ERROR": "FAILED"}
-    for row in rows:  # a trial that Tune stopped (ASHA, max_t) leaves its run RUNNING
-        if row["run_id"] and client.get_run(row["run_id"]).info.status == "RUNNING":
-            client.set_terminated(row["run_id"], status=ends.get(row["status"], "KILLED"))
-            client.set_tag(row["run_id"], "cdiflow.trial_status", row["status"])
-    client.log_artifact(parent, str(summary))
-    client.log_artifact(parent, str(figure))
-    client.set_tag(parent, "best_trial", best["trial"])
-    client.log_metric(parent, f"best_{METRIC}", best[METRIC])
-    registered = record.get("registered")
-    if sweep.register and not registered and best["run_id"]:
-        metrics = {METRIC: best[METRIC], "epochs": float(best["epochs"])}
-        weights = Path(best["checkpoint"]) / WEIGHTS_FILE
-        decision = register_weights(
-            uri,
-            best["run_id"],
-            weights,
-            metrics,
-            fingerprint=eval_fingerprint(data_dir),
-            rescore=champion_rescorer(uri, data_dir),
-        )
-        client.set_registered_model_alias(MODEL_NAME, CANDIDATE, decision.version)
-        registered = {**decision.to_dict(), "alias": CANDIDATE, "trial": best["trial"]}
-        client.set_tag(parent, "registered_version", decision.version)
-        client.log_dict(parent, registered, "registered.json")
-    client.set_terminated(parent, status="FINISHED")
-    return registered
