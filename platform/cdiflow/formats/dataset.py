@@ -25,11 +25,13 @@ file is refused by name. Shards and the manifest are written atomically
 function here takes a ``cdiflow.formats.location.Location`` or what ``Location.parse``
 reads, and returns local paths as ``Path`` and object-storage files as URI strings. There
 a shard or manifest is written to a local temp file and uploaded whole (a PUT is atomic).
+
+The schema and the batch-to-table conversion are ``shard_schema.py``, the manifest is
+``manifest.py``; this module is the one name callers import them by.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import re
@@ -45,91 +47,50 @@ from cdiflow.errors import CorruptShard, DatasetError
 from cdiflow.formats.atomic import temp_name_re
 from cdiflow.formats.layout import SCHEMA_VERSION, SPLITS, DatasetConfig, ShardSpec
 from cdiflow.formats.location import Location
-from cdiflow.physics.generator import (
-    PARAMETER_NAMES,
-    GeneratorConfig,
-    SampleBatch,
-    generate_samples,
+from cdiflow.formats.manifest import MANIFEST_NAME, Manifest, read_manifest, write_manifest
+from cdiflow.formats.shard_schema import (
+    FORMAT_NAME,
+    METADATA_KEY,
+    TENSOR_COLUMNS,
+    ShardInfo,
+    batch_table,
+    shard_identity,
+    shard_schema,
+    sized_schema,
 )
+from cdiflow.physics.generator import GeneratorConfig, SampleBatch, generate_samples
 
-FORMAT_NAME = "cdiflow-dataset"
-MANIFEST_NAME = "manifest.json"
-METADATA_KEY = b"cdiflow"
-TENSOR_COLUMNS = ("modulus", "amplitude", "phase")
+__all__ = [
+    "FORMAT_NAME",
+    "MANIFEST_NAME",
+    "METADATA_KEY",
+    "SHARD_RE",
+    "TEMP_RE",
+    "TENSOR_COLUMNS",
+    "Manifest",
+    "ShardInfo",
+    "batch_table",
+    "check_schema",
+    "file_sha256",
+    "generate_shard",
+    "list_shards",
+    "read_manifest",
+    "read_shard",
+    "shard_identity",
+    "shard_locations",
+    "shard_metadata",
+    "shard_schema",
+    "sized_schema",
+    "validate_split",
+    "write_manifest",
+    "write_shard",
+]
+
 SHARD_RE = re.compile(r"shard-(\d{5})\.parquet")
 TEMP_RE = temp_name_re(r"shard-\d{5}\.parquet|manifest\.json")  # a killed writer's leftovers
 _WRITE_OPTIONS = dict(
     compression="zstd", compression_level=1, use_dictionary=False, use_byte_stream_split=True
 )  # float data: dictionaries only add bytes; zstd 1 is within 0.3% of level 3, faster
-
-
-@dataclasses.dataclass(frozen=True)
-class ShardInfo:
-    """A written shard: path relative to the data set, rows, sha256 of the file, bytes."""
-
-    file: str
-    rows: int
-    sha256: str
-    bytes: int
-
-
-# --- schema -----------------------------------------------------------------------------
-def shard_schema(generator: GeneratorConfig, identity: dict[str, Any] | None = None) -> pa.Schema:
-    """The Arrow schema of a shard for ``generator``; ``identity`` goes into its metadata."""
-    return sized_schema(
-        generator.pattern_size, generator.object_size, generator.detector.has_mask, identity
-    )
-
-
-def sized_schema(
-    p: int, n: int, has_mask: bool, identity: dict[str, Any] | None = None
-) -> pa.Schema:
-    """The shard schema for P x P patterns and N x N targets (``mask`` column if asked)."""
-    fields = [
-        pa.field("index", pa.int64(), nullable=False),
-        pa.field("seed", pa.int64(), nullable=False),
-        pa.field("modulus", pa.fixed_shape_tensor(pa.float32(), [p, p])),
-        pa.field("amplitude", pa.fixed_shape_tensor(pa.float32(), [n, n])),
-        pa.field("phase", pa.fixed_shape_tensor(pa.float32(), [n, n])),
-    ]
-    if has_mask:
-        fields.append(pa.field("mask", pa.fixed_shape_tensor(pa.uint8(), [p, p])))
-    fields += [pa.field(name, pa.float64(), nullable=False) for name in PARAMETER_NAMES]
-    metadata = {METADATA_KEY: json.dumps(identity, sort_keys=True)} if identity else None
-    return pa.schema(fields, metadata=metadata)
-
-
-def shard_identity(config: DatasetConfig, spec: ShardSpec) -> dict[str, Any]:
-    """What a shard says about itself (deterministic: no clock, host or path)."""
-    return {
-        "format": FORMAT_NAME,
-        "schema_version": SCHEMA_VERSION,
-        "dataset": config.fingerprint(),
-        "split": spec.split,
-        "shard": spec.number,
-        "start": spec.start,
-        "stop": spec.stop,
-    }
-
-
-def batch_table(batch: SampleBatch, seed: int, schema: pa.Schema) -> pa.Table:
-    """One Arrow table (rows = samples) from a generator batch, in ``schema``'s order."""
-    rows = len(batch.indices)
-    columns: dict[str, pa.Array] = {
-        "index": pa.array(np.asarray(batch.indices, dtype=np.int64)),
-        "seed": pa.array(np.full(rows, seed, dtype=np.int64)),
-    }
-    for name in TENSOR_COLUMNS:
-        array = np.ascontiguousarray(getattr(batch, name), dtype=np.float32)
-        columns[name] = pa.FixedShapeTensorArray.from_numpy_ndarray(array)
-    if "mask" in schema.names:
-        if batch.mask is None:
-            raise ValueError("the schema has a mask column but the batch has no mask")
-        masks = np.broadcast_to(batch.mask.astype(np.uint8), (rows, *batch.mask.shape))
-        columns["mask"] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(masks))
-    for name in PARAMETER_NAMES:
-        columns[name] = pa.array(np.asarray(batch.parameters[name], dtype=np.float64))
-    return pa.Table.from_arrays([columns[name] for name in schema.names], schema=schema)
 
 
 # --- writing ----------------------------------------------------------------------------
@@ -303,93 +264,6 @@ def shard_locations(root: str | Path | Location, split: str) -> list[Location]:
     if not folder.is_dir():
         raise DatasetError(f"{folder}: no such split folder")
     return [entry for entry in folder.children() if SHARD_RE.fullmatch(entry.name)]
-
-
-# --- manifest ---------------------------------------------------------------------------
-@dataclasses.dataclass(frozen=True)
-class Manifest:
-    """What ``DIR/manifest.json`` says: the data set's config and every shard's checksum."""
-
-    dataset: DatasetConfig
-    shards: dict[str, tuple[ShardInfo, ...]]  # split -> shards in order
-    cdiflow_version: str = ""
-
-    @property
-    def generator(self) -> GeneratorConfig:
-        return self.dataset.generator
-
-    @property
-    def seed(self) -> int:
-        return self.dataset.seed
-
-    def count(self, split: str) -> int:
-        return sum(info.rows for info in self.shards[split])
-
-    def files(self, root: str | Path | Location, split: str) -> list[Path | str]:
-        """The split's shard files under ``root`` (``Path`` when local, else URIs)."""
-        folder = Location.parse(root) / split
-        return [(folder / info.file).value for info in self.shards[split]]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "format": FORMAT_NAME,
-            "schema_version": SCHEMA_VERSION,
-            "cdiflow_version": self.cdiflow_version,
-            "fingerprint": self.dataset.fingerprint(),
-            "seed": self.dataset.seed,
-            "counts": {split: self.count(split) for split in SPLITS},
-            "dataset": self.dataset.to_dict(),
-            "columns": _column_summary(self.generator),
-            "splits": {
-                split: [dataclasses.asdict(info) for info in self.shards[split]] for split in SPLITS
-            },
-        }
-
-
-def _column_summary(generator: GeneratorConfig) -> dict[str, dict[str, Any]]:
-    summary = {}
-    for field in shard_schema(generator):
-        if isinstance(field.type, pa.FixedShapeTensorType):
-            kind, shape = field.type.value_type, list(field.type.shape)
-        else:
-            kind, shape = field.type, []
-        summary[field.name] = {"dtype": np.dtype(kind.to_pandas_dtype()).name, "shape": shape}
-    return summary
-
-
-def write_manifest(root: str | Path | Location, manifest: Manifest) -> Path | str:
-    """Write ``root/manifest.json`` atomically (indented JSON, final newline); its path."""
-    path = Location.parse(root) / MANIFEST_NAME
-    path.write_text(json.dumps(manifest.to_dict(), indent=2) + "\n")
-    return path.value
-
-
-def read_manifest(root: str | Path | Location) -> Manifest:
-    """Read and check ``root/manifest.json``; ``DatasetError`` naming the file if bad."""
-    path = Location.parse(root) / MANIFEST_NAME
-    if not path.is_file():
-        raise DatasetError(
-            f"{path}: no manifest, so {root} is not a complete cdiflow data set "
-            "(re-run the same `cdiflow generate` to finish it)"
-        )
-    try:
-        data = json.loads(path.read_text())
-        if data.get("format") != FORMAT_NAME:
-            raise DatasetError(f"{path}: not a cdiflow data set manifest")
-        if data.get("schema_version") != SCHEMA_VERSION:
-            raise DatasetError(
-                f"{path}: schema version {data.get('schema_version')}, this cdiflow reads "
-                f"{SCHEMA_VERSION}"
-            )
-        dataset = DatasetConfig.from_dict(data["dataset"], where=str(path))
-        shards = {
-            split: tuple(ShardInfo(**entry) for entry in data["splits"][split]) for split in SPLITS
-        }
-    except DatasetError:
-        raise
-    except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise DatasetError(f"{path}: malformed manifest ({type(exc).__name__}: {exc})") from None
-    return Manifest(dataset, shards, data.get("cdiflow_version", ""))
 
 
 def validate_split(root: str | Path | Location, split: str, deep: bool = True) -> Manifest:
