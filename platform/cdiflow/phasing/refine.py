@@ -15,8 +15,8 @@ import torch
 
 from cdiflow import OBJECT_SIZE, PATTERN_SIZE
 from cdiflow.errors import CdiflowError, InputError, SupportCollapsed
-from cdiflow.phasing.runner import run_phasing
 from cdiflow.phasing.schedule import PAPER_SCHEDULE, Schedule, as_schedule
+from cdiflow.phasing.segments import run_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.phasing.starts import Start
 from cdiflow.physics.farfield import PAPER, FarField
@@ -128,7 +128,8 @@ def refine(
     ----------
     modulus : (B, P, P) array/tensor or a sequence of B (P, P) arrays: centred sqrt(I).
     start : a ``Start`` of B patterns (``cdiflow.phasing.starts``).
-    schedule : ``Schedule`` or string; default ``PAPER_SCHEDULE``.
+    schedule : ``Schedule`` or string; default ``PAPER_SCHEDULE``. ``ADAM`` steps are
+        gradient steps on the object (``cdiflow.phasing.segments``).
     mask : optional (P, P) or (B, P, P) bool, True where measured.
     beta : HIO/RAAR feedback parameter: a float or one value per pattern (B,).
     shrinkwrap : shrink-wrap settings (None: fixed support).
@@ -178,7 +179,7 @@ def refine(
         if mask is not None:
             sub_mask = torch.as_tensor(mask, dtype=torch.bool)
             sub_mask = sub_mask[idx] if sub_mask.ndim == 3 else sub_mask
-        res = run_phasing(
+        res = run_schedule(
             torch.stack(checked).to(dev),
             start.object[idx].to(dev),
             start.support[idx].to(dev),
@@ -188,6 +189,7 @@ def refine(
             shrinkwrap=shrinkwrap,
             upper_bound=_upper_bound(upper_bound, physics, idx).to(dev),
             snapshots=snapshots,
+            physics=physics,
         )
         for k, v in res.snapshots.items():
             out.snapshots[k][idx] = v.cpu().to(torch.complex64)

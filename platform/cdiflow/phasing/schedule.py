@@ -19,8 +19,14 @@ import re
 
 from cdiflow.errors import ScheduleSyntaxError
 
-ALGORITHMS = ("ER", "HIO", "RAAR")
-"""Algorithm names a schedule may use (see ``cdiflow.phasing.projections``)."""
+PROJECTIONS = ("ER", "HIO", "RAAR")
+"""The projection algorithms of the engine (``cdiflow.phasing.projections``)."""
+
+GRADIENT = "ADAM"
+"""One step of Adam on the object through the forward model (``cdiflow.phasing.gradient``)."""
+
+ALGORITHMS = (*PROJECTIONS, GRADIENT)
+"""Algorithm names a schedule may use; ``cdiflow.phasing.segments`` runs a mixed schedule."""
 
 
 @dataclasses.dataclass(frozen=True)
