@@ -1,0 +1,192 @@
+"""CNN-seeded refinement at scale: does a CNN start keep its lead, and how much sooner?
+
+On ``--patterns`` held-out patterns of the paper's generator (indices 0.., never trained
+on), with the shipped model, in one process:
+
+- the four starts of Fig. 5(f) through ``compare_patterns``, each with its default
+  settings (``cdiflow.phasing.settings``): the random starts ``--repeats`` times with
+  the paper's 600 iterations, the CNN start once with the gentle 120-iteration schedule;
+- variants of the CNN start's refinement, scored against the same random runs: the
+  paper's schedule, and the gentle schedule followed by gradient (ADAM) steps;
+- time per pattern of random start + 600 iterations against CNN start + its schedule
+  (batched, same batch size), and the ratio at equal chi^2: the random start's 600
+  iterations against the iterations the CNN start needs to reach the random starts'
+  median final chi^2 (iterations cost the same in both).
+
+    PYTHONPATH=platform python benchmarks/seeded_refinement.py          # ~5 min, 2 cores
+    PYTHONPATH=platform python benchmarks/seeded_refinement.py --smoke --out /tmp/s.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform as stdlib_platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT / "platform"))
+
+from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
+from cdiflow.models import load_weights  # noqa: E402
+from cdiflow.models.reconstructor import CNNReconstructor  # noqa: E402
+from cdiflow.phasing.compare import image_errors, truth_object  # noqa: E402
+from cdiflow.phasing.compare_batch import compare_patterns  # noqa: E402
+from cdiflow.phasing.compare_summary import comparison_json, summarise  # noqa: E402
+from cdiflow.phasing.refine import refine  # noqa: E402
+from cdiflow.phasing.settings import (  # noqa: E402
+    PAPER_SETTINGS,
+    SEEDED_SETTINGS,
+    RefineSettings,
+    settings_for,
+)
+from cdiflow.phasing.starts import cnn_start, random_phase_rectangle  # noqa: E402
+from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
+from cdiflow.pipelines.tracking_store import git_sha  # noqa: E402
+from cdiflow.train.data import generate_tensors  # noqa: E402
+
+DEFAULT_WEIGHTS = ROOT / "platform" / "cdiflow" / "pretrained" / "cnn.pt"
+
+VARIANTS = {
+    "paper": PAPER_SETTINGS,
+    "gentle": SEEDED_SETTINGS,
+    "gentle+adam": RefineSettings(
+        SEEDED_SETTINGS.schedule + "+60*ADAM", SEEDED_SETTINGS.beta, SEEDED_SETTINGS.shrinkwrap
+    ),
+}
+"""Refinements of the CNN start compared against the same random runs."""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--weights", default=str(DEFAULT_WEIGHTS), help="weights file (.pt)")
+    p.add_argument("--patterns", type=int, default=300, help="held-out test patterns")
+    p.add_argument("--repeats", type=int, default=5, help="runs of each random start")
+    p.add_argument("--seed", type=int, default=0, help="generator and random-start seed")
+    p.add_argument("--batch-size", type=int, default=256, help="runs per refine call")
+    p.add_argument("--threads", type=int, default=None, help="torch threads (default: all)")
+    p.add_argument("--out", default=str(HERE / "results" / "seeded_refinement.json"))
+    p.add_argument("--smoke", action="store_true", help="tiny sizes and schedules, for tests")
+    return p.parse_args(argv)
+
+
+def _smoke_settings(kind: str) -> RefineSettings:
+    return (
+        RefineSettings("6*ER", 0.5, None)
+        if kind in ("cnn", "nns")
+        else RefineSettings("12*HIO+6*ER")
+    )
+
+
+def variant_scores(variant: RefineSettings, modulus, predicted, truth, random_runs) -> dict:
+    """One refinement of the CNN start scored against the random runs of each kind."""
+    start = cnn_start(*predicted)
+    t0 = time.perf_counter()
+    res = refine(modulus, start, variant.schedule, beta=variant.beta, shrinkwrap=variant.shrinkwrap)
+    seconds = time.perf_counter() - t0
+    errors = {k: v.numpy() for k, v in image_errors(res.obj, truth).items()}
+    errors = {"amplitude_error": errors["amplitude"], "phase_rms": errors["phase_rms"]}
+    out = {
+        "schedule": variant.schedule,
+        "beta": variant.beta,
+        "seconds_per_pattern": seconds / len(modulus),
+    }
+    out["median_best_chi2"] = float(np.nanmedian(res.best_chi2.numpy()))
+    for kind, runs in random_runs.items():
+        s = summarise(
+            res.best_chi2.numpy(), res.chi2.numpy(), errors, runs.best_chi2, runs.errors()
+        )
+        out[kind] = {
+            "fraction_below_random_median_chi2": s["fraction_below_median_chi2"],
+            "fraction_below_random_median_image_error": s["fraction_below_median_image_error"],
+            "iterations_to_random_median": s["iterations_to_median"],
+        }
+    return out
+
+
+def timing(modulus, predicted, batch_size: int, seed: int, smoke: bool) -> dict:
+    """Seconds per pattern: random rectangle + the paper's 600 against CNN + its schedule."""
+    blind = _smoke_settings("random-rectangle") if smoke else PAPER_SETTINGS
+    guess = _smoke_settings("cnn") if smoke else SEEDED_SETTINGS
+    n = min(len(modulus), batch_size)
+    rand = random_phase_rectangle(n, torch.Generator().manual_seed(seed))
+    cnn = cnn_start(predicted[0][:n], predicted[1][:n])
+    out = {}
+    for name, start, s in (("random_600", rand, blind), ("cnn_seeded", cnn, guess)):
+        t0 = time.perf_counter()
+        refine(modulus[:n], start, s.schedule, beta=s.beta, shrinkwrap=s.shrinkwrap)
+        out[f"{name}_seconds_per_pattern"] = (time.perf_counter() - t0) / n
+        out[f"{name}_iterations"] = s.iterations
+    out["speedup_full_runs"] = (
+        out["random_600_seconds_per_pattern"] / out["cnn_seeded_seconds_per_pattern"]
+    )
+    return out
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.smoke:
+        args.patterns, args.repeats = 6, 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    load_before = list(os.getloadavg())
+    weights = Path(args.weights)
+    model, _config, _meta = load_weights(weights)
+    data = generate_tensors(GeneratorConfig(), args.seed, range(args.patterns))
+    modulus, amplitude, phase = data["modulus"], data["amplitude"], data["phase"]
+    out = CNNReconstructor(model).predict(modulus)
+    predicted = (out[:, 0].numpy(), out[:, 1].numpy())
+    settings = _smoke_settings if args.smoke else settings_for
+    t0 = time.perf_counter()
+    runs = compare_patterns(
+        modulus.numpy(), amplitude.numpy(), phase.numpy(), predicted, repeats=args.repeats,
+        seed=args.seed, settings=settings, batch_size=args.batch_size,
+    )  # fmt: skip
+    compare_seconds = time.perf_counter() - t0
+    truth = truth_object(amplitude.numpy(), phase.numpy())
+    random_runs = {k: v for k, v in runs.items() if k.startswith("random")}
+    variants = (
+        VARIANTS if not args.smoke else {"gentle+adam": RefineSettings("6*ER+4*ADAM", 0.5, None)}
+    )
+    result = {
+        "script": "benchmarks/seeded_refinement.py",
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(ROOT),
+        "machine": f"{os.cpu_count()} cores, {stdlib_platform.machine()}",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "load_before": load_before,
+        "weights": weights.name,
+        "args": {k: v for k, v in vars(args).items() if k not in ("out", "weights")},
+        "settings": {kind: settings(kind).to_dict() for kind in runs},
+        "compare_seconds": compare_seconds,
+        "summary": comparison_json(runs, np.arange(args.patterns))["summary"],
+        "cnn_variants": {
+            name: variant_scores(v, modulus, predicted, truth, random_runs)
+            for name, v in variants.items()
+        },
+        "timing": timing(modulus, predicted, args.batch_size, args.seed, args.smoke),
+    }
+    reach = result["summary"]["iterations_to_random_median"]["random-rectangle"]["median"]
+    blind_iterations = result["timing"]["random_600_iterations"]
+    result["speedup_at_equal_chi2"] = None if not reach else blind_iterations / reach
+    result["load_after"] = list(os.getloadavg())
+    atomic_write_json(args.out, result, indent=2)
+    summary = result["summary"]
+    print(
+        f"fraction CNN below random median chi2: {summary['fraction_cnn_below_random_median_chi2']}"
+    )
+    print(f"iterations to random median: {summary['iterations_to_random_median']}")
+    print(f"speed-up at equal chi2: {result['speedup_at_equal_chi2']}, timing {result['timing']}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,34 @@
+"""benchmarks/seeded_refinement.py runs end to end (--smoke) and its numbers agree."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "seeded_refinement.py"
+
+
+def test_smoke_run_writes_consistent_results(tmp_path):
+    spec = importlib.util.spec_from_file_location("seeded_refinement", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out = tmp_path / "s.json"
+    module.main(["--smoke", "--out", str(out)])
+    result = json.loads(out.read_text())
+    summary = result["summary"]
+    assert summary["patterns"] == 6 and summary["repeats"] == 2
+    for kind in ("random-rectangle", "random-cnn-support"):
+        assert 0.0 <= summary["fraction_cnn_below_random_median_chi2"][kind] <= 1.0
+        variant = result["cnn_variants"]["gentle+adam"][kind]
+        assert 0.0 <= variant["fraction_below_random_median_chi2"] <= 1.0
+    # guessed and blind starts ran their own settings
+    assert (
+        result["settings"]["cnn"]["schedule"] != result["settings"]["random-rectangle"]["schedule"]
+    )
+    reach = summary["iterations_to_random_median"]["random-rectangle"]["median"]
+    if reach:
+        expected = result["timing"]["random_600_iterations"] / reach
+        assert abs(result["speedup_at_equal_chi2"] - expected) < 1e-9
+    assert result["timing"]["cnn_seeded_seconds_per_pattern"] > 0
+    assert result["git_sha"] is None or len(result["git_sha"]) == 40
