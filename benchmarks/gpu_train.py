@@ -66,6 +66,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--depth", type=int, default=3)
     p.add_argument("--batch-size", type=int, default=256)
     p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument(
+        "--optimizer",
+        choices=("adamw", "sgd"),
+        default="adamw",
+        help="AdamW (default) or the paper's SGD with momentum 0.9; one-cycle LR either way",
+    )
     p.add_argument("--weight-decay", type=float, default=1e-4)
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument(
@@ -213,9 +219,14 @@ def train(args, model, stream, val, device) -> dict:
         warmup_epochs=1000 * args.warmup_fraction, bf16=True,
         loss=config_loss(args),
     )  # fmt: skip
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=config.lr, weight_decay=config.weight_decay
-    )
+    if args.optimizer == "sgd":
+        optimizer = torch.optim.SGD(
+            model.parameters(), lr=config.lr, momentum=0.9, weight_decay=config.weight_decay
+        )
+    else:
+        optimizer = torch.optim.AdamW(
+            model.parameters(), lr=config.lr, weight_decay=config.weight_decay
+        )
     start = time.perf_counter()
 
     def by_time(_step: int) -> float:  # one-cycle over the time budget, not over steps
