@@ -19,16 +19,16 @@ from cdiflow.errors import ModelNotFound
 from cdiflow.pipelines.champion import Promotion, apply_champion_rule, finite_score
 from cdiflow.pipelines.tracking_store import (
     DEFAULT_MODEL,
-    EXPERIMENT,
     FINGERPRINT_TAG,
     MODEL_NAME,
-    PRETRAINED_TAG,
     SCORE_METRIC,
-    WEIGHTS_ARTIFACT_DIR,
     WEIGHTS_FILE,
     experiment_id,
     is_embedded,
 )
+
+WEIGHTS_ARTIFACT_DIR = "weights"  # run artifact folder that holds the weights file
+PRETRAINED_TAG = "cdiflow.pretrained"  # version tag "true": the model shipped in the package
 
 
 def register_weights(
@@ -184,7 +184,7 @@ def ensure_pretrained(uri: str, name: str = MODEL_NAME) -> str | None:
 
     metadata = read_weights(pretrained.WEIGHTS)["metadata"]
     workspace = Path(uri[len("sqlite:///") :]).parent if is_embedded(uri) else None
-    experiment = experiment_id(uri, EXPERIMENT, workspace=workspace)
+    experiment = experiment_id(uri, workspace=workspace)  # the cdiflow experiment
     run = client.create_run(experiment, run_name="pretrained", tags={PRETRAINED_TAG: "true"})
     decision = register_weights(
         uri,

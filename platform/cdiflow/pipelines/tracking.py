@@ -14,16 +14,18 @@ evaluation set (the version tag ``eval_fingerprint``; the caller rescores the ch
 when the sets differ); the comparison is recorded as tags on the new version either way.
 A non-finite score is refused; a champion without a finite score counts as infinitely bad.
 
-The code lives in three modules: ``tracking_store`` (the store, ``git_sha``, the
-per-run ``RunLogger`` and the registry's names), ``champion`` (the champion rule) and
-``registry`` (registering, naming and loading models). This module is the one name callers
-import them by.
+The code lives in three modules: ``tracking_store`` (the store, ``git_sha``, the per-run
+``RunLogger`` and the names the registry shares), ``champion`` (the champion rule) and
+``registry`` (registering, naming and loading models). This module is the one name
+callers import them by.
 """
 
 from __future__ import annotations
 
 from cdiflow.pipelines.champion import Promotion, apply_champion_rule
 from cdiflow.pipelines.registry import (
+    PRETRAINED_TAG,
+    WEIGHTS_ARTIFACT_DIR,
     ensure_pretrained,
     load_model,
     model_reference,
@@ -37,9 +39,7 @@ from cdiflow.pipelines.tracking_store import (
     EXPERIMENT,
     FINGERPRINT_TAG,
     MODEL_NAME,
-    PRETRAINED_TAG,
     SCORE_METRIC,
-    WEIGHTS_ARTIFACT_DIR,
     WEIGHTS_FILE,
     RunLogger,
     configure,

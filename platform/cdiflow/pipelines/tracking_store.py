@@ -4,8 +4,8 @@ Tracking store: ``MLFLOW_TRACKING_URI`` when set (a real ``mlflow server``), oth
 embedded SQLite store inside the workspace folder (``sqlite:///<workspace>/mlflow.db``,
 artifacts in ``<workspace>/mlartifacts``). Nothing happens at import: mlflow is imported
 inside the functions and folders are created only when a function that needs them runs.
-The registry's names (model, aliases, tags) are declared here once, for
-``cdiflow.pipelines.champion`` and ``cdiflow.pipelines.registry``.
+The registry's shared names (model, alias, score and its tag, weights file) are declared
+here once, for ``cdiflow.pipelines.champion`` and ``cdiflow.pipelines.registry``.
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ MODEL_NAME = "cdiflow-cnn"
 CHAMPION = "champion"
 DEFAULT_MODEL = f"models:/{MODEL_NAME}@{CHAMPION}"  # what "no model named" means
 EXPERIMENT = "cdiflow"
-WEIGHTS_ARTIFACT_DIR = "weights"  # run artifact folder that holds the weights file
 WEIGHTS_FILE = "model.pt"  # name of the weights file inside that folder
 SCORE_METRIC = "val_chi2"  # lower is better; decides the champion
 FINGERPRINT_TAG = "eval_fingerprint"  # version tag: the set SCORE_METRIC was measured on
-PRETRAINED_TAG = "cdiflow.pretrained"  # version tag "true": the model shipped in the package
 
 
 # --- tracking store --------------------------------------------------------------------
