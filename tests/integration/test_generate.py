@@ -7,6 +7,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -15,10 +16,10 @@ import psutil
 import pytest
 
 from cdiflow.cli import main
-from cdiflow.formats.dataset import validate_split
+from cdiflow.formats.dataset import TEMP_RE, validate_split
 from cdiflow.formats.dataset_folder import write_dataset
 from cdiflow.formats.layout import SPLITS, DatasetConfig
-from cdiflow.pipelines.generate import FAULT_ENV, FAULT_MARKER_ENV, generate_dataset
+from cdiflow.pipelines.generate import generate_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -98,19 +99,77 @@ def test_readable_by_ray_data_and_validated(local_ray, tmp_path):
         assert validate_split(root, split).count(split) == CONFIG.count(split)
 
 
-def test_worker_killed_mid_shard_then_rerun_gives_the_same_bytes(
-    local_ray, reference, tmp_path, monkeypatch
-):
-    marker = tmp_path / "killed"
-    monkeypatch.setenv(FAULT_ENV, "2")  # the first writer with 2 shards dies in its 3rd
-    monkeypatch.setenv(FAULT_MARKER_ENV, str(marker))
+def _ray_workers() -> list[psutil.Process]:
+    """This process's Ray worker processes (Ray titles them ``ray::...``)."""
+    workers = []
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.cmdline()[:1] and child.cmdline()[0].startswith("ray::"):
+                workers.append(child)
+        except psutil.Error:
+            continue
+    return workers
+
+
+def _open_temp_shard(process: psutil.Process, root: Path) -> Path | None:
+    """The temp shard file under ``root`` that ``process`` is writing, if any."""
+    try:
+        files = process.open_files()
+    except psutil.Error:
+        return None
+    for opened in files:
+        path = Path(opened.path)
+        if path.is_relative_to(root) and TEMP_RE.fullmatch(path.name):
+            return path
+    return None
+
+
+def _kill_a_writer_mid_shard(root: Path, after: int, stop: threading.Event) -> Path | None:
+    """SIGKILL a Ray writer in the middle of a shard, once ``after`` shards are complete.
+
+    The writer is frozen (SIGSTOP) first and killed only if its temp file is still there,
+    so it dies before the rename, mid-shard. Returns that temp file, or None if the run
+    ended before a writer could be caught.
+    """
+    workers, listed = [], 0.0
+    while not stop.is_set():
+        if len(list(root.glob("*/shard-*.parquet"))) < after:
+            time.sleep(0.01)
+            continue
+        if time.monotonic() - listed > 0.2:  # Ray replaces workers: list them again
+            workers, listed = _ray_workers(), time.monotonic()
+        for worker in workers:
+            temp = _open_temp_shard(worker, root)
+            if temp is None:
+                continue
+            try:
+                worker.suspend()
+                if temp.exists() and _open_temp_shard(worker, root) == temp:
+                    worker.kill()
+                    worker.wait(timeout=30)
+                    return temp
+                worker.resume()
+            except psutil.Error:
+                continue
+    return None
+
+
+def test_worker_killed_mid_shard_then_rerun_gives_the_same_bytes(local_ray, reference, tmp_path):
     root = tmp_path / "data"
-    # Ray restarts the dead worker and retries its task, so this run normally finishes.
-    first = generate_dataset(CONFIG, root, workers=2, progress=False)
-    assert marker.exists(), "the fault hook did not fire"
+    stop, killed = threading.Event(), []
+    killer = threading.Thread(
+        target=lambda: killed.append(_kill_a_writer_mid_shard(root, 2, stop)), daemon=True
+    )
+    killer.start()
+    try:
+        # Ray restarts the dead worker and retries its task, so this run normally finishes.
+        first = generate_dataset(CONFIG, root, workers=2, progress=False)
+    finally:
+        stop.set()
+        killer.join(timeout=60)
+    assert killed and killed[0] is not None, "no writer was killed in the middle of a shard"
     assert first.generated == 70
     assert _files(root) == reference  # no temp file of the dead writer left behind
-    monkeypatch.delenv(FAULT_ENV)
     (root / "manifest.json").unlink()  # as if the driver had died too: resume from shards
     again = generate_dataset(CONFIG, root, workers=2, progress=False)
     assert (again.kept_shards, again.generated) == (8, 0)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,12 +36,6 @@ from cdiflow.formats.dataset_folder import (
 from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
 from cdiflow.formats.location import Location
 from cdiflow.pipelines.cluster import connect
-
-# Fault injection for the resumability tests: the first writer that finishes this many
-# shards creates the marker file and exits hard in the middle of its next shard.
-FAULT_ENV = "CDIFLOW_FAULT_EXIT_AFTER_SHARDS"
-FAULT_MARKER_ENV = "CDIFLOW_FAULT_MARKER"
-
 
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig(DatasetConfig):
@@ -80,20 +73,15 @@ class GenerateReport:
 
 
 # --- the Ray Data task -----------------------------------------------------------------
-_shards_written_here = 0  # per worker process, for the fault injection hook
-
-
 def write_shards(
     batch: dict[str, np.ndarray],
     root: str,
     config: DatasetConfig,
-    fault: tuple[int, str] | None = None,
 ) -> dict[str, np.ndarray]:
     """Ray Data task: generate and write the shards of ``batch`` (one spec per row).
 
     Returns one row per shard: ``relpath``, ``rows``, ``sha256``, ``bytes``.
     """
-    global _shards_written_here
     import torch
 
     torch.set_num_threads(1)  # one core per writer; bytes independent of thread count
@@ -102,37 +90,14 @@ def write_shards(
         batch["split"], batch["number"], batch["start"], batch["stop"], strict=True
     ):
         spec = ShardSpec(str(split), int(number), int(start), int(stop))
-        hook = _fault_hook(fault) if fault and _shards_written_here >= fault[0] else None
-        infos.append(generate_shard(root, config, spec, hook))
+        infos.append(generate_shard(root, config, spec))
         specs.append(spec)
-        _shards_written_here += 1
     return {
         "relpath": np.array([spec.relpath for spec in specs]),
         "rows": np.array([info.rows for info in infos], dtype=np.int64),
         "sha256": np.array([info.sha256 for info in infos]),
         "bytes": np.array([info.bytes for info in infos], dtype=np.int64),
     }
-
-
-def _fault_hook(fault: tuple[int, str]):
-    """Exit hard after the first chunk of a shard: the first process to get here only."""
-
-    def exit_after_first_chunk(chunks):
-        yield next(chunks)
-        try:
-            os.close(os.open(fault[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY))
-        except FileExistsError:
-            yield from chunks
-            return
-        os._exit(17)
-
-    return exit_after_first_chunk
-
-
-def _fault_from_env() -> tuple[int, str] | None:
-    if FAULT_ENV not in os.environ:
-        return None
-    return int(os.environ[FAULT_ENV]), os.environ[FAULT_MARKER_ENV]
 
 
 # --- the driver -------------------------------------------------------------------------
@@ -209,7 +174,7 @@ def _run_shards(
         batch_size=1,
         compute=ray.data.TaskPoolStrategy(size=workers),
         num_cpus=_cpus_per_worker(workers),
-        fn_kwargs={"root": str(out), "config": config, "fault": _fault_from_env()},
+        fn_kwargs={"root": str(out), "config": config},
     )
     infos = {}
     bar = tqdm(
