@@ -8,6 +8,14 @@ helpers first, so bad input (a wrong address, a server that is down) becomes a
 ``quiet_ray`` keeps Ray's own chatter off the console (into WORKSPACE/logs); every verb's
 Ray start goes through ``connect``, which applies it.
 
+Authentication: a cluster with token auth (the default since Ray 2.59, and what
+``cluster/local.sh`` starts) accepts a client only when ``RAY_AUTH_MODE=token`` and the
+token is in ``RAY_AUTH_TOKEN`` or the file ``RAY_AUTH_TOKEN_PATH``. Ray takes both from
+the environment; ``connect`` does not touch them. An embedded local Ray turns token auth
+on and writes ``~/.ray/auth_token`` unless ``RAY_AUTH_MODE=disabled`` (what unit tests
+use). A refused token surfaces from ``ray.init`` after Ray's own GCS timeout (about
+20 s), not within ``connect``'s ``timeout_s``.
+
 Ray is imported inside the functions only: importing this module starts nothing.
 """
 
@@ -172,17 +180,8 @@ def connect(
     ConfigError
         The address is malformed.
 
-    Notes
-    -----
-    Authentication: a cluster with token auth (the default since Ray 2.59, and what
-    ``cluster/local.sh`` starts) accepts a client only when ``RAY_AUTH_MODE=token``
-    and the token is in ``RAY_AUTH_TOKEN`` or the file ``RAY_AUTH_TOKEN_PATH``. Ray
-    takes both from the environment; this function does not touch them. An embedded
-    local Ray turns token auth on and writes ``~/.ray/auth_token`` unless
-    ``RAY_AUTH_MODE=disabled`` (what unit tests use). A refused token surfaces from
-    ``ray.init`` after Ray's own GCS timeout (about 20 s), not within ``timeout_s``.
-    If this process is already connected, nothing is started and the current
-    connection is described.
+    If this process is already connected, nothing is started and the current connection
+    is described. Token authentication: see the module docstring.
     """
     import ray
 
@@ -190,29 +189,7 @@ def connect(
         return _describe(os.environ.get("RAY_ADDRESS") or "local")
     target = address or os.environ.get("RAY_ADDRESS") or None
     if target is None or target == "local":
-        extra = {}
-        if dashboard:
-            port = _free_port()
-            # Actors find the State API from RAY_API_SERVER_ADDRESS; without it they guess,
-            # and fail when other Ray instances run on the same machine.
-            extra = {
-                "dashboard_host": "127.0.0.1",
-                "dashboard_port": port,
-                "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
-            }
-        ray_leftovers.clean()  # what a killed earlier driver left running
-        # address="local": a new instance, even when `ray start` ran on this machine
-        # (with no address, ray.init joins the newest such cluster it finds in /tmp/ray)
-        ray.init(
-            address="local",
-            num_cpus=num_cpus,
-            object_store_memory=object_store_memory,
-            include_dashboard=dashboard,
-            **extra,
-        )
-        ray_leftovers.record()
-        _after_init()
-        return _describe("local")
+        return _start_local(num_cpus, object_store_memory, dashboard)
     if target != "auto":
         host, port = parse_address(target)
         probe_tcp(host, port, timeout_s)
@@ -222,6 +199,35 @@ def connect(
         raise ClusterUnavailable(_init_failure(target, exc)) from None
     _after_init()
     return _describe(target)
+
+
+def _start_local(num_cpus: int, object_store_memory: int, dashboard: bool) -> ClusterInfo:
+    """Start the embedded local Ray (``connect`` without an address) and describe it."""
+    import ray
+
+    extra = {}
+    if dashboard:
+        port = _free_port()
+        # Actors find the State API from RAY_API_SERVER_ADDRESS; without it they guess,
+        # and fail when other Ray instances run on the same machine.
+        extra = {
+            "dashboard_host": "127.0.0.1",
+            "dashboard_port": port,
+            "runtime_env": {"env_vars": {"RAY_API_SERVER_ADDRESS": f"http://127.0.0.1:{port}"}},
+        }
+    ray_leftovers.clean()  # what a killed earlier driver left running
+    # address="local": a new instance, even when `ray start` ran on this machine
+    # (with no address, ray.init joins the newest such cluster it finds in /tmp/ray)
+    ray.init(
+        address="local",
+        num_cpus=num_cpus,
+        object_store_memory=object_store_memory,
+        include_dashboard=dashboard,
+        **extra,
+    )
+    ray_leftovers.record()
+    _after_init()
+    return _describe("local")
 
 
 def check_mlflow(uri: str | None = None, timeout_s: float = 5.0) -> None:

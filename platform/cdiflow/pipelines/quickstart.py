@@ -196,9 +196,6 @@ def run_quickstart(
     """
     import ray
 
-    from cdiflow.phasing.shrinkwrap import ShrinkWrap
-    from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-    from cdiflow.pipelines.scan_steps import ReconstructConfig
     from cdiflow.pipelines.tracking import configure
 
     config = config or QuickstartConfig()
@@ -213,56 +210,11 @@ def run_quickstart(
     seconds: dict[str, float] = {}
     started = not ray.is_initialized()
     if started:
-        from cdiflow.pipelines.cluster import connect
-
-        kwargs = ray_init_kwargs(address)
-        if kwargs["address"] == "local":  # ray.init(**kwargs), through connect (quiet_ray)
-            connect(
-                "local",
-                num_cpus=kwargs["num_cpus"],
-                object_store_memory=kwargs["object_store_memory"],
-                dashboard=kwargs["include_dashboard"],
-            )
-        else:
-            connect(kwargs["address"])  # probes the address first
+        _start_ray(address)
     try:
+        version, trained = _model(config, workspace, uri, say, seconds)
         t = time.perf_counter()
-        version = _champion(uri)  # in a new workspace: the shipped model
-        trained = _trained_here(uri) is None
-        if trained:
-            say("[1/5] generating a small synthetic data set ...")
-            _generate(config, workspace / "data")
-            seconds["generate"] = time.perf_counter() - t
-            say(f"[2/5] training a small CNN ({config.epochs} epochs) ...")
-            t = time.perf_counter()
-            mine = _train(config, workspace / "data", workspace)
-            seconds["train+register"] = time.perf_counter() - t
-            version = _champion(uri)
-            verdict = "champion" if mine == version else f"champion stays version {version}"
-            say(f"[3/5] registered cdiflow-cnn version {mine} ({verdict})")
-        else:
-            say(f"[1-3/5] the workspace registry has a champion (version {version}): reusing it")
-        t = time.perf_counter()
-        synthetic = _synthetic_beamtime(config, workspace / "beamtimes")
-        recon = ReconstructConfig(
-            schedule=config.schedule, shrinkwrap=ShrinkWrap(start=config.shrinkwrap_start)
-        )
-        results = {}
-        for folder in [synthetic, *[Path(b).resolve() for b in beamtimes]]:
-            name = safe_name(folder.name)
-            say(f"[4/5] reconstructing {folder} ...")
-            out = workspace / "reports" / name
-            outcome = reconstruct_beamtime(
-                [folder], out, model=version, workspace=workspace, config=recon, progress=say
-            )
-            results[name] = {
-                "source": str(folder),
-                "report": str(outcome.report),
-                "ok": len(outcome.ok),
-                "failed": len(outcome.failed),
-                "seconds": round(outcome.seconds, 1),
-                "refined_chi2": [r["refined_chi2"] for r in outcome.ok],
-            }
+        results = _reconstruct_all(config, workspace, beamtimes, version, say)
         seconds["reconstruct"] = time.perf_counter() - t
     finally:
         if started:
@@ -270,6 +222,72 @@ def run_quickstart(
     report = _write_index(workspace, version, trained, results, seconds)
     say(f"[5/5] report: {report}")
     return QuickstartOutcome(workspace, report, version, trained, results, seconds)
+
+
+def _start_ray(address: str | None) -> None:
+    """``ray.init(**ray_init_kwargs(address))``, through ``cluster.connect`` (quiet_ray)."""
+    from cdiflow.pipelines.cluster import connect
+
+    kwargs = ray_init_kwargs(address)
+    if kwargs["address"] == "local":
+        connect(
+            "local",
+            num_cpus=kwargs["num_cpus"],
+            object_store_memory=kwargs["object_store_memory"],
+            dashboard=kwargs["include_dashboard"],
+        )
+    else:
+        connect(kwargs["address"])  # probes the address first
+
+
+def _model(config, workspace: Path, uri: str, say, seconds: dict) -> tuple[str, bool]:
+    """(champion version, whether it was trained now): steps 1-3, timed into ``seconds``."""
+    t = time.perf_counter()
+    version = _champion(uri)  # in a new workspace: the shipped model
+    trained = _trained_here(uri) is None
+    if not trained:
+        say(f"[1-3/5] the workspace registry has a champion (version {version}): reusing it")
+        return version, trained
+    say("[1/5] generating a small synthetic data set ...")
+    _generate(config, workspace / "data")
+    seconds["generate"] = time.perf_counter() - t
+    say(f"[2/5] training a small CNN ({config.epochs} epochs) ...")
+    t = time.perf_counter()
+    mine = _train(config, workspace / "data", workspace)
+    seconds["train+register"] = time.perf_counter() - t
+    version = _champion(uri)
+    verdict = "champion" if mine == version else f"champion stays version {version}"
+    say(f"[3/5] registered cdiflow-cnn version {mine} ({verdict})")
+    return version, trained
+
+
+def _reconstruct_all(config, workspace: Path, beamtimes, version: str, say) -> dict:
+    """Step 4: the synthetic beamtime and every ``beamtimes`` folder; a summary per folder."""
+    from cdiflow.phasing.shrinkwrap import ShrinkWrap
+    from cdiflow.pipelines.reconstruct import reconstruct_beamtime
+    from cdiflow.pipelines.scan_steps import ReconstructConfig
+
+    synthetic = _synthetic_beamtime(config, workspace / "beamtimes")
+    recon = ReconstructConfig(
+        schedule=config.schedule, shrinkwrap=ShrinkWrap(start=config.shrinkwrap_start)
+    )
+    results = {}
+    for folder in [synthetic, *[Path(b).resolve() for b in beamtimes]]:
+        name = safe_name(folder.name)
+        say(f"[4/5] reconstructing {folder} ...")
+        out = workspace / "reports" / name
+        outcome = reconstruct_beamtime(
+            [folder], out, model=version, workspace=workspace, config=recon, progress=say
+        )
+        results[name] = {
+            "source": str(folder),
+            "report": str(outcome.report),
+            "ok": len(outcome.ok),
+            "failed": len(outcome.failed),
+            "seconds": round(outcome.seconds, 1),
+            "refined_chi2": [r["refined_chi2"] for r in outcome.ok],
+        }
+    return results
 
 
 def _write_index(workspace: Path, version: str, trained: bool, results: dict, seconds) -> Path:
