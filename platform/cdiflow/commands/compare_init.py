@@ -112,8 +112,7 @@ def run_single(args) -> int:
 
     from cdiflow.errors import InputError
     from cdiflow.phasing.compare import compare_starts
-    from cdiflow.phasing.nns import ReferenceSet, read_patterns
-    from cdiflow.phasing.schedule import PAPER_SCHEDULE, parse
+    from cdiflow.phasing.nns import read_patterns
     from cdiflow.reports.phasing import plot_chi2_curves, plot_evolution_panel
 
     if args.repeats < 1:
@@ -124,25 +123,12 @@ def run_single(args) -> int:
     m, amp, ph = modulus[args.index], amplitude[args.index], phase[args.index]
     predict = load_predictor(args)
     predicted = predict(m) if predict is not None else None
-    nearest = None
-    if args.train:
-        match = ReferenceSet.from_parquet(args.train).search(m[None])
-        nearest = (match.amplitude[0], match.phase[0])
-    schedule = parse(args.schedule) if args.schedule else PAPER_SCHEDULE
+    match = _nearest(args, m[None])
+    nearest = None if match is None else (match[0][0], match[1][0])
+    schedule = _schedule(args)
     n = len(schedule)
-    runs = compare_starts(
-        m,
-        amp,
-        ph,
-        predicted=predicted,
-        nearest=nearest,
-        repeats=args.repeats,
-        rng=args.seed,
-        schedule=schedule,
-        threshold=args.threshold,
-        device=args.device,
-        snapshots=(n // 30, n // 6, n),
-    )
+    common = _start_settings(args, predicted, nearest, schedule)
+    runs = compare_starts(m, amp, ph, rng=args.seed, snapshots=(n // 30, n // 6, n), **common)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     table = [r.summary() for r in runs.values()]
@@ -180,7 +166,7 @@ def _print_table(table: list[dict]) -> None:
 def _batch_inputs(args):
     """Test patterns, CNN predictions and NNS matches of the first ``--patterns``."""
     from cdiflow.errors import InputError
-    from cdiflow.phasing.nns import ReferenceSet, read_patterns
+    from cdiflow.phasing.nns import read_patterns
 
     for flag, value in (("--patterns", args.patterns), ("--repeats", args.repeats)):
         if value < 1:
@@ -198,11 +184,36 @@ def _batch_inputs(args):
         from cdiflow.pipelines.evaluate import load_predictions
 
         predicted = load_predictions(args.model, args.workspace, modulus)
-    nearest = None
-    if args.train:
-        match = ReferenceSet.from_parquet(args.train).search(modulus)
-        nearest = (match.amplitude, match.phase)
-    return (modulus, amplitude, phase), predicted, nearest
+    return (modulus, amplitude, phase), predicted, _nearest(args, modulus)
+
+
+def _nearest(args, modulus):
+    """(amplitudes, phases) of each pattern's nearest ``--train`` neighbour, or None."""
+    from cdiflow.phasing.nns import ReferenceSet
+
+    if not args.train:
+        return None
+    match = ReferenceSet.from_parquet(args.train).search(modulus)
+    return match.amplitude, match.phase
+
+
+def _schedule(args):
+    """``--schedule`` parsed, or the paper's schedule."""
+    from cdiflow.phasing.schedule import PAPER_SCHEDULE, parse
+
+    return parse(args.schedule) if args.schedule else PAPER_SCHEDULE
+
+
+def _start_settings(args, predicted, nearest, schedule) -> dict:
+    """What both forms pass to their comparison: the starts and how each is refined."""
+    return {
+        "predicted": predicted,
+        "nearest": nearest,
+        "repeats": args.repeats,
+        "schedule": schedule,
+        "threshold": args.threshold,
+        "device": args.device,
+    }
 
 
 def _settings(args, schedule, shrinkwrap) -> dict:
@@ -251,25 +262,19 @@ def run_patterns(args) -> int:
     from cdiflow.phasing.compare_batch import compare_patterns
     from cdiflow.phasing.compare_summary import comparison_arrays, comparison_json
     from cdiflow.phasing.refine import PAPER_SHRINKWRAP
-    from cdiflow.phasing.schedule import PAPER_SCHEDULE, parse
 
     (modulus, amplitude, phase), predicted, nearest = _batch_inputs(args)
     indices = np.arange(len(modulus))
-    schedule = parse(args.schedule) if args.schedule else PAPER_SCHEDULE
+    schedule = _schedule(args)
     runs = compare_patterns(
         modulus,
         amplitude,
         phase,
-        predicted=predicted,
-        nearest=nearest,
-        repeats=args.repeats,
         seed=args.seed,
-        schedule=schedule,
         shrinkwrap=PAPER_SHRINKWRAP,
-        threshold=args.threshold,
         batch_size=args.batch_size,
         indices=indices,
-        device=args.device,
+        **_start_settings(args, predicted, nearest, schedule),
     )
     result = comparison_json(runs, indices)
     result["summary"].update(_settings(args, schedule, PAPER_SHRINKWRAP))

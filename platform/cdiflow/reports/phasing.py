@@ -34,6 +34,15 @@ def _pyplot():
     return plt
 
 
+def _save(plt, fig, path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` (120 dpi), close it; the path."""
+    fig.tight_layout()
+    path = Path(path)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def _band(curves: np.ndarray, band: str) -> tuple[np.ndarray, ...]:
     """(centre, low, high) per iteration over the runs: mean +- std, or median, 16-84%."""
     if band == "std":
@@ -71,11 +80,7 @@ def plot_chi2_curves(runs: dict, path, title: str = "", band: str = "std") -> Pa
     ax.set_ylabel(r"$\chi^2$")
     ax.set_title(title or r"$\chi^2$ against iteration (Fig. 5f)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def unwrapped_phase(obj: np.ndarray, threshold: float = 0.1) -> np.ma.MaskedArray:
@@ -115,11 +120,7 @@ def plot_evolution_panel(runs: dict, path, title: str = "") -> Path:
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle(title or "Reconstructions against iteration (Fig. 6)", fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_chi2_histogram(values: dict, path, title: str = "") -> Path:
@@ -137,19 +138,7 @@ def plot_chi2_histogram(values: dict, path, title: str = "") -> Path:
     ax.set_ylabel("patterns")
     ax.set_title(title or r"$\chi^2$ per test pattern")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
-
-
-def _save(plt, fig, path) -> Path:
-    fig.tight_layout()
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(plt, fig, path)
 
 
 def plot_final_chi2_distributions(values: dict, path, title: str = "") -> Path:
