@@ -24,7 +24,6 @@ import argparse
 import dataclasses
 import datetime
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -38,14 +37,15 @@ sys.path.insert(0, str(ROOT / "platform"))
 
 from cdiflow import pretrained  # noqa: E402
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
-from cdiflow.metrics import aligned_errors  # noqa: E402
 from cdiflow.models import load_weights  # noqa: E402
 from cdiflow.models.reconstructor import CNNReconstructor  # noqa: E402
+from cdiflow.phasing.compare import image_errors  # noqa: E402
 from cdiflow.phasing.refine import refine  # noqa: E402
 from cdiflow.phasing.shrinkwrap import ShrinkWrap  # noqa: E402
 from cdiflow.phasing.starts import cnn_start, random_phase_rectangle  # noqa: E402
-from cdiflow.physics.farfield import PAPER, object_from_targets  # noqa: E402
+from cdiflow.physics.farfield import object_from_targets  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
+from cdiflow.pipelines.tracking import git_sha  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
 
 
@@ -83,9 +83,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def score(result, truth: torch.Tensor, random_chi2: np.ndarray | None) -> dict:
-    box = PAPER.crop(result.obj)
-    box = box / box.abs().amax((-2, -1), keepdim=True).clamp_min(1e-12)
-    errors = aligned_errors(box, truth)
+    errors = image_errors(result.obj, truth)
     chi2 = result.best_chi2.numpy()
     out = {
         "median_chi2": float(np.median(chi2)),
@@ -158,7 +156,7 @@ def main(argv=None) -> dict:
     result = {
         "script": "benchmarks/cnn_schedule.py",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": _git_sha(),
+        "git_sha": git_sha(ROOT),
         "machine": f"{os.cpu_count()} cores",
         "threads": torch.get_num_threads(),
         "load_before": load_before,
@@ -172,15 +170,6 @@ def main(argv=None) -> dict:
     }
     atomic_write_json(args.out, result)
     return result
-
-
-def _git_sha() -> str | None:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ import datetime
 import hashlib
 import os
 import platform as stdlib_platform
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -43,6 +42,7 @@ from cdiflow.phasing.nns import NNSReconstructor, ReferenceSet  # noqa: E402
 from cdiflow.physics.farfield import PAPER  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
 from cdiflow.pipelines.evaluate import ERROR_KINDS, gamma_fit, pattern_errors  # noqa: E402
+from cdiflow.pipelines.tracking import git_sha  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
 from cnn_inference import best_time, matmul_gflops  # noqa: E402
 
@@ -69,16 +69,10 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 def provenance(args, weights: Path) -> dict:
-    try:
-        sha = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        sha = None
     return {
         "script": "benchmarks/pretrained_eval.py",
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": sha,
+        "git_sha": git_sha(ROOT),
         "machine": f"{os.cpu_count()} cores, {stdlib_platform.machine()}",
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),

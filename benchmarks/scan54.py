@@ -194,14 +194,9 @@ def main(argv=None) -> int:
 
 
 def _git_sha() -> str | None:
-    import subprocess
+    from cdiflow.pipelines.tracking import git_sha
 
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
-        ).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    return git_sha(REPO)
 
 
 def _cat(starts):
