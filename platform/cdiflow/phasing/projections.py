@@ -45,14 +45,21 @@ def er_coefficients(support: torch.Tensor, beta=None, dtype=None):
 
 def hio_coefficients(support: torch.Tensor, beta, dtype=None):
     """HIO: ``a = 1 - S``, ``c = S - beta (1 - S)`` -- y inside, ``x - beta y`` outside."""
-    s = support.to(_real_dtype(beta, dtype))
-    return 1.0 - s, s - beta * (1.0 - s)
+    # one select per coefficient (same values as the affine formula, fewer passes)
+    real, support = _real_dtype(beta, dtype), support.bool()
+    return (~support).to(real), _select(support, 1.0, -beta, real)
 
 
 def raar_coefficients(support: torch.Tensor, beta, dtype=None):
     """RAAR (Luke): ``a = beta (1 - S)``, ``c = S + (1 - 2 beta)(1 - S)``."""
-    s = support.to(_real_dtype(beta, dtype))
-    return beta * (1.0 - s), s + (1.0 - 2.0 * beta) * (1.0 - s)
+    real, support = _real_dtype(beta, dtype), support.bool()
+    return _select(support, 0.0, beta, real), _select(support, 1.0, 1.0 - 2.0 * beta, real)
+
+
+def _select(support: torch.Tensor, inside: float, outside, dtype) -> torch.Tensor:
+    """``inside`` on the support, ``outside`` (a float or a broadcastable tensor) off it."""
+    outside = torch.as_tensor(outside, dtype=dtype, device=support.device)
+    return torch.where(support, torch.tensor(inside, dtype=dtype, device=support.device), outside)
 
 
 def _real_dtype(beta, dtype):
