@@ -13,9 +13,11 @@ Ray and torch are imported inside functions, so importing this module is free.
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Any
 
+from cdiflow.pipelines.tracking_store import RunLogger
 from cdiflow.pipelines.train_config import (
     SCORE_METRIC,
     STATE_FILE,
@@ -93,8 +95,6 @@ def _rank0_logger(loop_config: dict, rank: int):
     """The MLflow ``RunLogger`` on rank 0 of a tracked run; None elsewhere."""
     if rank != 0 or not loop_config.get("run_id"):
         return None
-    from cdiflow.pipelines.tracking_store import RunLogger
-
     return RunLogger(loop_config["tracking_uri"], loop_config["run_id"])
 
 
@@ -148,8 +148,6 @@ def _epoch_metrics(end) -> dict[str, Any]:
 
 def _epoch_reporter(job: TrainJobConfig, rank: int, bare, device, val_batches, logger):
     """The loop's ``on_epoch_end``: validate and checkpoint on rank 0, report on every rank."""
-    import tempfile
-
     import ray.train
 
     def on_epoch_end(end) -> None:
