@@ -86,7 +86,17 @@ class Config:
         return dataclasses.replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        # Nested configs give their own ``to_dict``, so a subclass that shapes its dict
+        # (``GeneratorConfig`` leaves out an unset ``variation``) is shaped inside others.
+        return {f.name: _field_value(getattr(self, f.name)) for f in dataclasses.fields(self)}
+
+
+def _field_value(value: Any) -> Any:
+    if isinstance(value, Config):
+        return value.to_dict()
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return _plain(dataclasses.asdict(value))
+    return _plain(value)
 
 
 def _plain(value: Any) -> Any:

@@ -37,9 +37,7 @@ class ShardInfo:
 
 def shard_schema(generator: GeneratorConfig, identity: dict[str, Any] | None = None) -> pa.Schema:
     """The Arrow schema of a shard for ``generator``; ``identity`` goes into its metadata."""
-    return sized_schema(
-        generator.pattern_size, generator.object_size, generator.detector.has_mask, identity
-    )
+    return sized_schema(generator.pattern_size, generator.object_size, generator.has_mask, identity)
 
 
 def sized_schema(
@@ -86,7 +84,8 @@ def batch_table(batch: SampleBatch, seed: int, schema: pa.Schema) -> pa.Table:
     if "mask" in schema.names:
         if batch.mask is None:
             raise ValueError("the schema has a mask column but the batch has no mask")
-        masks = np.broadcast_to(batch.mask.astype(np.uint8), (rows, *batch.mask.shape))
+        p = batch.modulus.shape[-1]  # one mask for all rows (P, P), or one per row
+        masks = np.broadcast_to(batch.mask.astype(np.uint8), (rows, p, p))
         columns["mask"] = pa.FixedShapeTensorArray.from_numpy_ndarray(np.ascontiguousarray(masks))
     for name in PARAMETER_NAMES:
         columns[name] = pa.array(np.asarray(batch.parameters[name], dtype=np.float64))

@@ -116,6 +116,11 @@ class GeneratorConfig(Config):
         )
 
     @property
+    def has_mask(self) -> bool:
+        """True when samples carry a mask (a beamstop or gaps; always in the realistic preset)."""
+        return self.variation is not None or self.detector.has_mask
+
+    @property
     def widest_edge(self) -> float:
         """The largest edge smoothing any sample gets (voxels)."""
         if self.variation is None:

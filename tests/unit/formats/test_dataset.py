@@ -377,3 +377,13 @@ def test_locked_folder_clears_temps_and_refuses_a_second_run(tmp_path):
         assert inspect_folder(root, CONFIG) == {}  # the lock file is ours
         finish_folder(root)
     assert not (root / LOCK_NAME).exists()
+
+
+def test_a_realistic_shard_keeps_one_mask_per_row(tmp_path):
+    generator = GeneratorConfig.realistic()
+    batch = generate_samples(generator, 0, [3, 4, 5])
+    path = tmp_path / "shard-00000.parquet"
+    write_shard(path, batch, 0, generator, {"format": "cdiflow-dataset", "schema_version": 1})
+    arrays = read_shard(path, generator)
+    np.testing.assert_array_equal(arrays["mask"], batch.mask.astype(np.uint8))
+    assert len({m.tobytes() for m in arrays["mask"]}) > 1  # the rows' masks differ
