@@ -3,7 +3,9 @@
 Forms accepted by ``open_scan(source)``:
 
 - ``file.h5:/entry/data/data`` (also ``.hdf5``, ``.nxs``, ``.cxi``): one dataset, 2D or
-  3D. Without ``:/path``: a CXI file's ``/entry_1/data_1/data``; else the NeXus default
+  3D; a bad-pixel mask in the file (CXI ``mask``, NeXus ``pixel_mask``, nonzero = bad)
+  becomes the scan's ``bad_pixels`` (``metadata["mask_source"]`` says where it was).
+  Without ``:/path``: a CXI file's ``/entry_1/data_1/data``; else the NeXus default
   (``@default`` of the root and entry, then the NXdata ``@signal``); else the one 2D/3D
   numeric dataset of the file.
 - ``file.tif`` / ``file.tiff``: one page (2D) or a multi-page stack (3D).
@@ -24,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
+from cdiflow.formats.masks import check_mask_shape, mask_in_hdf5
 from cdiflow.formats.scan import (
     NotAScan,
     Scan,
@@ -71,8 +74,9 @@ def open_scan(source: str | Path, max_bytes: int | None = None) -> Scan:
     if not path.exists():
         raise ScanReadError(path, "file not found", kind="not_found")
     suffix = path.suffix.lower()
+    file_mask, mask_where = None, ""
     if suffix in HDF5_SUFFIXES:
-        data, where = read_hdf5_dataset(path, key, max_bytes)
+        data, where, file_mask, mask_where = read_hdf5_dataset(path, key, max_bytes)
     elif suffix in TIFF_SUFFIXES:
         data, where = read_tiff_stack(path, max_bytes=max_bytes), str(path)
     elif suffix == ".npy":
@@ -82,13 +86,18 @@ def open_scan(source: str | Path, max_bytes: int | None = None) -> Scan:
     else:
         raise NotAScan(path, f"unknown scan file type {suffix!r}")
     frames = check_frames_array(data, where)
+    metadata = {"layout": suffix.lstrip("."), "source": where}
+    bad = np.zeros(frames.shape[1:], dtype=bool)
+    if file_mask is not None:
+        check_mask_shape(file_mask, frames.shape[1:], f"{path}:{mask_where}")
+        bad, metadata["mask_source"] = file_mask, mask_where
     return Scan(
         name=path.stem,
         source=where,
         frames=frames.astype(np.float32, copy=False),
         raw=frames if frames.dtype != np.float32 else None,
-        bad_pixels=np.zeros(frames.shape[1:], dtype=bool),
-        metadata={"layout": suffix.lstrip("."), "source": where},
+        bad_pixels=bad,
+        metadata=metadata,
     )
 
 
@@ -171,14 +180,16 @@ def _nexus_default(h5) -> str | None:
 
 
 def _only_dataset(h5) -> str | None:
-    """The path of the single 2D/3D numeric dataset in the file, if exactly one."""
+    """The path of the single 2D/3D numeric dataset in the file, if exactly one (datasets
+    named ``mask`` or ``pixel_mask`` are masks, not data)."""
     import h5py
 
     found: list[str] = []
 
     def visit(name, obj):
         if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uif":
-            found.append("/" + name)
+            if name.rsplit("/", 1)[-1] not in ("mask", "pixel_mask"):  # masks are not data
+                found.append("/" + name)
 
     h5.visititems(visit)
     return found[0] if len(found) == 1 else None
@@ -186,11 +197,17 @@ def _only_dataset(h5) -> str | None:
 
 def read_hdf5_dataset(
     path: Path, key: str | None, max_bytes: int | None = None
-) -> tuple[np.ndarray, str]:
-    """Read one dataset of an HDF5 / NeXus / CXI file (see the module docstring).
+) -> tuple[np.ndarray, str, np.ndarray | None, str]:
+    """Read one dataset of an HDF5 / NeXus / CXI file (see the module docstring), and
+    the file's bad-pixel mask if it holds one (``cdiflow.formats.masks.mask_in_hdf5``:
+    CXI ``mask``, NeXus ``pixel_mask``; nonzero = bad).
 
     A dataset larger than ``max_bytes`` (from its shape and dtype) raises
     ``SourceTooLarge`` without being read.
+
+    Returns
+    -------
+    (data, "file:/dataset", mask (H, W) bool or None, the mask's path in the file or "").
     """
     import h5py
 
@@ -214,7 +231,8 @@ def read_hdf5_dataset(
             if not isinstance(node, h5py.Dataset):
                 raise ScanReadError(where, "is a group, not a dataset", kind="bad_key")
             check_source_size(declared_nbytes(node.shape, node.dtype), max_bytes, where)
-            return node[()], where
+            mask, mask_where = mask_in_hdf5(h5)
+            return node[()], where, mask, mask_where
     except ScanReadError:
         raise
     except Exception as exc:  # OSError for non-HDF5 / truncated files, KeyError, ...

@@ -26,7 +26,7 @@ def test_config_is_typed_and_validated():
     with pytest.raises(ConfigError, match="unknown key"):
         PreprocessConfig.from_dict({"cropp": 128})
     with pytest.raises(ConfigError, match="multiple of bin"):
-        PreprocessConfig(crop=127)
+        PreprocessConfig(crop=127, bin=2)
     with pytest.raises(ConfigError, match="centre"):
         PreprocessConfig(centre="middle")
 
@@ -172,17 +172,22 @@ def test_empty_and_non_finite_frames_fail():
     with pytest.raises(ScanDataError, match="NaN"):
         preprocess(_scan(stack), PreprocessConfig(crop=64))
     with pytest.raises(ScanDataError, match="cannot give a 128 crop"):
-        preprocess(_scan(np.ones((3, 16, 16))))
+        preprocess(_scan(np.ones((3, 16, 16))), PreprocessConfig(crop=128, bin=2))
+    with pytest.raises(ScanDataError, match="cannot give a 64-pixel pattern"):
+        preprocess(_scan(np.ones((3, 12, 12))))  # automatic window: under a quarter of 64
 
 
 def test_centre_of_mass_option_moves_to_the_intensity_centre():
     stack = _gaussian_stack()
     stack[2, 62:65, 73:76] += 3000.0  # a bright speckle beside the blob's centre
     stack[2, 63, 74] += 5000.0
-    by_max = preprocess(_scan(stack), PreprocessConfig(crop=64))
+    by_max = preprocess(_scan(stack), PreprocessConfig(crop=64, centre="max"))
     by_com = preprocess(_scan(stack), PreprocessConfig(crop=64, centre="com"))
     assert by_max.parameters["centre"] == [63, 74]
     assert by_com.parameters["centre"] == [60, 70]
+    # the default, the centre of symmetry, is not pulled onto the speckle either
+    by_symmetry = preprocess(_scan(stack), PreprocessConfig(crop=64))
+    assert np.allclose(by_symmetry.parameters["centre"], [60, 70], atol=0.5)
 
 
 def test_synthetic_central_frame_is_the_generator_pattern(weak_config):

@@ -64,7 +64,12 @@ def test_preprocessing_finds_frame_99_and_the_peak(real_scan):
     assert p["frame_index"] == 99
     # raw maximum at (126, 127); after the flat field the brightest pixel is one over
     assert abs(p["peak"][0] - 126) <= 1 and abs(p["peak"][1] - 127) <= 1
-    assert all(1.6 <= o <= 3.0 for o in p["oversampling"])
+    # The window follows the measured oversampling: native about 3.8 x 2.9, so the
+    # 64 x 64 CNN pattern is cut at bin 1 (the old fixed crop 128 / bin 2 left x at
+    # 1.97, under-sampled, its autocorrelation wrapping).
+    assert p["bin"] == 1 and p["crop"] == 64 and p["padded_pixels"] == 0
+    assert all(2.3 <= o <= 4.5 for o in p["oversampling"])
+    assert abs(p["centre"][0] - 126.8) < 1 and abs(p["centre"][1] - 127.7) < 1
     assert result.modulus.shape == (64, 64) and result.modulus.max() == pytest.approx(1.0)
     assert p["masked"]["saturated"] == 0 and p["masked"]["hot"] == 0
     assert result.mask.mean() > 0.99
