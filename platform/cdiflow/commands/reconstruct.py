@@ -16,16 +16,27 @@ from cdiflow.commands.common import (
 DESCRIPTION = """\
 Reconstruct the scans of a beamtime: read each scan (APS 34-ID-C SPEC + TIFF with dark
 and flat-field correction; or a folder of HDF5/NeXus/CXI, TIFF, NPY/NPZ files; or one
-such file, 'file.h5:/entry/data'), preprocess it to a 64x64 modulus, predict amplitude
-and phase with the CNN (an actor pool; GPU when the cluster has one), refine with
-iterative phasing from --starts starts per scan (default 4: the CNN phase + support and
-3 random phases inside the CNN support, the paper's 600 ER/HIO iterations with
-shrink-wrap; the run of least chi2 is kept), and write per scan:
+such file, 'file.h5:/entry/data'), preprocess it, predict amplitude and phase with the
+CNN (an actor pool; GPU when the cluster has one), refine with iterative phasing from
+--starts starts per scan (default 4: the CNN phase + support and 3 random phases inside
+the CNN support, the paper's 600 ER/HIO iterations with shrink-wrap; the run of least
+chi2 is kept), and write per scan:
 
   OUT/scans/<scan>.h5      amplitude, phase, unwrapped phase, support, chi2 curve,
                            preprocessing parameters, model and config (provenance)
   OUT/previews/<scan>.png  preview image
 and for the beamtime OUT/summary.parquet, OUT/summary.csv, OUT/report.html.
+
+Preprocessing: the centre is the pattern's centre of symmetry (sub-pixel); the CNN's
+64x64 pattern is binned by the largest factor that keeps it oversampled >= 2x per axis
+(measured from the autocorrelation) with its window inside the frame, so a 64x64 frame
+is used as it is. Unmeasured, not zero: the file's mask (CXI 'mask', NeXus
+'pixel_mask'), --mask, calibration-bad, dead, hot and saturated pixels, the connected
+zero-count region at the centre (a beamstop) and rows/columns without counts (detector
+gaps). Refinement runs at --refine-size: 64 (default) refines the CNN's pattern;
+128/256/512 cut that many pixels by the same rule; native uses the detector pixels,
+the largest window the frame holds. Above 64 the CNN's guess is upsampled with its
+support; --start autocorrelation starts blind from the autocorrelation support.
 
 Every finished scan gets a verdict: 'ok', or 'suspect: <reason>' when the support
 fills the upper bound, the starts disagree, chi2 did not converge or the pattern has
@@ -44,6 +55,7 @@ examples:
   cdiflow reconstruct ../shared/data/aps-34idc-scan54 --out results/scan54
   cdiflow reconstruct /data/beamtime --scans 54,60-80 --out results/bt --model 3
   cdiflow reconstruct /data/beamtime --out results/bt --model my-weights.pt --address auto
+  cdiflow reconstruct frames/ --out results/fcdi --refine-size native --mask mask.npy
 
 Exit codes: 0 the job ran (failed scans are listed in the table), 2 bad input
 (unknown model, missing beamtime, bad --scans or --schedule, unusable --out, a Ray
@@ -73,8 +85,23 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--start",
-        choices=("cnn", "random-cnn-support", "random-rectangle"),
-        help="refinement start (default cnn: CNN phase + support)",
+        choices=("cnn", "random-cnn-support", "random-rectangle", "autocorrelation"),
+        help="refinement start (default cnn: CNN phase + support; autocorrelation: blind, "
+        "random phase inside the pattern's autocorrelation support halved)",
+    )
+    parser.add_argument(
+        "--refine-size",
+        choices=("64", "128", "256", "512", "native"),
+        help="pixels per axis of the refined pattern (default 64: the CNN's pattern; "
+        "native: bin 1, the largest window around the centre); the upper bound scales "
+        "with it, scans of one size are refined together",
+    )
+    parser.add_argument(
+        "--mask",
+        metavar="FILE",
+        help="bad-pixel mask for every scan, NPY, TIFF or HDF5 (FILE.h5:/path, or the "
+        "file's CXI 'mask' / NeXus 'pixel_mask'); nonzero = bad (CXI convention), of "
+        "the frames' shape; added to the scan file's own mask",
     )
     parser.add_argument(
         "--starts",
@@ -112,8 +139,31 @@ def load_config(args: argparse.Namespace):
         "starts": args.starts,
         "seed": args.seed,
         "max_source_mib": args.max_source_mib,
+        "preprocess.refine_size": getattr(args, "refine_size", None),
+        "preprocess.mask_file": _mask_source(getattr(args, "mask", None)),
     }
     return ReconstructConfig.from_yaml(args.config, overrides)
+
+
+def _mask_source(mask: str | None) -> str | None:
+    """``--mask`` as an absolute source (workers may run elsewhere), checked readable.
+
+    Raises ``InputError`` (one line, exit 2) for a missing or unreadable mask file.
+    """
+    if not mask:
+        return None
+    from cdiflow.errors import InputError
+    from cdiflow.formats.generic import split_source
+    from cdiflow.formats.masks import read_mask_file
+    from cdiflow.formats.scan import ScanError
+
+    path, key = split_source(mask)
+    source = str(path.expanduser().resolve()) + (f":{key}" if key else "")
+    try:
+        read_mask_file(source)
+    except ScanError as exc:
+        raise InputError(str(exc)) from None
+    return source
 
 
 def check_sources(sources: list[str]) -> None:

@@ -157,3 +157,84 @@ def _scans(config, particle_seed, dark, white, rng) -> Iterator[SimulatedScan]:
         intensity = rocking_intensity(config, particle_seed, index)
         frames, peak = simulate_scan(config, intensity, dark, white, rng)
         yield SimulatedScan(frames, peak, config.frames // 2, particle_seed, index)
+
+
+@dataclasses.dataclass(frozen=True)
+class ForwardCDIConfig(Config):
+    """A single forward-CDI frame: an object with fine structure, a beamstop, gaps.
+
+    The object: an elliptical disc (semi-axes ``radius`` and 0.8 ``radius`` pixels)
+    whose amplitude is striped (``stripe_low`` .. 1, period ``stripe_period`` pixels:
+    structure a 4x coarser pixel cannot hold), edges smoothed by a Gaussian of
+    ``edge_sigma``, with a smooth phase bump of ``phase`` rad and a small ramp. The
+    frame is |F|^2 of it in ``frame_size`` pixels, scaled to ``peak_counts`` at the
+    maximum (Poisson counts when ``poisson``), with the pixels within
+    ``beamstop_radius`` of the centre and two detector gaps (``gap_rows``,
+    ``gap_cols``) set to zero counts, as the detector leaves them.
+    """
+
+    frame_size: int = 256
+    object_size: int = 96
+    radius: float = 38.0
+    stripe_period: float = 7.0
+    stripe_low: float = 0.3
+    edge_sigma: float = 0.7
+    phase: float = 1.2
+    peak_counts: float = 1.0e8
+    poisson: bool = False
+    beamstop_radius: float = 1.5
+    gap_rows: tuple[int, int] = (150, 153)
+    gap_cols: tuple[int, int] = (100, 102)
+
+    def validate(self) -> None:
+        require(self.object_size * 2 <= self.frame_size, "the object must fit half the frame")
+        require(0 < self.radius < self.object_size / 2, "radius must fit the object box")
+        require(self.peak_counts > 0 and self.beamstop_radius >= 0, "bad counts or beamstop")
+
+
+def forward_cdi_object(config: ForwardCDIConfig) -> np.ndarray:
+    """(object_size, object_size) complex128, centred: the object of ``ForwardCDIConfig``."""
+    from scipy.ndimage import gaussian_filter
+
+    n = config.object_size
+    yy, xx = np.mgrid[0:n, 0:n] - n // 2
+    r = config.radius
+    amp = ((yy / r) ** 2 + (xx / (0.8 * r)) ** 2 <= 1).astype(float)
+    stripes = np.sin(2 * np.pi * (xx + 0.5 * yy) / config.stripe_period) > 0
+    amp = gaussian_filter(
+        amp * (config.stripe_low + (1 - config.stripe_low) * stripes), config.edge_sigma
+    )
+    phase = config.phase * np.exp(-((yy - 10) ** 2 + (xx + 8) ** 2) / 600.0) + 0.01 * xx
+    return amp * np.exp(1j * phase)
+
+
+def forward_cdi_frame(
+    config: ForwardCDIConfig, rng: np.random.Generator | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A forward-CDI frame, its truth and where the detector saw nothing.
+
+    Returns
+    -------
+    frame : (S, S) float32 counts, centred (k = 0 at S // 2); zero in the beamstop and
+        the gaps.
+    truth : (object_size, object_size) complex128 object (``forward_cdi_object``).
+    blind : (S, S) bool, True in the beamstop and the gaps.
+    """
+    import torch
+
+    from cdiflow.physics.fft import centred_fft2, pad_centre
+
+    truth = forward_cdi_object(config)
+    s = config.frame_size
+    field = pad_centre(torch.from_numpy(truth), s)
+    intensity = (centred_fft2(field).abs() ** 2).numpy()
+    intensity *= config.peak_counts / intensity.max()
+    if config.poisson:
+        if rng is None:
+            raise ValueError("poisson counts need an rng")
+        intensity = rng.poisson(intensity).astype(np.float64)
+    yy, xx = np.mgrid[0:s, 0:s] - s // 2
+    blind = yy**2 + xx**2 <= config.beamstop_radius**2
+    blind[slice(*config.gap_rows), :] = True
+    blind[:, slice(*config.gap_cols)] = True
+    return np.where(blind, 0.0, intensity).astype(np.float32), truth, blind

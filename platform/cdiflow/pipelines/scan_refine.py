@@ -1,9 +1,13 @@
-"""Refinement stage of a beamtime reconstruction: S starts per scan, one batched call.
+"""Refinement stage of a beamtime reconstruction: S starts per scan, batched by size.
 
-Every ok scan of a batch is refined from ``config.starts`` starts: the configured start
-(the CNN's by default) and ``starts - 1`` random phases inside the CNN support. All the
-runs of the batch go through ONE ``cdiflow.phasing.refine.refine`` call (each pattern
-with its own upper bound); per scan the run of least chi^2 is the answer and the runs
+Every ok scan of a batch is refined from ``config.starts`` starts at the size of its
+refinement pattern (``PreprocessConfig.refine_size``: 64 x 64, the CNN's pattern, by
+default; 128 / 256 / 512 / native on request): the configured start (the CNN's guess,
+upsampled to the refinement pixels with its support; or blind, from the pattern's
+autocorrelation support) and ``starts - 1`` random phases inside that support. Scans of
+one size are refined together, in calls of at most ``config.refine_pixels`` pattern
+pixels (``cdiflow.phasing.refine.refine``, each pattern with its own upper bound, which
+scales with the size); per scan the run of least chi^2 is the answer and the runs
 together give the verdict columns (``cdiflow.pipelines.scan_verdict``).
 """
 
@@ -22,6 +26,8 @@ from cdiflow.pipelines.scan_rows import (
     ReconstructConfig,
     fail_in_batch,
     ok_mask,
+    result_size,
+    set_cell,
     writable,
 )
 
@@ -32,11 +38,19 @@ def start_seed(seed: int, key: str) -> int:
     return int.from_bytes(digest[:7], "little")
 
 
-def make_starts(config: ReconstructConfig, amp: np.ndarray, target: np.ndarray, keys):
+def make_starts(config: ReconstructConfig, amp, target, keys, patterns=None, scales=None):
     """``config.starts`` starts per scan for a batch (B, N, N) of CNN outputs.
 
+    Parameters
+    ----------
+    amp, target : (B, N, N) CNN amplitude and phase target.
+    keys : the scans' keys (seeds of their random starts).
+    patterns : optional list of B (modulus (R, R), mask (R, R)) refinement patterns, all
+        of one size R (default: 64 x 64 starts, no pattern needed unless blind).
+    scales : optional (B,) refinement pixels per CNN pixel (1 at 64 x 64).
+
     Returns a ``Start`` of B x S patterns, scan-major (runs ``i*S .. i*S + S - 1`` are
-    scan i's): run 0 is the configured ``start``, runs 1.. random phase inside the CNN
+    scan i's): run 0 is the configured ``start``, runs 1.. random phase inside its
     support. Scan i draws all its random numbers, in that order, from one
     ``torch.Generator`` seeded with ``start_seed(config.seed, key_i)``, so its starts
     do not depend on the batch it is in (and with ``starts=1`` they are what one start
@@ -44,82 +58,184 @@ def make_starts(config: ReconstructConfig, amp: np.ndarray, target: np.ndarray, 
     """
     import torch
 
-    from cdiflow.phasing.starts import Start, random_phase_cnn_support
+    from cdiflow.phasing.starts import Start
 
+    size = PATTERN_SIZE if patterns is None else int(np.shape(patterns[0][0])[-1])
     objects, supports = [], []
     for i, key in enumerate(keys):
         rng = torch.Generator().manual_seed(start_seed(config.seed, str(key)))
-        parts = [_first_start(config, amp[i : i + 1], target[i : i + 1], rng)]
-        if config.starts > 1:
-            extra = np.repeat(amp[i : i + 1], config.starts - 1, axis=0)
-            parts.append(random_phase_cnn_support(extra, rng, config.support_threshold))
-        objects += [p.object for p in parts]
-        supports += [p.support for p in parts]
-    name = config.start if config.starts == 1 else f"{config.start}+random-cnn-support"
+        scale = 1.0 if scales is None else float(scales[i])
+        pattern = None if patterns is None else patterns[i]
+        guess = _guess(config, amp[i], target[i], size, scale, pattern)
+        first = _first_start(config, guess, size, rng)
+        objects.append(first[0][None])
+        supports.append(first[1][None])
+        for _ in range(config.starts - 1):
+            objects.append(_random_phase(guess[1], rng)[None])
+            supports.append(guess[1][None])
+    name = config.start if config.starts == 1 else f"{config.start}+random-in-support"
     return Start(torch.cat(objects), torch.cat(supports), name)
 
 
-def _first_start(config: ReconstructConfig, amp, target, rng):
-    from cdiflow.phasing.starts import cnn_start, random_phase_cnn_support, random_phase_rectangle
+def _guess(config, amp, target, size: int, scale: float, pattern):
+    """(object, support), (R, R) centred: the CNN's guess at the refinement pixels, or
+    for a blind start the autocorrelation support (object = the support)."""
+    import torch
+
+    from cdiflow.physics.farfield import object_from_targets
+    from cdiflow.physics.fft import crop_centre, pad_centre
+
+    if config.start == "autocorrelation":
+        support = autocorrelation_support(pattern[0], pattern[1], config.autocorrelation_threshold)
+        return support.to(torch.complex64), support
+    obj = object_from_targets(torch.as_tensor(amp).float(), torch.as_tensor(target).float())
+    if scale != 1.0:
+        obj = upsample(obj, scale)
+    obj = crop_centre(obj, size) if obj.shape[-1] > size else pad_centre(obj, size)
+    amplitude = obj.abs()
+    peak = amplitude.max()
+    support = (amplitude > config.support_threshold * peak) & (peak > 0)
+    return obj.to(torch.complex64), support
+
+
+def _first_start(config, guess, size: int, rng):
+    from cdiflow.phasing.shrinkwrap import square_support
 
     if config.start == "cnn":
-        return cnn_start(amp, target, threshold=config.support_threshold)
+        return guess[0] * guess[1], guess[1]
     if config.start == "random-rectangle":
-        return random_phase_rectangle(1, rng)
-    return random_phase_cnn_support(amp, rng, config.support_threshold)
+        box = square_support(size, size // 2)
+        return _random_phase(box, rng), box
+    return _random_phase(guess[1], rng), guess[1]
 
 
-def upper_bound_side(config: ReconstructConfig, parameters: str) -> int:
-    """Side of the square upper-bound support for one scan (``ReconstructConfig``)."""
+def _random_phase(support, rng):
+    """Unit amplitude, uniform random phase in [-pi, pi) inside ``support`` (R, R); the
+    draws of ``cdiflow.phasing.starts`` (one uniform per pixel of the field)."""
+    import math
+
+    import torch
+
+    phase = (2.0 * torch.rand(support.shape, generator=rng) - 1.0) * math.pi
+    return torch.polar(torch.ones(support.shape), phase) * support
+
+
+def upsample(obj, scale: float):
+    """A centred (N, N) complex object resampled to round(N x scale) pixels per axis
+    (bilinear on the real and imaginary parts: the phase is interpolated as a complex
+    value, so a 2 pi wrap does not smear)."""
+    import torch
+
+    n = obj.shape[-1]
+    m = max(2, int(round(n * scale / 2)) * 2)
+    parts = torch.stack([obj.real, obj.imag])[None].float()
+    out = torch.nn.functional.interpolate(parts, size=(m, m), mode="bilinear", align_corners=False)
+    return torch.complex(out[0, 0], out[0, 1])
+
+
+def autocorrelation_support(modulus, mask, threshold: float):
+    """(R, R) bool, centred: the pattern's autocorrelation support, halved.
+
+    The autocorrelation |centred_ifft2(I)| (unmeasured pixels filled in,
+    ``cdiflow.formats.centring.fill_unmeasured``) of an object of support
+    S spans S - S; the region around the centre above ``threshold`` x its maximum,
+    shrunk by 2 about the centre, is a support of the object's size: the blind start.
+    """
+    import torch
+    from scipy.ndimage import label
+
+    from cdiflow.formats.centring import fill_unmeasured
+    from cdiflow.physics.fft import centred_ifft2
+
+    m = np.asarray(modulus, np.float64)
+    intensity = fill_unmeasured(m * m, np.asarray(mask, bool))
+    auto = centred_ifft2(torch.from_numpy(intensity)).abs().numpy()
+    p = auto.shape[-1]
+    regions, _ = label(auto >= threshold * auto.max())
+    region = regions == regions[p // 2, p // 2]
+    index = np.arange(p) - p // 2
+    doubled = np.clip(2 * index + p // 2, 0, p - 1)
+    halved = region[np.ix_(doubled, doubled)]
+    halved[[0, -1], :] = False  # what was clipped to the edge is not inside
+    halved[:, [0, -1]] = False
+    return torch.from_numpy(halved)
+
+
+def upper_bound_side(config: ReconstructConfig, parameters: str, size: int = PATTERN_SIZE) -> int:
+    """Side of the square upper-bound support for one scan refined at ``size``.
+
+    A fixed ``config.upper_bound`` (64-pixel units) scales by size / 64; automatic (0):
+    1.5 x the larger object extent estimated on the refinement pattern, rounded up to
+    even, within [size / 2, ``result_size(size)``] ([32, 56] at 64).
+    """
     if config.upper_bound:
-        return config.upper_bound
-    extent = json.loads(parameters).get("object_extent") or [0, 0]
+        return int(round(config.upper_bound * size / PATTERN_SIZE))
+    params = json.loads(parameters)
+    extent = (params.get("refine") or params).get("object_extent") or [0, 0]
     side = int(np.ceil(1.5 * max(float(e) for e in extent) / 2.0)) * 2
-    return int(min(max(side, OBJECT_SIZE), RESULT_SIZE))
+    least = OBJECT_SIZE * size // PATTERN_SIZE
+    return int(min(max(side, least), result_size(size)))
 
 
 def refine_batch(batch: dict, config: ReconstructConfig, device: str = "cpu") -> dict:
-    """Refine the ok rows from ``config.starts`` starts each, in one ``refine`` call.
+    """Refine the ok rows from ``config.starts`` starts each, by refinement size.
 
     Sets, from each scan's run of least chi^2: ``amplitude`` and ``phase`` (radians,
-    global phase removed) of the central box, ``support``, ``chi2_curve`` (per
-    iteration), ``refined_chi2`` (chi^2 of the best support-consistent iterate),
-    ``upper_bound``; from all its runs the verdict columns ``starts`` (runs finished),
-    ``consensus_error``, ``support_fraction``, ``chi2_converged`` and ``verdict``; and
-    ``t_refine`` (seconds per scan). A scan fails only when every one of its runs failed
-    (support collapse, bad start); one bad scan never fails the others.
+    global phase removed) of the central box (``result_size`` of the refinement size),
+    ``support``, ``chi2_curve`` (per iteration), ``refined_chi2`` (chi^2 of the best
+    support-consistent iterate), ``upper_bound``; from all its runs the verdict columns
+    ``starts`` (runs finished), ``consensus_error``, ``support_fraction``,
+    ``chi2_converged`` and ``verdict``; and ``t_refine`` (seconds per scan). A scan
+    fails only when every one of its runs failed (support collapse, bad start); one bad
+    scan never fails the others.
     """
     batch = writable(batch)
     ok = np.flatnonzero(ok_mask(batch))
-    if len(ok):
-        _refine_rows(batch, ok, config, device)
+    sizes = {int(i): int(np.shape(batch["refine_modulus"][i])[-1]) for i in ok}
+    for size in sorted(set(sizes.values())):
+        rows = np.array([i for i in ok if sizes[int(i)] == size])
+        per_call = max(1, config.refine_pixels // (config.starts * size * size))
+        for start in range(0, len(rows), per_call):
+            _refine_rows(batch, rows[start : start + per_call], size, config, device)
     return batch
 
 
-def _refine_rows(batch: dict, rows: np.ndarray, config: ReconstructConfig, device: str) -> None:
+def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device: str) -> None:
+    """Refine ``rows`` (all of refinement size ``size``) in one ``refine`` call."""
     import torch
 
     from cdiflow.phasing.refine import refine
     from cdiflow.phasing.schedule import parse
     from cdiflow.phasing.shrinkwrap import square_support
+    from cdiflow.physics.farfield import FarField
 
     t0 = time.perf_counter()
     s = config.starts
-    sides = [upper_bound_side(config, batch["parameters"][i]) for i in rows]
+    sides = [upper_bound_side(config, batch["parameters"][i], size) for i in rows]
+    patterns = [(batch["refine_modulus"][i], batch["refine_mask"][i]) for i in rows]
     try:
+        scales = [json.loads(batch["parameters"][i])["refine"]["scale"] for i in rows]
         start = make_starts(
-            config, batch["cnn_amplitude"][rows], batch["cnn_phase"][rows], batch["key"][rows]
+            config,
+            batch["cnn_amplitude"][rows],
+            batch["cnn_phase"][rows],
+            batch["key"][rows],
+            patterns,
+            scales,
         )
-        bounds = torch.stack([square_support(PATTERN_SIZE, side) for side in sides])
+        bounds = torch.stack([square_support(size, side) for side in sides])
+        modulus = np.stack([np.asarray(m, np.float32) for m, _ in patterns])
+        mask = np.stack([np.asarray(w, bool) for _, w in patterns])
         result = refine(
-            torch.from_numpy(np.repeat(batch["modulus"][rows], s, axis=0)),
+            torch.from_numpy(np.repeat(modulus, s, axis=0)),
             start,
             config.schedule,
-            mask=torch.from_numpy(np.repeat(batch["mask"][rows], s, axis=0)),
+            mask=torch.from_numpy(np.repeat(mask, s, axis=0)),
             beta=config.beta,
             shrinkwrap=config.shrinkwrap,
             upper_bound=bounds.repeat_interleave(s, dim=0),
             device=device,
+            physics=FarField(pattern_size=size, object_size=size // 2),
         )
     except Exception as exc:  # noqa: BLE001
         for i in rows:
@@ -146,12 +262,14 @@ def _keep_best(batch, i: int, result, first: int, side: int, config, algorithms)
         return
     best = int(np.nanargmin(chi2))
     b = first + best
+    size = int(result.obj.shape[-1])
     amplitude, phase, support = object_images(
-        result.obj[b : b + 1], result.support[b : b + 1], side
+        result.obj[b : b + 1], result.support[b : b + 1], side, result_size(size)
     )
-    batch["amplitude"][i] = amplitude[0]
-    batch["phase"][i] = phase[0]
-    batch["support"][i] = support[0]
+    set_cell(batch, "amplitude", i, amplitude[0])
+    set_cell(batch, "phase", i, phase[0])
+    set_cell(batch, "support", i, support[0])
+    batch["refine_size"][i] = size
     batch["chi2_curve"][i] = result.chi2[b].numpy()
     batch["refined_chi2"][i] = float(result.best_chi2[b])
     batch["upper_bound"][i] = side
@@ -173,18 +291,19 @@ def _keep_best(batch, i: int, result, first: int, side: int, config, algorithms)
         batch[name][i] = value
 
 
-def object_images(obj, support, side: int):
+def object_images(obj, support, side: int, size: int = RESULT_SIZE):
     """Amplitude, phase (radians) and support of the central ``side`` x ``side`` box.
 
     Parameters
     ----------
     obj : (B, P, P) complex tensor, centred; support : (B, P, P) bool tensor.
+    size : side S of the images (``result_size(P)``; ``RESULT_SIZE`` at 64).
 
     Returns
     -------
-    (B, S, S) float32 amplitude, float32 phase, bool support as numpy arrays, with
-    S = ``RESULT_SIZE``: the box is zero-padded or cropped to it, so every scan's images
-    have one shape whatever its upper bound.
+    (B, S, S) float32 amplitude, float32 phase, bool support as numpy arrays: the box is
+    zero-padded or cropped to S, so every scan's images of one refinement size have one
+    shape whatever its upper bound.
     """
     import torch
 
@@ -194,8 +313,8 @@ def object_images(obj, support, side: int):
     # Phase retrieval fixes the object only up to a global phase: remove it (phase of
     # the sum set to 0) so images and unwrapping start from 0.
     box = box * torch.exp(-1j * torch.angle(box.sum((-2, -1), keepdim=True)))
-    box = _to_size(box, RESULT_SIZE, crop_centre, pad_centre)
-    mask = _to_size(crop_centre(support, side), RESULT_SIZE, crop_centre, pad_centre)
+    box = _to_size(box, size, crop_centre, pad_centre)
+    mask = _to_size(crop_centre(support, side), size, crop_centre, pad_centre)
     return box.abs().numpy(), box.angle().numpy(), mask.numpy().astype(bool)
 
 

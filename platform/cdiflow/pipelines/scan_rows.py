@@ -22,11 +22,17 @@ from cdiflow.formats.scan import MIB
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.pipelines.scan_verdict import VerdictConfig
 
-STARTS = ("cnn", "random-cnn-support", "random-rectangle")
+STARTS = ("cnn", "random-cnn-support", "random-rectangle", "autocorrelation")
 # Fields of ReconstructConfig that do not change a scan's answer: not in config_hash
 # (the source size limit only refuses scans, and a failed scan is always redone).
-NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib")
-RESULT_SIZE = 56  # side of the stored object images: the largest upper bound
+NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib", "refine_pixels")
+RESULT_SIZE = 56  # side of the stored object images at 64 x 64: the largest upper bound
+
+
+def result_size(pattern_size: int) -> int:
+    """Side of the stored object images for a refinement pattern of ``pattern_size``:
+    ``RESULT_SIZE`` at 64, scaled with the size (224 at 256)."""
+    return max(1, RESULT_SIZE * int(pattern_size) // PATTERN_SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,13 +50,21 @@ class ReconstructConfig(Config):
     seed : base seed of the random starts: scan ``key`` draws every random start from
         one ``torch.Generator`` seeded with ``(seed, hash(key))``.
     support_threshold : CNN amplitude binarisation threshold (fraction of its maximum).
+    autocorrelation_threshold : the blind start's autocorrelation support threshold
+        (fraction of its maximum; ``scan_refine.autocorrelation_support``); 0.05 keeps
+        the blob that a beamstop leaves out of it (``PreprocessConfig``), and a support
+        a little small is grown by shrink-wrap.
     beta : HIO feedback.
-    cnn_batch, refine_batch : scans per CNN / refinement call (a refinement call phases
-        ``refine_batch x starts`` patterns).
-    upper_bound : side (pattern pixels) of the square upper-bound support of
-        shrink-wrap; 0 (default) sizes it per scan from the oversampling estimate:
-        1.5 x the larger estimated object extent, rounded up to even, within
-        [32, 56]. The 32-pixel object box clips real objects that are wider than the
+    cnn_batch, refine_batch : scans per CNN / refinement batch; a batch is refined per
+        pattern size (``preprocess.refine_size``), in calls of at most ``refine_pixels``
+        pattern pixels (whole scans, at least one): 2^21 is 32 runs at 256 x 256 or 8
+        at 512 x 512, about 16 MiB per complex array of the engine, so the memory of a
+        worker stays bounded whatever the size.
+    upper_bound : side (pixels of a 64 x 64 pattern; scaled by R / 64 at refinement
+        size R) of the square upper-bound support of shrink-wrap; 0 (default) sizes it
+        per scan from the oversampling estimate of the refinement pattern: 1.5 x the
+        larger estimated object extent, rounded up to even, within [R / 2, 7 R / 8]
+        ([32, 56] at 64). The 32-pixel object box clips real objects that are wider than the
         training geometry (scan 54 spans about 28 x 36 pixels): with it, refinement
         from any start stalls near chi^2 2.4e-3 there, like cohere-core on that crop.
     max_source_mib : a scan whose data (as stored: HDF5 dataset, NPY array, TIFF pages,
@@ -64,9 +78,11 @@ class ReconstructConfig(Config):
     starts: int = 4
     seed: int = 0
     support_threshold: float = 0.1
+    autocorrelation_threshold: float = 0.05
     beta: float = 0.9
     cnn_batch: int = 32
     refine_batch: int = 8
+    refine_pixels: int = 2**21
     upper_bound: int = 0
     max_source_mib: float = 2048.0
     preprocess: PreprocessConfig = PreprocessConfig()
@@ -81,7 +97,9 @@ class ReconstructConfig(Config):
         require(1 <= self.starts <= 64, f"starts must be in [1, 64], got {self.starts}")
         require(self.seed >= 0, "seed must be >= 0")
         require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
+        require(0 < self.autocorrelation_threshold < 1, "autocorrelation_threshold in (0, 1)")
         require(self.cnn_batch >= 1 and self.refine_batch >= 1, "batch sizes must be >= 1")
+        require(self.refine_pixels >= 1, "refine_pixels must be >= 1")
         require(self.max_source_mib > 0, f"max_source_mib must be > 0, got {self.max_source_mib}")
         require(
             self.upper_bound == 0 or OBJECT_SIZE <= self.upper_bound <= PATTERN_SIZE,
@@ -131,6 +149,11 @@ def empty_row(item: dict, iterations: int) -> dict:
         "stage": "",
         "modulus": np.zeros((p, p), np.float32),
         "mask": np.zeros((p, p), bool),
+        # the refinement pattern (R x R, preprocess.refine_size; rows of one batch may
+        # differ in R, so the column may be ragged: a numpy object array)
+        "refine_modulus": np.zeros((1, 1), np.float32),
+        "refine_mask": np.zeros((1, 1), bool),
+        "refine_size": 0,
         "parameters": "{}",
         "oversampling_y": nan,
         "oversampling_x": nan,
@@ -183,15 +206,40 @@ def kind_of(exc: BaseException) -> str:
 
 
 def rows_to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows -> a numpy batch (what Ray Data's ``map_batches`` passes)."""
+    """Rows -> a numpy batch (what Ray Data's ``map_batches`` passes).
+
+    Arrays of one shape are stacked; arrays of different shapes (refinement patterns of
+    different sizes) become a 1-D object array of arrays, as Ray Data passes a ragged
+    tensor column.
+    """
     batch = {}
     for name in rows[0]:
         values = [r[name] for r in rows]
         if isinstance(values[0], str):
             batch[name] = np.array(values, dtype=object)
+            continue
+        arrays = [np.asarray(v) for v in values]
+        if len({a.shape for a in arrays}) == 1:
+            batch[name] = np.stack(arrays)
         else:
-            batch[name] = np.stack([np.asarray(v) for v in values])
+            batch[name] = ragged(arrays)
     return batch
+
+
+def ragged(arrays: list[np.ndarray]) -> np.ndarray:
+    """A 1-D object array holding ``arrays`` as they are (no stacking)."""
+    out = np.empty(len(arrays), dtype=object)
+    for i, a in enumerate(arrays):
+        out[i] = a
+    return out
+
+
+def set_cell(batch: dict, name: str, i: int, value: np.ndarray) -> None:
+    """``batch[name][i] = value``, turning the column ragged when the shape differs."""
+    column = batch[name]
+    if column.dtype != object and column.shape[1:] != np.shape(value):
+        column = batch[name] = ragged(list(column))
+    column[i] = value
 
 
 def batch_to_rows(batch: dict[str, np.ndarray]) -> list[dict]:

@@ -13,12 +13,14 @@ helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them)
 
 1. ``plan_scans``: sources (beamtime folders, folders of scan files, single sources)
    -> scan items, each with a sanitised, unique output ``key``;
-2. ``read_and_preprocess``: one item -> row with the 64 x 64 modulus and mask;
+2. ``read_and_preprocess``: one item -> row with the 64 x 64 modulus and mask the CNN
+   sees, and the refinement pattern (``refine_modulus``, ``refine_mask``: R x R,
+   ``--refine-size``);
 3. ``predict_batch``: CNN amplitude + phase for the ok rows of a batch, and its chi^2;
 4. ``refine_batch``: iterative refinement from several starts per scan (default: the
    CNN's and three random phases in its support, the paper's schedule and shrink-wrap,
-   all in one batched call); the best run is the answer, and the runs together give the
-   ``verdict`` (``ok`` or ``suspect: <reason>``, ``scan_verdict``);
+   batched per refinement size); the best run is the answer, and the runs together give
+   the ``verdict`` (``ok`` or ``suspect: <reason>``, ``scan_verdict``);
 5. ``finish_scan``: unwrap the phase, write the PNG preview, the CXI result and the
    HDF5 result (last: its ``complete`` flag marks the scan finished), return the
    summary row.
@@ -56,6 +58,7 @@ from cdiflow.pipelines.scan_rows import (
     kind_of,
     ok_mask,
     reason_of,
+    result_size,
     rows_to_batch,
     writable,
 )
@@ -71,6 +74,7 @@ __all__ = [  # the stages, and the row helpers tests and benchmarks use
     "predict_batch",
     "read_and_preprocess",
     "refine_batch",
+    "result_size",
     "rows_to_batch",
     "run_items_locally",
     "unwrapped_phase",
@@ -152,6 +156,9 @@ def read_and_preprocess(
     row["t_preprocess"] = time.perf_counter() - t1
     row["modulus"] = pre.modulus.astype(np.float32)
     row["mask"] = pre.mask.astype(bool)
+    row["refine_modulus"] = pre.refine_modulus.astype(np.float32)
+    row["refine_mask"] = pre.refine_mask.astype(bool)
+    row["refine_size"] = int(pre.refine_modulus.shape[-1])
     params = dict(pre.parameters)
     params["source"] = pre.source
     row["parameters"] = json.dumps(params, sort_keys=True, default=str)
@@ -293,6 +300,8 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
             "chi2": np.asarray(row["chi2_curve"], np.float32),
             "modulus": np.asarray(row["modulus"], np.float32),
             "mask": np.asarray(row["mask"], bool),
+            "refine_modulus": np.asarray(row["refine_modulus"], np.float32),
+            "refine_mask": np.asarray(row["refine_mask"], bool),
             "cnn_amplitude": np.asarray(row["cnn_amplitude"], np.float32),
             "cnn_phase": np.asarray(row["cnn_phase"], np.float32),
         },
@@ -335,7 +344,7 @@ def _write_cxi(path: Path, row: dict, provenance: dict) -> None:
         path,
         obj=amplitude * np.exp(1j * phase),
         support=np.asarray(row["support"], bool),
-        measured=np.asarray(row["mask"], bool),
+        measured=np.asarray(row["refine_mask"], bool),  # the pattern that was phased
         chi2=np.asarray(row["chi2_curve"], np.float32),
         process=process,
         scan=str(row["scan"]),
