@@ -2,29 +2,46 @@
 
 Both run the paper's 600-iteration ER/HIO switch schedule (``PAPER_SCHEDULE``,
 ``5*(100*HIO+20*ER)``) with Gaussian shrink-wrap from iteration 100 every 10
-(sigma 1, threshold 0.1), from the same random-phase start in the central 32 x 32 box.
-cohere-core runs one pattern at a time on numpy, in a subprocess (it reseeds numpy's
-global RNG from the clock); we run batches. Differences that remain: cohere's
-shrink-wrap has no upper-bound support (ours clips to the 32 x 32 box, as the paper).
+(sigma 1, threshold 0.1), from the same random-phase start in the central P/2 x P/2 box,
+at pattern sizes P = 64, 128, 256 and 512. cohere-core runs one pattern at a time on
+numpy, in a subprocess (it reseeds numpy's global RNG from the clock); we run one scan
+at a time (batch 1) and batched (the batch ``cdiflow.phasing.runner.batch_for`` picks
+from the cache size; at 64 x 64 also a sweep of batch sizes). Differences that remain:
+cohere's shrink-wrap has no upper-bound support (ours clips to the box, as the paper).
+PyNX is not compared: the PyPI package named ``pynx`` is an unrelated nginx tool, and
+PyNX itself is not on PyPI.
+
+Patterns: at 64 x 64 the physics generator's (strong phase, default config); larger
+sizes use 2D synthetic particles (a smoothed superellipse with a smooth random phase
+spanning 2 pi), since the generator's 3D volumes at 512 would cost more than the run.
+
+Each configuration is run at 1 torch thread, 2 threads, and 2 threads beside a busy-loop
+subprocess, with the load average before and after. Speed figures are best read as
+ratios inside one run: against cohere-core, against the FFT pair alone at the same
+batch and threads (the bound), and against ``--baseline REV``, the engine
+(``phasing/runner.py``) of an earlier commit loaded from git, on the same patterns.
 
 chi^2 (eq. 5, scale fitted) is computed here, with ``cdiflow.metrics.chi2``, on the final
 object of each engine, so both are scored by one function.
 
 Usage::
 
-    python benchmarks/phasing.py                  # full run, writes results/phasing.json
-    python benchmarks/phasing.py --patterns 16 --batch-sizes 16 --cohere-patterns 4  # quick
+    python benchmarks/phasing.py --quick --baseline HEAD~1   # ~10 min on 2 loaded cores
+    python benchmarks/phasing.py                              # more patterns per size
+    python benchmarks/phasing.py --smoke --out x.json         # seconds (tests)
 
-The JSON holds every measurement and the load average, since the machine is shared.
+Writes ``results/phasing.json`` (2 threads; earlier runs' keys at 64 x 64, every mode
+under ``modes``, the issue's ratios under ``targets``) and ``phasing_1thread.json`` /
+``phasing_2threads_loaded.json`` with the same keys for those modes.
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import os
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -33,260 +50,320 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "platform"))
+sys.path.insert(0, str(HERE))
 
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.metrics import chi2  # noqa: E402
-from cdiflow.phasing.refine import refine  # noqa: E402
-from cdiflow.phasing.schedule import PAPER_SCHEDULE  # noqa: E402
-from cdiflow.phasing.shrinkwrap import ShrinkWrap  # noqa: E402
+from cdiflow.phasing import runner  # noqa: E402
+from cdiflow.phasing.schedule import PAPER_SCHEDULE, as_schedule  # noqa: E402
+from cdiflow.phasing.shrinkwrap import ShrinkWrap, square_support  # noqa: E402
 from cdiflow.phasing.starts import random_phase_rectangle  # noqa: E402
 from cdiflow.physics.fft import centred_fft2  # noqa: E402
+from phasing_cohere import from_cohere_layout, run_cohere, to_cohere_layout  # noqa: E402,F401
+from phasing_setup import git_sha, load_baseline, machine, test_patterns  # noqa: E402
 
 SHRINKWRAP = ShrinkWrap(start=100, every=10, sigma=1.0, threshold=0.1)
+# patterns per size through our engine / through cohere-core (the first ones)
+FULL = {64: (256, 32), 128: (32, 8), 256: (8, 4), 512: (4, 2)}
+QUICK = {64: (32, 32), 128: (8, 4), 256: (2, 2), 512: (1, 1)}
+MODES = ((1, False), (2, False), (2, True))  # (threads, beside a busy process)
 
 
-def test_patterns(n: int, seed: int) -> np.ndarray:
-    """(n, 64, 64) float32 moduli from the physics generator (strong phase, default config)."""
-    from cdiflow.physics.generator import GeneratorConfig, generate_samples
-
-    return generate_samples(GeneratorConfig(), seed, np.arange(n)).modulus
-
-
-def to_cohere_layout(x: np.ndarray) -> np.ndarray:
-    """Centred object -> cohere's direct-space layout.
-
-    cohere keeps data fftshift-ed (origin in the corner) and uses ``ifftn`` as its forward
-    transform, so ``ifftn(z)`` matches our ``fftn(ifftshift(x))`` when ``z`` is the point
-    inversion ``z[n] = ifftshift(x)[-n]``.
-    """
-    z = np.fft.ifftshift(x, axes=(-2, -1))
-    return np.roll(np.flip(z, axis=(-2, -1)), 1, axis=(-2, -1))
-
-
-def from_cohere_layout(z: np.ndarray) -> np.ndarray:
-    """Inverse of ``to_cohere_layout`` (point inversion is its own inverse)."""
-    return np.fft.fftshift(np.roll(np.flip(z, axis=(-2, -1)), 1, axis=(-2, -1)), axes=(-2, -1))
-
-
-def _stub_matplotlib() -> None:
-    """cohere-core imports pyplot (for its live viewers) at import time; phasing never
-    plots. Where matplotlib is absent (a bare GPU image) stand-in modules let it import."""
-    import types
-
-    mpl = types.ModuleType("matplotlib")
-    mpl.pyplot = types.ModuleType("matplotlib.pyplot")
-    mpl.widgets = types.ModuleType("matplotlib.widgets")
-    mpl.widgets.Slider = object
-    sys.modules.update(
-        {"matplotlib": mpl, "matplotlib.pyplot": mpl.pyplot, "matplotlib.widgets": mpl.widgets}
-    )
-
-
-def cohere_worker(in_path: str, out_path: str) -> None:
-    """Run in a subprocess: phase every pattern of ``in_path`` with cohere-core (numpy)."""
-    import contextlib
-    import io
-
-    try:
-        import matplotlib.pyplot  # noqa: F401
-    except ImportError:
-        _stub_matplotlib()
-    import cohere_core.controller.phasing as ph
-
-    data = np.load(in_path)
-    images, times = [], []
-    with tempfile.TemporaryDirectory() as tmp:
-        for i, (m, start, support) in enumerate(
-            zip(data["modulus"], data["start"], data["support"], strict=True)
-        ):
-            np.save(os.path.join(tmp, "data.npy"), m.astype(np.float32))
-            cont = os.path.join(tmp, f"cont{i}")
-            os.makedirs(cont)
-            np.save(os.path.join(cont, "image.npy"), to_cohere_layout(start * support))
-            np.save(os.path.join(cont, "support.npy"), to_cohere_layout(support).astype(np.int64))
-            params = {
-                "algorithm_sequence": str(data["schedule"]),
-                "shrink_wrap_trigger": [SHRINKWRAP.start, SHRINKWRAP.every],
-                "shrink_wrap_type": "GAUS",
-                "shrink_wrap_threshold": SHRINKWRAP.threshold,
-                "shrink_wrap_gauss_sigma": SHRINKWRAP.sigma,
-                "hio_beta": 0.9,
-                "continue_dir": cont,
-            }
-            with contextlib.redirect_stdout(io.StringIO()):
-                rec = ph.create_rec(params, os.path.join(tmp, "data.npy"), "np", -1, debug=True)
-                t0 = time.perf_counter()
-                rec.iterate()
-                times.append(time.perf_counter() - t0)
-            images.append(from_cohere_layout(np.asarray(rec.ds_image)))
-    np.savez(out_path, image=np.stack(images), seconds=np.array(times))
-
-
-def run_cohere(modulus, start, support, schedule: str) -> dict | None:
-    """cohere-core in a subprocess; None (with the reason printed) if it is not installed."""
-    try:
-        import cohere_core  # noqa: F401
-    except ImportError:
-        print("cohere-core not installed (pip install cohere-core): skipping the anchor")
-        return None
-    with tempfile.TemporaryDirectory() as tmp:
-        src, dst = os.path.join(tmp, "in.npz"), os.path.join(tmp, "out.npz")
-        np.savez(src, modulus=modulus, start=start, support=support, schedule=schedule)
-        t0 = time.perf_counter()
-        proc = subprocess.run(
-            [sys.executable, __file__, "--cohere-worker", src, dst], capture_output=True, text=True
-        )
-        wall = time.perf_counter() - t0
-        if proc.returncode != 0:
-            print(f"cohere-core failed: {proc.stderr[-2000:]}")
-            return None
-        out = np.load(dst)
-        images, seconds = out["image"], out["seconds"]
-    final = chi2(
-        centred_fft2(torch.from_numpy(images)).abs(),
-        torch.from_numpy(modulus).double(),
-        fit_scale=True,
-    ).numpy()
-    n, iters = len(modulus), len(PAPER_SCHEDULE)
-    return {
-        "patterns": n,
-        "seconds_iterating": float(seconds.sum()),
-        "seconds_wall": wall,
-        "patterns_per_s": n / float(seconds.sum()),
-        "pattern_iterations_per_s": n * iters / float(seconds.sum()),
-        "final_chi2_median": float(np.median(final)),
-        "final_chi2_mean": float(np.mean(final)),
-        "final_chi2": final.tolist(),
-    }
-
-
-def run_ours(modulus, start, batch: int, device: str = "cpu") -> dict:
-    """Our engine over all patterns in batches of ``batch``; time and eq. 5 of the results."""
-    n, iters = len(modulus), len(PAPER_SCHEDULE)
-    finals, bests, seconds = [], [], 0.0
+def run_ours(engine, modulus, start, batch: int, schedule, **extra) -> dict:
+    """``engine.run_phasing`` over all patterns in batches; time and eq. 5 of the results."""
+    n, size = len(modulus), modulus.shape[-1]
+    upper = square_support(size, size // 2)
+    finals, seconds = [], 0.0
     for a in range(0, n, batch):
+        m = torch.from_numpy(modulus[a : a + batch])
         t0 = time.perf_counter()
-        res = refine(
-            modulus[a : a + batch],
-            start.select(slice(a, a + batch)),
-            PAPER_SCHEDULE,
-            shrinkwrap=SHRINKWRAP,
-            device=device,
-        )
+        res = engine.run_phasing(
+            m, start.object[a : a + batch], start.support[a : a + batch], schedule,
+            shrinkwrap=SHRINKWRAP, upper_bound=upper, **extra,
+        )  # fmt: skip
         seconds += time.perf_counter() - t0
-        final = chi2(
-            centred_fft2(res.final_obj).abs(),
-            torch.from_numpy(modulus[a : a + batch]),
-            fit_scale=True,
-        )
-        finals.append(final.numpy())
-        bests.append(res.best_chi2.numpy())
-    final, best = np.concatenate(finals), np.concatenate(bests)
+        finals.append(chi2(centred_fft2(res.obj).abs(), m, fit_scale=True).numpy())
+    final = np.concatenate(finals)
     return {
         "batch": batch,
         "patterns": n,
         "seconds": seconds,
         "patterns_per_s": n / seconds,
-        "pattern_iterations_per_s": n * iters / seconds,
+        "pattern_iterations_per_s": n * len(schedule) / seconds,
         "final_chi2_median": float(np.median(final)),
-        "final_chi2_mean": float(np.mean(final)),
-        "best_chi2_median": float(np.median(best)),
         "final_chi2": final.tolist(),
+        **extra,
     }
 
 
-def fft_bound(batch: int, iterations: int = 100) -> float:
-    """patterns/s for 600 iterations if only the two FFTs per iteration were done."""
-    x = torch.randn(
-        batch, 64, 64, dtype=torch.complex64, generator=torch.Generator().manual_seed(0)
+def interleaved(engines, modulus, start, batch: int, schedule, repeats: int = 2) -> list:
+    """Per engine, the fastest of ``repeats`` runs, the engines taking turns."""
+    best = [None] * len(engines)
+    for _ in range(repeats):
+        for i, engine in enumerate(engines):
+            r = run_ours(engine, modulus, start, batch, schedule)
+            if best[i] is None or r["patterns_per_s"] > best[i]["patterns_per_s"]:
+                best[i] = r
+    return best
+
+
+def fft_bound(batch: int, size: int, iterations: int, schedule_length: int) -> float:
+    """patterns/s for ``schedule_length`` iterations if only the FFT pair were done."""
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(batch, size, size, dtype=torch.complex64, generator=g)
+    best = float("inf")
+    for _ in range(3):  # best of three: the machine is shared
+        t0 = time.perf_counter()
+        for _ in range(iterations):
+            torch.fft.ifft2(torch.fft.fft2(x, norm="ortho"), norm="ortho")
+        best = min(best, time.perf_counter() - t0)
+    return batch * iterations / best / schedule_length
+
+
+def bench_size(size: int, counts, threads: int, args, baseline) -> dict:
+    """Every configuration at one pattern size, in the current thread setting."""
+    n, k = counts
+    schedule = as_schedule(args.schedule)
+    modulus = test_patterns(n, args.seed, size)
+    start = random_phase_rectangle(n, rng=args.seed, rect=(size // 2, size // 2), size=size)
+    auto = runner.batch_for(size, threads)
+    batches = sorted({1, auto, *(args.batch_sizes if size == 64 else ())})
+    batches = [b for b in batches if b <= n] or [n]
+    paired = sorted({1, max(batches)}) if baseline is not None else []
+    ours, before = [], []
+    for b in batches:
+        if b in paired:  # alternate with the baseline: the load drifts between runs
+            mine, theirs = interleaved((runner, baseline), modulus, start, b, schedule)
+            ours.append(mine)
+            before.append(theirs)
+        else:
+            ours.append(run_ours(runner, modulus, start, b, schedule))
+    sampled = run_ours(runner, modulus, start, max(batches), schedule, chi2_every=10)
+    iters = min(len(schedule), max(20, int(4e7 / (size * size * max(batches)))))
+    bounds = {str(b): fft_bound(b, size, iters, len(schedule)) for b in batches}
+    cohere = None
+    if k:
+        sub = start.select(slice(0, k))
+        cohere = run_cohere(
+            modulus[:k], sub.object.numpy(), sub.support.numpy(), str(schedule), threads
+        )
+    return _summary(size, schedule, ours, sampled, before, bounds, cohere, k)
+
+
+def _summary(size, schedule, ours, sampled, before, bounds, cohere, k) -> dict:
+    best = max(ours, key=lambda r: r["patterns_per_s"])
+    one = ours[0]
+    out = {
+        "size": size,
+        "schedule": str(schedule),
+        "ours": ours,
+        "ours_chi2_every_10": sampled,
+        "baseline": before,
+        "fft_only_patterns_per_s": bounds,
+        "share_of_fft_bound_best_batch": best["patterns_per_s"] / bounds[str(best["batch"])],
+        "cohere": cohere,
+    }
+    if cohere:
+        # chi^2 does not depend on the batch (tested), so the first k of a run are the
+        # same patterns, starts and schedule that cohere-core ran
+        mine = float(np.median(best["final_chi2"][:k]))
+        out["ours_on_cohere_subset"] = {
+            "patterns": k,
+            "batch": best["batch"],
+            "patterns_per_s": best["patterns_per_s"],
+            "final_chi2_median": mine,
+        }
+        out["speed_ratio_best_batch_vs_cohere"] = best["patterns_per_s"] / cohere["patterns_per_s"]
+        out["speed_ratio_single_scan_vs_cohere"] = one["patterns_per_s"] / cohere["patterns_per_s"]
+        out["chi2_median_ratio_ours_vs_cohere_same_patterns"] = mine / cohere["final_chi2_median"]
+    if before:
+        out["speed_ratio_vs_baseline"] = {
+            str(b["batch"]): o["patterns_per_s"] / b["patterns_per_s"]
+            for b in before
+            for o in ours
+            if o["batch"] == b["batch"]
+        }
+    return out
+
+
+def busy_process() -> subprocess.Popen:
+    """A second CPU-bound process (a pure-Python busy loop), for the loaded mode."""
+    # it spins until its parent is gone, so a killed benchmark leaves nothing behind
+    loop = "import os\np = os.getppid()\nwhile os.getppid() == p:\n    sum(range(10**5))"
+    return subprocess.Popen([sys.executable, "-c", loop])
+
+
+def run_mode(threads: int, busy: bool, counts: dict, args, baseline) -> dict:
+    torch.set_num_threads(threads)
+    proc = busy_process() if busy else None
+    try:
+        time.sleep(1.0 if busy else 0.0)  # let the busy loop take its core
+        load_before = os.getloadavg()
+        sizes = []
+        for p in args.sizes:
+            sizes.append(bench_size(p, counts[p], threads, args, baseline))
+            print(f"{threads} thread(s){' +busy' if busy else ''}: ", end="")
+            report_size(sizes[-1])
+        load_after = os.getloadavg()
+    finally:
+        if proc is not None:
+            proc.kill()
+            proc.wait()
+    return {
+        "torch_threads": threads,
+        "beside_busy_process": busy,
+        "load_average_before": load_before,
+        "load_average_after": load_after,
+        "sizes": sizes,
+    }
+
+
+LEGACY = (
+    "ours",
+    "fft_only_patterns_per_s",
+    "ours_on_cohere_subset",
+    "cohere",
+    "speed_ratio_best_batch_vs_cohere",
+    "chi2_median_ratio_ours_vs_cohere_same_patterns",
+)
+
+
+def legacy_view(mode: dict, common: dict) -> dict:
+    """One mode in the keys earlier runs wrote (64 x 64 figures at the top level)."""
+    at64 = next((s for s in mode["sizes"] if s["size"] == 64), mode["sizes"][0])
+    return {
+        **common,
+        "schedule": at64["schedule"],
+        "torch_threads": mode["torch_threads"],
+        "beside_busy_process": mode["beside_busy_process"],
+        "load_average_before": mode["load_average_before"],
+        "load_average_after": mode["load_average_after"],
+        **{key: at64[key] for key in LEGACY if key in at64},
+        "sizes": mode["sizes"],
+    }
+
+
+def report(mode: dict) -> None:
+    """The mode's header line (its sizes were printed as they finished)."""
+    print(
+        f"--- {mode['torch_threads']} thread(s)"
+        f"{' beside a busy process' if mode['beside_busy_process'] else ''}, load "
+        f"{mode['load_average_before'][0]:.2f} -> {mode['load_average_after'][0]:.2f}"
     )
-    t0 = time.perf_counter()
-    for _ in range(iterations):
-        x = torch.fft.ifft2(torch.fft.fft2(x, norm="ortho"), norm="ortho")
-    return batch * iterations / (time.perf_counter() - t0) / len(PAPER_SCHEDULE)
+
+
+def report_size(s: dict) -> None:
+    bound = s["fft_only_patterns_per_s"]
+    rows = ", ".join(f"B={r['batch']} {r['patterns_per_s']:.3g}/s" for r in s["ours"])
+    line = f"{s['size']:4d}^2: ours {rows}; FFT-only " + ", ".join(
+        f"B={b} {v:.3g}/s" for b, v in bound.items()
+    )
+    line += f"; best at {s['share_of_fft_bound_best_batch']:.0%} of its bound"
+    line += f"; chi2_every=10 {s['ours_chi2_every_10']['patterns_per_s']:.3g}/s"
+    if s.get("cohere"):
+        line += (
+            f"; cohere {s['cohere']['patterns_per_s']:.3g}/s: x"
+            f"{s['speed_ratio_best_batch_vs_cohere']:.2f} batched, "
+            f"x{s['speed_ratio_single_scan_vs_cohere']:.2f} one scan, chi2 ratio "
+            f"{s['chi2_median_ratio_ours_vs_cohere_same_patterns']:.2f}"
+        )
+    if s.get("speed_ratio_vs_baseline"):
+        ratios = ", ".join(f"B={b} x{v:.2f}" for b, v in s["speed_ratio_vs_baseline"].items())
+        line += f"; vs baseline {ratios}"
+    print(line, flush=True)
+
+
+def targets(modes: list) -> dict:
+    """Per size, the issue's ratios: ours / cohere (one scan, batched) and chi^2 per mode,
+    share of the FFT-only bound, and the loaded 2-thread rate over the 1-thread rate."""
+    out = {}
+    for m in modes:
+        tag = f"{m['torch_threads']}t" + ("+busy" if m["beside_busy_process"] else "")
+        for s in m["sizes"]:
+            row = out.setdefault(str(s["size"]), {})
+            row[tag] = {
+                "best_patterns_per_s": max(r["patterns_per_s"] for r in s["ours"]),
+                "one_scan_patterns_per_s": s["ours"][0]["patterns_per_s"],
+                "share_of_fft_bound": s["share_of_fft_bound_best_batch"],
+                "load": m["load_average_before"][0],
+                **{k: s[k] for k in s if k.startswith(("speed_ratio", "chi2_median"))},
+            }
+    for row in out.values():
+        if "1t" in row and "2t+busy" in row:
+            one, busy = row["1t"], row["2t+busy"]
+            row["loaded_2t_over_1t"] = busy["best_patterns_per_s"] / one["best_patterns_per_s"]
+    return out
+
+
+def parse_args(argv):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="64,128,256,512")
+    parser.add_argument("--batch-sizes", default=None, help="the sweep at 64 x 64")
+    parser.add_argument("--quick", action="store_true", help="fewer patterns (~10 min)")
+    parser.add_argument("--smoke", action="store_true", help="seconds: tests only")
+    parser.add_argument("--modes", default="1,2,2+busy", help="threads, '+busy': loaded")
+    parser.add_argument("--cohere-patterns", type=int, default=None, help="override per size")
+    parser.add_argument("--baseline", default=None, help="git revision of the engine to compare")
+    parser.add_argument("--schedule", default=str(PAPER_SCHEDULE))
+    parser.add_argument("--seed", type=int, default=2021)
+    parser.add_argument("--out", default=str(HERE / "results" / "phasing.json"))
+    args = parser.parse_args(argv)
+    args.sizes = [int(p) for p in args.sizes.split(",")]
+    sweep = args.batch_sizes or ("32" if args.quick else "8,16,32,64")
+    args.batch_sizes = [int(b) for b in sweep.split(",")]
+    modes = [(int(m.split("+")[0]), m.endswith("+busy")) for m in args.modes.split(",")]
+    if args.smoke:
+        args.sizes, args.batch_sizes, modes = [64, 128], [2], [(1, False)]
+        args.schedule = "2*(10*HIO+5*ER)"
+    return args, modes
+
+
+def counts_for(args) -> dict:
+    table = QUICK if args.quick else FULL
+    if args.smoke:
+        table = {p: (2, 0) for p in args.sizes}
+    out = {p: table.get(p, (1, 1)) for p in args.sizes}
+    if args.cohere_patterns is not None:
+        out = {p: (n, min(n, args.cohere_patterns)) for p, (n, _) in out.items()}
+    return out
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--patterns", type=int, default=256, help="patterns for our engine")
-    parser.add_argument(
-        "--cohere-patterns",
-        type=int,
-        default=32,
-        help="the first N patterns also go through cohere-core (0: skip)",
-    )
-    parser.add_argument("--batch-sizes", default="32,64,128,256")
-    parser.add_argument("--seed", type=int, default=2021)
-    parser.add_argument(
-        "--threads", type=int, default=None, help="torch threads (default: torch's)"
-    )
-    parser.add_argument("--out", default=str(HERE / "results" / "phasing.json"))
-    parser.add_argument("--cohere-worker", nargs=2, metavar=("IN", "OUT"), help=argparse.SUPPRESS)
-    args = parser.parse_args(argv)
-    if args.cohere_worker:
-        cohere_worker(*args.cohere_worker)
-        return 0
-    if args.threads:
-        torch.set_num_threads(args.threads)
-
-    modulus = test_patterns(args.patterns, args.seed)
-    start = random_phase_rectangle(args.patterns, rng=args.seed)
-    sizes = [int(b) for b in args.batch_sizes.split(",")]
-    load_before = os.getloadavg()
-    ours = [run_ours(modulus, start, b) for b in sizes]
-    bounds = {b: fft_bound(b) for b in sizes}
-    k = min(args.cohere_patterns, args.patterns)
-    # our engine on exactly the cohere subset, for a like-for-like chi^2 comparison
-    subset = run_ours(modulus[:k], start.select(slice(0, k)), max(k, 1)) if k else None
-    cohere = None
-    if k:
-        cohere = run_cohere(
-            modulus[:k], start.object[:k].numpy(), start.support[:k].numpy(), str(PAPER_SCHEDULE)
-        )
-    best = max(ours, key=lambda r: r["patterns_per_s"])
-    result = {
-        "schedule": str(PAPER_SCHEDULE),
-        "shrinkwrap": SHRINKWRAP.to_dict(),
-        "torch_threads": torch.get_num_threads(),
+    args, modes = parse_args(argv)
+    baseline = load_baseline(args.baseline) if args.baseline else None
+    common = {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "git_sha": git_sha(),
+        "machine": machine(),
+        "baseline_revision": getattr(baseline, "REVISION", None),
         "cpu_count": os.cpu_count(),
-        "load_average_before": load_before,
-        "load_average_after": os.getloadavg(),
-        "ours": ours,
-        "fft_only_patterns_per_s": bounds,
-        "ours_on_cohere_subset": subset,
-        "cohere": cohere,
+        "shrinkwrap": SHRINKWRAP.to_dict(),
+        "quick": args.quick,
+        "smoke": args.smoke,
+        "pynx": "not available: PyPI's `pynx` is an unrelated nginx tool; PyNX is not on PyPI",
+        "torch_compile_cpu": "not used: measured slower than eager on CPU (docs/phasing.md)",
     }
-    print(
-        f"load average {load_before} -> {result['load_average_after']}, "
-        f"torch threads {torch.get_num_threads()}"
+    counts = counts_for(args)
+    results = []
+    for threads, busy in modes:
+        results.append(run_mode(threads, busy, counts, args, baseline))
+        report(results[-1])
+    common["targets"] = targets(results)
+    main_mode = next(
+        (m for m in results if m["torch_threads"] == 2 and not m["beside_busy_process"]), results[0]
     )
-    for r in ours:
-        print(
-            f"ours  B={r['batch']:4d}: {r['patterns_per_s']:7.1f} patterns/s, "
-            f"{r['pattern_iterations_per_s']:9.0f} pattern-it/s (FFT-only bound "
-            f"{bounds[r['batch']]:.1f}), median final chi2 {r['final_chi2_median']:.4g}"
-        )
-    if cohere:
-        ratio = best["patterns_per_s"] / cohere["patterns_per_s"]
-        result["speed_ratio_best_batch_vs_cohere"] = ratio
-        result["chi2_median_ratio_ours_vs_cohere_same_patterns"] = (
-            subset["final_chi2_median"] / cohere["final_chi2_median"]
-        )
-        print(
-            f"cohere-core (numpy, 1 pattern at a time, {k} patterns): "
-            f"{cohere['patterns_per_s']:.2f} patterns/s, "
-            f"{cohere['pattern_iterations_per_s']:.0f} pattern-it/s, "
-            f"median final chi2 {cohere['final_chi2_median']:.4g}"
-        )
-        print(f"ours on the same {k} patterns: median final chi2 {subset['final_chi2_median']:.4g}")
-        print(
-            f"ratio speed (ours best batch / cohere): {ratio:.1f}x; "
-            f"ratio median chi2 (ours / cohere): "
-            f"{result['chi2_median_ratio_ours_vs_cohere_same_patterns']:.2f}"
-        )
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(args.out, result, indent=1)
-    print(f"wrote {args.out}")
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, {**legacy_view(main_mode, common), "modes": results}, indent=1)
+    print(f"wrote {out}")
+    for m in results:
+        if m is main_mode:
+            continue
+        tag = "1thread" if m["torch_threads"] == 1 else f"{m['torch_threads']}threads"
+        tag += "_loaded" if m["beside_busy_process"] else ""
+        side = out.with_name(f"{out.stem}_{tag}.json")
+        atomic_write_json(side, legacy_view(m, common), indent=1)
+        print(f"wrote {side}")
     return 0
 
 
