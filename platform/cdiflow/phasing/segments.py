@@ -2,9 +2,10 @@
 
 ``"2*(40*HIO+20*ER)+100*ADAM"`` is projections (the batched engine, ``run_phasing``)
 then Adam on the object (``gradient_refine``). The schedule is cut into maximal runs of
-one kind; each segment starts from the last iterate and support of the one before, the
-shrink-wrap timetable counts iterations of the whole schedule (so a segment that starts
-at iteration 60 updates the support when the whole schedule would), and the answer is
+one kind; each segment starts from the best iterate of the one before, inside that
+iterate's support; the shrink-wrap timetable counts iterations of the whole schedule
+(so a segment that starts at iteration 60 updates the support when the whole schedule
+would), and the answer is
 the best support-consistent iterate of any segment. A gradient segment keeps its
 support fixed (the shrink-wrapped one, inside the upper bound) and may stop early on a
 chi^2 plateau; its curve then repeats its last value to the segment's length, so the
@@ -27,8 +28,13 @@ from cdiflow.phasing.schedule import GRADIENT, Schedule, Step, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.physics.farfield import PAPER, FarField
 
-DEFAULT_GRADIENT = GradientConfig()
-"""ADAM steps' settings unless a caller gives others (the step count comes from the schedule)."""
+DEFAULT_GRADIENT = GradientConfig(lr=1e-3, parametrisation="cartesian")
+"""ADAM steps' settings unless a caller gives others (the step count comes from the schedule).
+
+A schedule's ADAM steps polish an iterate that projections brought near a solution, so
+the step is small: after the gentle schedule from the shipped model's starts (24 test
+patterns), 100 steps at lr 1e-3 on the real and imaginary parts lowered chi^2 on every
+pattern (median 1.1e-4 -> 7.2e-5); lr 5e-3 reached 7.4e-5."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -101,7 +107,12 @@ def run_schedule(
                 modulus, x, s, seg.schedule, mask=mask, beta=beta,
                 shrinkwrap=shifted(shrinkwrap, seg.first), upper_bound=upper_bound,
             )  # fmt: skip
-        x, s = res.obj, res.support
+        # The next segment polishes this one's best iterate inside that iterate's own
+        # support: the last iterate of HIO or of a late shrink-wrap update can be far
+        # worse (measured: gradient steps from the last iterate and final support of
+        # the gentle schedule ended above its best chi^2; from the best, below it).
+        x = res.best_obj
+        s = res.best_obj != 0
         parts.append((len(seg), res))
     return _join(parts)
 
