@@ -83,3 +83,34 @@ def test_job_on_ray_isolates_bad_scans_and_resumes(local_ray, tmp_path, monkeypa
     )
     assert again.skipped == 2 and again.processed == len(outcome.rows) - 2
     assert [r["status"] for r in again.rows] == [r["status"] for r in outcome.rows]
+
+
+def test_native_refinement_of_mixed_sizes_on_ray(local_ray, tmp_path, monkeypatch):
+    """Refinement patterns of 64 and 256 pixels (and a failed row) share Ray Data
+    batches: the ragged columns come through, each scan refined at its own size."""
+    from cdiflow.formats.preprocess import PreprocessConfig
+    from cdiflow.formats.results import read_scan_result
+    from cdiflow.physics.beamtime import ForwardCDIConfig, forward_cdi_frame
+    from cdiflow.physics.generator import GeneratorConfig, generate_samples
+    from cdiflow.pipelines.reconstruct import reconstruct_beamtime
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    workspace = tmp_path / "ws"
+    _register_champion(workspace, tmp_path)
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    modulus = generate_samples(GeneratorConfig(), 0, [0]).modulus[0].astype(np.float64)
+    np.save(folder / "particle.npy", (modulus**2 * 1e6).astype(np.float32))
+    np.save(folder / "fcdi.npy", forward_cdi_frame(ForwardCDIConfig())[0])
+    (folder / "broken.h5").write_bytes(b"not HDF5\n" * 8)
+    config = FAST.replace(preprocess=PreprocessConfig(refine_size="native"), refine_batch=3)
+    out = tmp_path / "out"
+    outcome = reconstruct_beamtime([folder], out, workspace=workspace, config=config)
+    by_scan = {r["scan"]: r for r in outcome.rows}
+    assert by_scan["broken"]["status"] == "failed"
+    shapes = {}
+    for name in ("particle", "fcdi"):
+        assert by_scan[name]["status"] == "ok", by_scan[name]
+        arrays, _ = read_scan_result(out / by_scan[name]["result"])
+        shapes[name] = (arrays["amplitude"].shape, arrays["refine_mask"].shape)
+    assert shapes == {"particle": ((56, 56), (64, 64)), "fcdi": ((224, 224), (256, 256))}

@@ -90,6 +90,35 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "random phase inside the pattern's autocorrelation support halved)",
     )
     parser.add_argument(
+        "--starts",
+        type=int,
+        help="refinement runs per scan (default 4): the --start and random phases inside "
+        "the CNN support; the best by chi2 is kept, their agreement goes into the verdict",
+    )
+    parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
+    parser.add_argument(
+        "--max-source-mib",
+        type=float,
+        help="refuse (a failed row, nothing read) a scan whose data is above this many MiB "
+        "(default 2048): a worker holds a scan whole, plus a float32 copy",
+    )
+    _add_detector_flags(parser)
+    parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
+    parser.add_argument(
+        "--local", action="store_true", help="run in this process without Ray (debugging)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo every scan, also those finished with the same model, config and input",
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_detector_flags(parser: argparse.ArgumentParser) -> None:
+    """--refine-size and --mask: the resolution of refinement and the bad pixels."""
+    parser.add_argument(
         "--refine-size",
         choices=("64", "128", "256", "512", "native"),
         help="pixels per axis of the refined pattern (default 64: the CNN's pattern; "
@@ -103,30 +132,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "file's CXI 'mask' / NeXus 'pixel_mask'); nonzero = bad (CXI convention), of "
         "the frames' shape; added to the scan file's own mask",
     )
-    parser.add_argument(
-        "--starts",
-        type=int,
-        help="refinement runs per scan (default 4): the --start and random phases inside "
-        "the CNN support; the best by chi2 is kept, their agreement goes into the verdict",
-    )
-    parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
-    parser.add_argument(
-        "--max-source-mib",
-        type=float,
-        help="refuse (a failed row, nothing read) a scan whose data is above this many MiB "
-        "(default 2048): a worker holds a scan whole, plus a float32 copy",
-    )
-    parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
-    parser.add_argument(
-        "--local", action="store_true", help="run in this process without Ray (debugging)"
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="redo every scan, also those finished with the same model, config and input",
-    )
-    parser.set_defaults(run=run)
-    return parser
 
 
 def load_config(args: argparse.Namespace):

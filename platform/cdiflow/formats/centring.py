@@ -26,6 +26,8 @@ import math
 
 import numpy as np
 
+from cdiflow import PATTERN_SIZE
+
 
 @dataclasses.dataclass(frozen=True)
 class Window:
@@ -308,3 +310,65 @@ def estimate_oversampling(
     rows, cols = np.flatnonzero(centre.any(axis=1)), np.flatnonzero(centre.any(axis=0))
     extent = ((rows[-1] - rows[0] + 2) / 2.0, (cols[-1] - cols[0] + 2) / 2.0)
     return (p / extent[0], p / extent[1]), (float(extent[0]), float(extent[1]))
+
+
+def plan_windows(frame, measured, centre, config, threshold: float):
+    """(CNN window, refinement window) and the native oversampling (y, x).
+
+    ``config`` is a ``PreprocessConfig``: the CNN's 64 x 64 window at its fixed binning
+    or by ``choose_binning``; the refinement's: the CNN's at "64", the largest bin-1
+    window at "native", else ``choose_binning`` at that size.
+    """
+    shape = frame.shape
+    size = native_size(centre, shape, config.max_shift)
+    native_window = window_at(centre, size, 1, shape, config.max_shift)[0]
+    intensity, mask = cut_window(frame, measured, native_window)
+    native, _ = estimate_oversampling(intensity, mask, threshold)
+    least = min(native)
+    if config.cnn_bin:
+        cnn = window_at(centre, config.size, config.cnn_bin, shape, config.max_shift)[0]
+    else:
+        cnn = choose_binning(
+            centre, PATTERN_SIZE, least, shape, config.min_oversampling, config.max_shift
+        )
+    if config.refine_size == str(cnn.size):
+        refine = cnn
+    elif config.refine_size == "native":
+        refine = native_window
+    else:
+        r = int(config.refine_size)
+        refine = choose_binning(centre, r, least, shape, config.min_oversampling, config.max_shift)
+    return (cnn, refine), native
+
+
+def cut_pattern(frame, measured, window: Window, threshold: float) -> dict:
+    """Cut, bin and normalise one window: ``modulus`` (float32, max 1), ``mask`` and
+    ``parameters`` (window, oversampling and extent at ``threshold``, counts)."""
+    import torch
+
+    from cdiflow.physics.fft import normalise_modulus
+
+    intensity, mask = cut_window(frame, measured, window)
+    oversampling, extent = estimate_oversampling(intensity, mask, threshold)
+    modulus = normalise_modulus(torch.from_numpy(np.sqrt(intensity))).numpy()
+    parameters = {
+        "crop": window.crop,
+        "bin": window.bin,
+        "size": window.size,
+        "origin": [int(o) for o in window.origin],
+        "oversampling": [round(float(o), 4) for o in oversampling],
+        "object_extent": list(extent),
+        # True where the support reaches the pattern edge: the autocorrelation wraps, so
+        # the object is at least P/2 wide and the oversampling at most about 2.
+        "oversampling_capped": [bool(e >= (window.size + 1) / 2) for e in extent],
+        "pattern_counts": float(intensity[mask].sum()),
+        "padded_pixels": int(_padded(window, frame.shape).sum()),
+        "support_threshold": threshold,
+    }
+    return {"modulus": modulus.astype(np.float32), "mask": mask, "parameters": parameters}
+
+
+def _padded(window: Window, frame_shape) -> np.ndarray:
+    """(size, size) bool: binned pixels with no native pixel inside the frame."""
+    inside = np.ones(frame_shape, bool)
+    return ~cut_window(inside.astype(float), inside, window)[1]

@@ -40,13 +40,12 @@ from cdiflow.config import Config, require
 from cdiflow.formats.centring import (  # noqa: F401 - re-exported
     Window,
     centre_of_mass,
-    choose_binning,
     crop_and_bin,
+    cut_pattern,
     cut_window,
     estimate_oversampling,
     find_centre,
-    native_size,
-    window_at,
+    plan_windows,
 )
 from cdiflow.formats.masks import (  # noqa: F401 - re-exported
     beamstop_mask,
@@ -239,8 +238,8 @@ def preprocess(scan: Scan, config: PreprocessConfig | None = None) -> Preprocess
     threshold = config.support_threshold
     if unmeasured["beamstop"].any():
         threshold = max(threshold, config.beamstop_support_threshold)
-    windows, native = _windows(frame, measured, centre, config, threshold)
-    cnn, refine = (_pattern(frame, measured, w, threshold) for w in windows)
+    windows, native = plan_windows(frame, measured, centre, config, threshold)
+    cnn, refine = (cut_pattern(frame, measured, w, threshold) for w in windows)
     parameters = {
         "frame_index": k,
         "frames": int(scan.frames.shape[0]),
@@ -344,62 +343,6 @@ def _unmeasured_regions(total, centre, config: PreprocessConfig) -> dict[str, np
         "beamstop": beamstop_mask(total, centre) if config.beamstop else none,
         "gaps": gap_mask(total) if config.gaps else none,
     }
-
-
-def _windows(frame, measured, centre, config: PreprocessConfig, threshold: float):
-    """(CNN window, refinement window) and the native oversampling (y, x)."""
-    shape = frame.shape
-    size = native_size(centre, shape, config.max_shift)
-    native_window = window_at(centre, size, 1, shape, config.max_shift)[0]
-    intensity, mask = cut_window(frame, measured, native_window)
-    native, _ = estimate_oversampling(intensity, mask, threshold)
-    least = min(native)
-    if config.cnn_bin:
-        cnn = window_at(centre, config.size, config.cnn_bin, shape, config.max_shift)[0]
-    else:
-        cnn = choose_binning(
-            centre, PATTERN_SIZE, least, shape, config.min_oversampling, config.max_shift
-        )
-    if config.refine_size == str(cnn.size):
-        refine = cnn
-    elif config.refine_size == "native":
-        refine = native_window
-    else:
-        r = int(config.refine_size)
-        refine = choose_binning(centre, r, least, shape, config.min_oversampling, config.max_shift)
-    return (cnn, refine), native
-
-
-def _pattern(frame, measured, window: Window, threshold: float) -> dict:
-    """Cut, bin and normalise one window; its modulus, mask and provenance."""
-    import torch
-
-    from cdiflow.physics.fft import normalise_modulus
-
-    intensity, mask = cut_window(frame, measured, window)
-    oversampling, extent = estimate_oversampling(intensity, mask, threshold)
-    modulus = normalise_modulus(torch.from_numpy(np.sqrt(intensity))).numpy()
-    parameters = {
-        "crop": window.crop,
-        "bin": window.bin,
-        "size": window.size,
-        "origin": [int(o) for o in window.origin],
-        "oversampling": [round(float(o), 4) for o in oversampling],
-        "object_extent": list(extent),
-        # True where the support reaches the pattern edge: the autocorrelation wraps, so
-        # the object is at least P/2 wide and the oversampling at most about 2.
-        "oversampling_capped": [bool(e >= (window.size + 1) / 2) for e in extent],
-        "pattern_counts": float(intensity[mask].sum()),
-        "padded_pixels": int(_padded(window, frame.shape).sum()),
-        "support_threshold": threshold,
-    }
-    return {"modulus": modulus.astype(np.float32), "mask": mask, "parameters": parameters}
-
-
-def _padded(window: Window, frame_shape) -> np.ndarray:
-    """(size, size) bool: binned pixels with no native pixel inside the frame."""
-    inside = np.ones(frame_shape, bool)
-    return ~cut_window(inside.astype(float), inside, window)[1]
 
 
 def _mask_sources(scan: Scan, config: PreprocessConfig, masked: dict) -> list[str]:
