@@ -224,6 +224,7 @@ def engine_threads(threads: int | None):
 # complex coefficients (8 bytes each at complex64), the modulus, |F| and a scratch (4
 # each) and the squares (8); the kept best is touched only at ER steps.
 _BYTES_PER_PIXEL = 5 * 8 + 3 * 4 + 8
+_MIN_PIXELS = 2**17
 
 
 def cache_bytes_per_core(default: int = 2 * 2**20) -> int:
@@ -252,9 +253,13 @@ def batch_for(
     """A batch size for ``run_phasing`` at ``pattern_size``, from the cache (CPU) or memory.
 
     On CPU the loop is bound by memory traffic once its working set leaves the per-core
-    cache, so the batch is as many patterns as fit in ``threads`` per-core caches (at
-    least one per thread: the FFT parallelises over the batch). On a GPU it is as many as
-    fit in a quarter of the free memory, at most 16384 (throughput flattens well before).
+    cache, so the batch is as many patterns as fit in ``threads`` per-core caches, but
+    never fewer than ``_MIN_PIXELS`` pixels (each of the ~12 ops per iteration costs a
+    fixed dispatch, and torch splits an op over threads only above 32768 elements) nor
+    fewer than one pattern per thread (the FFT parallelises over the batch). Measured at
+    64 x 64 on 2 cores (``benchmarks/results/phasing*.json``): batch 32 at least as fast
+    as 8 (the cache fit) and faster than 64 or 128. On a GPU it is as many as fit in a
+    quarter of the free memory, at most 16384 (throughput flattens well before).
     """
     per_pattern = _BYTES_PER_PIXEL * pattern_size * pattern_size
     if torch.device(device).type == "cuda":
@@ -262,7 +267,8 @@ def batch_for(
         return max(1, min(16384, free // (4 * per_pattern)))
     threads = threads or torch.get_num_threads()
     cache = cache_bytes or cache_bytes_per_core()
-    return max(threads, (cache * threads) // per_pattern)
+    floor = -(-_MIN_PIXELS // (pattern_size * pattern_size))
+    return max(threads, floor, (cache * threads) // per_pattern)
 
 
 def _per_pattern(value, batch: int, device, dtype) -> torch.Tensor:
