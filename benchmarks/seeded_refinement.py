@@ -58,7 +58,7 @@ VARIANTS = {
     "paper": PAPER_SETTINGS,
     "gentle": SEEDED_SETTINGS,
     "gentle+adam": RefineSettings(
-        SEEDED_SETTINGS.schedule + "+60*ADAM", SEEDED_SETTINGS.beta, SEEDED_SETTINGS.shrinkwrap
+        SEEDED_SETTINGS.schedule + "+100*ADAM", SEEDED_SETTINGS.beta, SEEDED_SETTINGS.shrinkwrap
     ),
 }
 """Refinements of the CNN start compared against the same random runs."""
