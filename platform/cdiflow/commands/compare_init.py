@@ -10,7 +10,10 @@ chi^2 (mean +- std) and image errors after alignment, and the curves; ``chi2_cur
 (Fig. 5f) and ``evolution.png`` (Fig. 6, phases unwrapped with skimage's Herraez 2002).
 
 Many patterns (``--patterns N``: the first N test patterns, batched, at most
-``--batch-size`` runs per refinement call; needs a CNN): ``compare_init.json`` holds per
+``--batch-size`` runs per refinement call; needs a CNN; each start refined with its own
+default settings, the paper's for random phases and the gentle schedule of
+``cdiflow.phasing.settings`` for the CNN and NNS guesses, unless ``--schedule`` sets one
+for all): ``compare_init.json`` holds per
 pattern the final chi^2 and aligned image errors of each start (median, mean, std, 16/84%
 over the R runs of a random start) and the iteration at which the CNN start's chi^2 curve
 first reaches each random start's median final chi^2, plus a ``summary`` (fractions of
@@ -55,7 +58,13 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     parser.add_argument("--repeats", type=int, default=300, help="runs per random start")
     parser.add_argument("--threshold", type=float, default=0.1, help="CNN support threshold")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random phases")
-    parser.add_argument("--schedule", default=None, help="phasing schedule (default: paper's)")
+    parser.add_argument(
+        "--schedule",
+        default=None,
+        help="one phasing schedule for every start (default: the paper's for --index; with "
+        "--patterns, the paper's for random starts and the gentle 120-iteration one for "
+        "CNN and NNS starts)",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="compare-init-results", help="output folder")
     parser.set_defaults(run=run)
@@ -216,12 +225,23 @@ def _start_settings(args, predicted, nearest, schedule) -> dict:
     }
 
 
-def _settings(args, schedule, shrinkwrap) -> dict:
-    """What the batched comparison ran with (``summary`` of compare_init.json)."""
+def _settings(args, schedule, shrinkwrap, kinds) -> dict:
+    """What the batched comparison ran with (``summary`` of compare_init.json).
+
+    ``start_settings`` gives each start kind's schedule, beta and shrink-wrap: one for all
+    with ``--schedule``, else each kind's default (``cdiflow.phasing.settings``).
+    """
+    from cdiflow.phasing.settings import PAPER_SETTINGS, RefineSettings, settings_for
+
+    if schedule is None:
+        per_kind = {kind: settings_for(kind) for kind in kinds}
+    else:
+        one = RefineSettings(str(schedule), PAPER_SETTINGS.beta, shrinkwrap)
+        per_kind = dict.fromkeys(kinds, one)
     return {
-        "schedule": str(schedule),
-        "iterations": len(schedule),
-        "shrinkwrap": None if shrinkwrap is None else shrinkwrap.to_dict(),
+        "schedule": None if schedule is None else str(schedule),
+        "iterations": {kind: s.iterations for kind, s in per_kind.items()},
+        "start_settings": {kind: s.to_dict() for kind, s in per_kind.items()},
         "model": args.model,
         "predictions": args.predictions,
         "train": args.train,
@@ -262,10 +282,13 @@ def run_patterns(args) -> int:
     from cdiflow.phasing.compare_batch import compare_patterns
     from cdiflow.phasing.compare_summary import comparison_arrays, comparison_json
     from cdiflow.phasing.refine import PAPER_SHRINKWRAP
+    from cdiflow.phasing.schedule import parse
 
     (modulus, amplitude, phase), predicted, nearest = _batch_inputs(args)
     indices = np.arange(len(modulus))
-    schedule = _schedule(args)
+    # Without --schedule each start gets the refinement the beamtime job gives it: the
+    # paper's for random phases, the gentle schedule for the CNN and NNS guesses.
+    schedule = parse(args.schedule) if args.schedule else None
     runs = compare_patterns(
         modulus,
         amplitude,
@@ -277,7 +300,7 @@ def run_patterns(args) -> int:
         **_start_settings(args, predicted, nearest, schedule),
     )
     result = comparison_json(runs, indices)
-    result["summary"].update(_settings(args, schedule, PAPER_SHRINKWRAP))
+    result["summary"].update(_settings(args, schedule, PAPER_SHRINKWRAP, list(runs)))
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "compare_init.json").write_text(json.dumps(result, indent=1, allow_nan=False))

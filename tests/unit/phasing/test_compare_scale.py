@@ -83,8 +83,11 @@ def test_the_summary_matches_the_patterns_and_the_stored_curves(scale_run):
     _code, _out, result, arrays = scale_run
     summary, patterns = result["summary"], result["patterns"]
     assert summary["patterns"] == 3 and summary["repeats"] == 2
-    assert summary["schedule"] == SCHEDULE and summary["iterations"] == 30
-    assert summary["shrinkwrap"]["start"] == 100 and summary["model"].endswith("cnn.pt")
+    assert summary["schedule"] == SCHEDULE and summary["iterations"] == dict.fromkeys(STARTS, 30)
+    for kind in STARTS:  # one schedule for every start
+        assert summary["start_settings"][kind]["schedule"] == SCHEDULE
+        assert summary["start_settings"][kind]["shrinkwrap"]["start"] == 100
+    assert summary["model"].endswith("cnn.pt")
     assert summary["failed_runs"] == dict.fromkeys(STARTS, 0)
     for kind in RANDOM_KINDS:
         medians = [p["starts"][kind]["best_chi2"]["median"] for p in patterns]
@@ -194,3 +197,23 @@ def test_each_start_kind_is_refined_with_its_own_settings(dataset):
     summary = comparison_json(runs, np.arange(2))["summary"]  # curves of unequal length
     for kind in ("random-rectangle", "random-cnn-support"):
         assert 0.0 <= summary["fraction_cnn_below_random_median_chi2"][kind] <= 1.0
+
+
+def test_without_a_schedule_each_start_gets_its_default_settings(dataset, weights, tmp_path):
+    from cdiflow.phasing.settings import PAPER_SETTINGS, SEEDED_SETTINGS
+
+    out = tmp_path / "cmp"
+    argv = ["compare-init", "--data", str(dataset / "test"), "--model", str(weights)]
+    argv += ["--patterns", "1", "--repeats", "1", "--out", str(out)]
+    assert main(argv) == 0
+    summary = json.loads((out / "compare_init.json").read_text())["summary"]
+    assert summary["schedule"] is None
+    assert summary["start_settings"]["cnn"] == SEEDED_SETTINGS.to_dict()
+    assert summary["start_settings"]["random-rectangle"] == PAPER_SETTINGS.to_dict()
+    assert summary["iterations"] == {
+        "random-rectangle": 600,
+        "random-cnn-support": 600,
+        "cnn": SEEDED_SETTINGS.iterations,
+    }
+    with np.load(out / "compare_init_runs.npz") as npz:
+        assert npz["cnn.chi2"].shape == (1, SEEDED_SETTINGS.iterations)
