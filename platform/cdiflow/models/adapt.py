@@ -107,9 +107,10 @@ def physics_chi2(
     """(B,) scale-fitted chi^2 of the CNN's predicted object against ``modulus``.
 
     ``modulus`` (B, P, P) centred, ``mask`` None or (B, P, P) bool (True = measured).
-    Differentiable when grad is enabled; computed in float32 outside autocast.
+    Differentiable when grad is enabled. The mask reaches the model as it does in
+    ``CNNReconstructor.predict`` (a model with a mask channel uses it, others ignore it).
     """
-    out = model(modulus).float()
+    out = model(modulus, mask).float()
     predicted = physics.modulus_of_targets(out[:, 0], out[:, 1])
     return physics.chi2(predicted, modulus, mask, fit_scale=True)
 
@@ -158,8 +159,9 @@ def adapt(
 
     Parameters
     ----------
-    model : the CNN ((B, P, P) moduli -> (B, 2, N, N) amplitude and phase target); it is
-        not modified (its weights, mode and device stay as they are).
+    model : the CNN (``model(moduli (B, P, P), mask or None) -> (B, 2, N, N)`` amplitude
+        and phase target, as ``PhaseRetrievalCNN``); it is not modified (its weights,
+        mode and device stay as they are).
     modulus : (P, P) or (B, P, P) centred moduli (max-normalised as the job stores them).
     mask : optional (P, P) or (B, P, P) bool, True where a pixel is measured.
     physics : the geometry (P and the object box N of the CNN's output).
