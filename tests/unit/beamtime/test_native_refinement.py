@@ -205,6 +205,11 @@ def test_masks_from_a_cxi_file_and_from_the_mask_flag_are_honoured(tmp_path, cap
     assert "1 ok, 0 failed" in capsys.readouterr().out
     unmeasured = _masked_cxi(out / "scans" / "scan.cxi")
     assert np.array_equal(unmeasured, (file_bad != 0) | flag_bad)
+    with h5py.File(out / "scans" / "scan.cxi", "r") as h5:  # the preprocessing is recorded
+        recorded = json.loads(h5["/entry_1/image_1/process_1/preprocessing"][()].decode())
+    assert recorded["mask_source"] == ["file:/entry_1/instrument_1/detector_1/mask", "--mask"]
+    assert recorded["masked"]["user"] == 10 and recorded["masked_fraction"] > 0
+    assert {"centre", "crop", "bin", "refine"} <= set(recorded)
     # a --mask of another shape: a one-line reason in a failed row; a missing one: exit 2
     np.save(tmp_path / "small.npy", np.zeros((32, 32), bool))
     assert main([*args, str(tmp_path / "small.npy"), "--out", str(tmp_path / "o2")]) == 0
