@@ -20,14 +20,15 @@ size its header declares, before any of it is read.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import numpy as np
 
 from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
-from cdiflow.formats.masks import check_mask_shape, mask_in_hdf5
-from cdiflow.formats.scan import (
+from cdiflow.formats.masks import check_mask_shape, mask_in_hdf5, only_dataset
+from cdiflow.formats.scan import (  # noqa: F401 - HDF5_SUFFIXES, TIFF_SUFFIXES re-exported
+    HDF5_SUFFIXES,
+    TIFF_SUFFIXES,
     NotAScan,
     Scan,
     ScanDataError,
@@ -36,21 +37,11 @@ from cdiflow.formats.scan import (
     check_source_size,
     declared_nbytes,
     files_fingerprint,
+    split_source,
 )
 from cdiflow.formats.tiff import read_tiff_stack
 
-HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
-TIFF_SUFFIXES = {".tif", ".tiff"}
 CXI_DEFAULT = "/entry_1/data_1/data"
-
-
-def split_source(source: str | Path) -> tuple[Path, str | None]:
-    """``"a/b.h5:/entry/x"`` -> ``(Path("a/b.h5"), "/entry/x")``; no key -> None."""
-    text = str(source)
-    m = re.match(r"^(.*\.(?:h5|hdf5|hdf|nxs|nx5|cxi|npz)):(.+)$", text, flags=re.IGNORECASE)
-    if m:
-        return Path(m.group(1)), m.group(2)
-    return Path(text), None
 
 
 def open_scan(source: str | Path, max_bytes: int | None = None) -> Scan:
@@ -179,22 +170,6 @@ def _nexus_default(h5) -> str | None:
     return None
 
 
-def _only_dataset(h5) -> str | None:
-    """The path of the single 2D/3D numeric dataset in the file, if exactly one (datasets
-    named ``mask`` or ``pixel_mask`` are masks, not data)."""
-    import h5py
-
-    found: list[str] = []
-
-    def visit(name, obj):
-        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uif":
-            if name.rsplit("/", 1)[-1] not in ("mask", "pixel_mask"):  # masks are not data
-                found.append("/" + name)
-
-    h5.visititems(visit)
-    return found[0] if len(found) == 1 else None
-
-
 def read_hdf5_dataset(
     path: Path, key: str | None, max_bytes: int | None = None
 ) -> tuple[np.ndarray, str, np.ndarray | None, str]:
@@ -217,7 +192,7 @@ def read_hdf5_dataset(
                 if path.suffix.lower() == ".cxi" and CXI_DEFAULT in h5:
                     key = CXI_DEFAULT
                 else:
-                    key = _nexus_default(h5) or _only_dataset(h5)
+                    key = _nexus_default(h5) or only_dataset(h5)
                 if key is None:
                     raise ScanReadError(
                         path,

@@ -22,7 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from cdiflow.formats.scan import ScanDataError, ScanReadError
+from cdiflow.formats.scan import (
+    HDF5_SUFFIXES,
+    TIFF_SUFFIXES,
+    ScanDataError,
+    ScanReadError,
+    split_source,
+)
 
 CXI_MASKS = ("/entry_1/instrument_1/detector_1/mask", "/entry_1/data_1/mask")
 NEXUS_MASK_NAMES = ("pixel_mask",)
@@ -78,8 +84,6 @@ def read_mask_file(source: str) -> np.ndarray:
     ------
     MaskError : missing or unreadable file, no 2D mask in it.
     """
-    from cdiflow.formats.generic import HDF5_SUFFIXES, TIFF_SUFFIXES, split_source
-
     path, key = split_source(source)
     if not path.is_file():
         raise MaskError(path, "--mask file not found", kind="bad_mask")
@@ -110,19 +114,33 @@ def read_mask_file(source: str) -> np.ndarray:
 def _hdf5_mask(path: Path, key: str | None) -> np.ndarray:
     import h5py
 
-    from cdiflow.formats.generic import _only_dataset
-
     with h5py.File(path, "r") as h5:
         if key is None:
             values, where = mask_in_hdf5(h5)
             if values is not None:
                 return values
-            key = _only_dataset(h5)
+            key = only_dataset(h5)
             if key is None:
                 raise MaskError(path, "no mask dataset; name one as FILE:/path", "bad_mask")
         if key not in h5 or not isinstance(h5[key], h5py.Dataset):
             raise MaskError(f"{path}:{key}", "no such dataset in the --mask file", "bad_mask")
         return h5[key][()]
+
+
+def only_dataset(h5) -> str | None:
+    """The path of the single 2D/3D numeric dataset in the file, if exactly one (datasets
+    named ``mask`` or ``pixel_mask`` are masks, not data)."""
+    import h5py
+
+    found: list[str] = []
+
+    def visit(name, obj):
+        if isinstance(obj, h5py.Dataset) and obj.ndim in (2, 3) and obj.dtype.kind in "uif":
+            if name.rsplit("/", 1)[-1] not in ("mask", "pixel_mask"):  # masks are not data
+                found.append("/" + name)
+
+    h5.visititems(visit)
+    return found[0] if len(found) == 1 else None
 
 
 def check_mask_shape(mask: np.ndarray, frame_shape: tuple[int, ...], source: str) -> None:

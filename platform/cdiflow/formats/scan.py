@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,8 @@ import numpy as np
 from cdiflow.errors import ScanError
 
 MIB = 2**20  # bytes in a MiB: the unit of the source size limit (``--max-source-mib``)
+HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
+TIFF_SUFFIXES = {".tif", ".tiff"}
 
 
 class ScanReadError(ScanError):
@@ -237,3 +240,12 @@ def _mib(nbytes: int) -> str:
     if value >= 10:
         return f"{value:.1f}".removesuffix(".0")
     return f"{value:.3g}"
+
+
+def split_source(source: str | Path) -> tuple[Path, str | None]:
+    """``"a/b.h5:/entry/x"`` -> ``(Path("a/b.h5"), "/entry/x")``; no key -> None."""
+    text = str(source)
+    m = re.match(r"^(.*\.(?:h5|hdf5|hdf|nxs|nx5|cxi|npz)):(.+)$", text, flags=re.IGNORECASE)
+    if m:
+        return Path(m.group(1)), m.group(2)
+    return Path(text), None
