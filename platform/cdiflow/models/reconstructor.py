@@ -47,8 +47,10 @@ class CNNReconstructor:
         with torch.inference_mode():
             for start in range(0, x.shape[0], self.batch_size):
                 rows = slice(start, start + self.batch_size)
-                chunk_mask = None if m is None else m[rows].to(self.device)
-                outputs.append(self.model(x[rows].to(self.device), chunk_mask).float().cpu())
+                inputs = [x[rows].to(self.device)]
+                if m is not None:  # models without a mask channel ignore it
+                    inputs.append(m[rows].to(self.device))
+                outputs.append(self.model(*inputs).float().cpu())
         if not outputs:
             raise InputError("no patterns to reconstruct")
         return torch.cat(outputs)

@@ -47,8 +47,12 @@ def _to(batch: Batch, device: torch.device) -> Batch:
 
 
 def _predict(model: nn.Module, b: Batch) -> torch.Tensor:
-    """The model's (B, 2, N, N) output; a model with a mask channel also sees the mask."""
-    return model(b["modulus"], b.get("mask"))
+    """The model's (B, 2, N, N) output; a model with a mask channel also sees the mask.
+
+    Unmasked batches call ``model(modulus)`` alone, so any modulus -> output module works.
+    """
+    mask = b.get("mask")
+    return model(b["modulus"]) if mask is None else model(b["modulus"], mask)
 
 
 def _loss(prediction: torch.Tensor, b: Batch, weights: LossWeights) -> dict[str, torch.Tensor]:
