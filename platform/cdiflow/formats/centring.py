@@ -57,15 +57,9 @@ class Window:
         pairs = zip(centre, self.origin, strict=True)
         return tuple(float((c - o - (b - 1) / 2) / b) for c, o in pairs)
 
-    def to_dict(self, centre: tuple[float, float]) -> dict:
-        here = self.centre_in_window(centre)
-        return {
-            "size": self.size,
-            "bin": self.bin,
-            "crop": self.crop,
-            "origin": [int(o) for o in self.origin],
-            "centre_offset": [round(h - self.size // 2, 3) for h in here],
-        }
+    def centre_offset(self, centre: tuple[float, float]) -> list[float]:
+        """Binned pixels from ``centre`` to index ``size // 2`` (y, x): the residual."""
+        return [round(h - self.size // 2, 3) for h in self.centre_in_window(centre)]
 
 
 def find_centre(

@@ -240,6 +240,8 @@ def preprocess(scan: Scan, config: PreprocessConfig | None = None) -> Preprocess
         threshold = max(threshold, config.beamstop_support_threshold)
     windows, native = plan_windows(frame, measured, centre, config, threshold)
     cnn, refine = (cut_pattern(frame, measured, w, threshold) for w in windows)
+    for pattern, window in zip((cnn, refine), windows, strict=True):
+        pattern["parameters"]["centre_offset"] = window.centre_offset(centre)
     parameters = {
         "frame_index": k,
         "frames": int(scan.frames.shape[0]),
