@@ -30,9 +30,9 @@ Usage::
     python benchmarks/phasing.py                              # more patterns per size
     python benchmarks/phasing.py --smoke --out x.json         # seconds (tests)
 
-Writes ``results/phasing.json`` (2 threads; earlier runs' keys at 64 x 64, every mode
-under ``modes``, the issue's ratios under ``targets``) and ``phasing_1thread.json`` /
-``phasing_2threads_loaded.json`` with the same keys for those modes.
+Writes, as each mode finishes, ``results/phasing.json`` (2 threads), ``phasing_1thread.json``
+and ``phasing_2threads_loaded.json``: earlier runs' keys at 64 x 64, the mode's sizes, and
+the issue's ratios under ``targets``.
 """
 
 from __future__ import annotations
@@ -328,6 +328,19 @@ def counts_for(args) -> dict:
     return out
 
 
+def write_mode(out: Path, mode: dict, common: dict) -> None:
+    """A mode's file, as soon as it is done: ``out`` for 2 quiet threads, else ``out``'s
+    stem + ``_1thread`` / ``_2threads_loaded`` (the names earlier runs used)."""
+    tag = "" if mode["torch_threads"] == 2 and not mode["beside_busy_process"] else "_"
+    if tag:
+        tag += "1thread" if mode["torch_threads"] == 1 else f"{mode['torch_threads']}threads"
+        tag += "_loaded" if mode["beside_busy_process"] else ""
+    path = out.with_name(f"{out.stem}{tag}.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, {**legacy_view(mode, common), "modes": [mode]}, indent=1)
+    print(f"wrote {path}", flush=True)
+
+
 def main(argv=None) -> int:
     args, modes = parse_args(argv)
     baseline = load_baseline(args.baseline) if args.baseline else None
@@ -348,22 +361,7 @@ def main(argv=None) -> int:
     for threads, busy in modes:
         results.append(run_mode(threads, busy, counts, args, baseline))
         report(results[-1])
-    common["targets"] = targets(results)
-    main_mode = next(
-        (m for m in results if m["torch_threads"] == 2 and not m["beside_busy_process"]), results[0]
-    )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, {**legacy_view(main_mode, common), "modes": results}, indent=1)
-    print(f"wrote {out}")
-    for m in results:
-        if m is main_mode:
-            continue
-        tag = "1thread" if m["torch_threads"] == 1 else f"{m['torch_threads']}threads"
-        tag += "_loaded" if m["beside_busy_process"] else ""
-        side = out.with_name(f"{out.stem}_{tag}.json")
-        atomic_write_json(side, legacy_view(m, common), indent=1)
-        print(f"wrote {side}")
+        write_mode(Path(args.out), results[-1], {**common, "targets": targets(results)})
     return 0
 
 
