@@ -17,6 +17,15 @@ from cdiflow.errors import DatasetError
 from cdiflow.formats.location import Location
 
 TENSOR_COLUMNS = ("modulus", "amplitude", "phase")
+MASK_COLUMN = "mask"  # (P, P) uint8, 1 = measured; only in masked data sets (realistic preset)
+
+
+def has_mask(paths: list[str | Path]) -> bool:
+    """Whether the shards carry a ``mask`` column (read from the first shard's footer)."""
+    from cdiflow.formats.dataset import shard_metadata
+
+    schema, _rows, _identity = shard_metadata(paths[0])
+    return MASK_COLUMN in schema.names
 
 
 def list_shards(root: str | Path | Location, split: str) -> list[Path | str]:
@@ -44,19 +53,21 @@ def read_split_arrays(
 ) -> dict[str, np.ndarray]:
     """The split's tensor columns as float32 arrays, (rows, P, P) / (rows, N, N), in order.
 
-    Reads with plain pyarrow (evaluation is one process); stops after ``limit`` rows.
+    ``mask`` (rows, P, P), 1.0 = measured, is there when the shards have one. Reads with
+    plain pyarrow (evaluation is one process); stops after ``limit`` rows.
     """
     from cdiflow.formats.dataset import read_shard, shard_locations
 
     shards = shard_locations(root, split)
     if not shards:
         raise DatasetError(f"{Location.parse(root) / split}: no shards")
-    parts: dict[str, list[np.ndarray]] = {name: [] for name in TENSOR_COLUMNS}
+    parts: dict[str, list[np.ndarray]] = {}
     rows = 0
     for shard in shards:
         arrays = read_shard(shard)
-        for name in TENSOR_COLUMNS:
-            parts[name].append(arrays[name])
+        for name in (*TENSOR_COLUMNS, MASK_COLUMN):
+            if name in arrays:
+                parts.setdefault(name, []).append(arrays[name])
         rows += len(arrays["modulus"])
         if limit is not None and rows >= limit:
             break

@@ -35,13 +35,41 @@ from cdiflow.formats.dataset_folder import (
 )
 from cdiflow.formats.layout import SPLITS, DatasetConfig, ShardSpec
 from cdiflow.formats.location import Location
+from cdiflow.physics.generator import GeneratorConfig
 from cdiflow.pipelines.cluster import connect
+
+PRESETS = ("paper", "realistic")
+
 
 @dataclasses.dataclass(frozen=True)
 class GenerateConfig(DatasetConfig):
-    """A data set (``DatasetConfig``) plus how to run its generation."""
+    """A data set (``DatasetConfig``) plus how to run its generation.
+
+    ``preset`` names the training set (docs/training.md, "Two training sets"):
+    ``"paper"`` is the paper's noise-free, unmasked generator (``generator.variation``
+    unset), ``"realistic"`` draws counts, background, beamstop, gaps and edge smoothing
+    per sample (``GeneratorConfig.realistic()``; the ranges come from
+    ``generator.variation`` when the config sets it). None: whatever ``generator`` says.
+    The generator config, and so the manifest, records the result.
+    """
 
     workers: int | None = None  # shard writers; None: one per CPU of the cluster
+    preset: str | None = None  # "paper" | "realistic" | None (as ``generator`` says)
+
+    def __post_init__(self) -> None:
+        require(
+            self.preset is None or self.preset in PRESETS,
+            f"preset must be one of {PRESETS}, got {self.preset!r}",
+        )
+        if self.preset == "realistic" and self.generator.variation is None:
+            variation = GeneratorConfig.realistic().variation  # the preset's default ranges
+            object.__setattr__(self, "generator", self.generator.replace(variation=variation))
+        require(
+            self.preset != "paper" or self.generator.variation is None,
+            "preset paper has no per-sample variation, but generator.variation is set: "
+            "use preset realistic (its ranges then come from generator.variation)",
+        )
+        super().__post_init__()
 
     def validate(self) -> None:
         super().validate()
