@@ -13,7 +13,7 @@ from cdiflow.testing import write_corrupt_beamtime
 pytestmark = pytest.mark.integration
 
 
-FAST = ReconstructConfig(schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10))
+FAST = ReconstructConfig(schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10), guess=None)
 
 
 @pytest.fixture(scope="module")

@@ -81,7 +81,29 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_address(parser)
     add_verbose(parser)
     parser.add_argument(
-        "--schedule", help="phasing schedule, e.g. '5*(100*HIO+20*ER)' (default: the paper's)"
+        "--schedule",
+        help="phasing schedule of the random starts, e.g. '5*(100*HIO+20*ER)' (default: the "
+        "paper's); ADAM steps are gradient steps on the object",
+    )
+    parser.add_argument(
+        "--guess-schedule",
+        help="phasing schedule of the run from the CNN's guess (default: the gentle "
+        "'2*(40*HIO+20*ER)' at beta 0.5 measured for guessed starts; 'same' uses --schedule)",
+    )
+    parser.add_argument(
+        "--adapt",
+        type=int,
+        metavar="STEPS",
+        nargs="?",
+        const=100,
+        help="fine-tune a copy of the CNN on each scan's pattern for up to STEPS steps "
+        "(default 100) with the physics term alone before it predicts; the summary gains "
+        "adapted_cnn_chi2 beside cnn_chi2",
+    )
+    parser.add_argument(
+        "--adapt-scope",
+        choices=("scan", "batch"),
+        help="adapt one CNN copy per scan (default) or one per CNN batch of scans",
     )
     parser.add_argument(
         "--start",
@@ -134,12 +156,27 @@ def _add_detector_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _with_guess_schedule(config, schedule: str | None):
+    """``--guess-schedule``: a schedule for the CNN's run (its beta and shrink-wrap stay
+    as configured, the guessed-start defaults unless the YAML says otherwise), or
+    ``same`` for the random starts' settings."""
+    from cdiflow.phasing.settings import SEEDED_SETTINGS
+
+    if schedule is None:
+        return config
+    if schedule == "same":
+        return config.replace(guess=None)
+    return config.replace(guess=(config.guess or SEEDED_SETTINGS).replace(schedule=schedule))
+
+
 def load_config(args: argparse.Namespace):
     """The validated ``ReconstructConfig``: YAML file (optional), then flags on top."""
     from cdiflow.pipelines.scan_steps import ReconstructConfig
 
     overrides = {
         "schedule": args.schedule,
+        "adapt.steps": getattr(args, "adapt", None),
+        "adapt_scope": getattr(args, "adapt_scope", None),
         "start": args.start,
         "starts": args.starts,
         "seed": args.seed,
@@ -147,7 +184,8 @@ def load_config(args: argparse.Namespace):
         "preprocess.refine_size": getattr(args, "refine_size", None),
         "preprocess.mask_file": _mask_source(getattr(args, "mask", None)),
     }
-    return ReconstructConfig.from_yaml(args.config, overrides)
+    config = ReconstructConfig.from_yaml(args.config, overrides)
+    return _with_guess_schedule(config, getattr(args, "guess_schedule", None))
 
 
 def _mask_source(mask: str | None) -> str | None:

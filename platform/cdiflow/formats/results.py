@@ -74,7 +74,9 @@ SUMMARY_COLUMNS = (
     "error_kind",
     "stage",
     "cnn_chi2",
+    "adapted_cnn_chi2",
     "refined_chi2",
+    "iterations",
     *VERDICT_COLUMNS,
     "oversampling_y",
     "oversampling_x",
@@ -240,10 +242,12 @@ def summary_table(rows: list[dict[str, Any]]):
     import pyarrow as pa
 
     columns = {name: [row.get(name) for row in rows] for name in SUMMARY_COLUMNS}
-    for name in ("number", "frames", "raw_bytes", "upper_bound", "starts"):
+    for name in ("number", "frames", "raw_bytes", "upper_bound", "starts", "iterations"):
         columns[name] = [None if v is None else int(v) for v in columns[name]]
     columns["chi2_converged"] = [None if v is None else bool(v) for v in columns["chi2_converged"]]
-    floats = [c for c in SUMMARY_COLUMNS if c.startswith(("t_", "cnn_", "refined_", "overs"))]
+    floats = [
+        c for c in SUMMARY_COLUMNS if c.startswith(("t_", "cnn_", "adapted_", "refined_", "overs"))
+    ]
     floats += ["consensus_error", "support_fraction"]
     for name in floats:
         columns[name] = [_float_or_none(v) for v in columns[name]]

@@ -136,7 +136,14 @@ def resolve_model(ref: str | None, uri: str | None) -> tuple[str, dict[str, Any]
 class CNNPredictor:
     """Ray Data actor: loads the model once, then predicts batch after batch."""
 
-    def __init__(self, model_ref: str, tracking_uri: str | None, model_info: str, device: str):
+    def __init__(
+        self,
+        model_ref: str,
+        tracking_uri: str | None,
+        model_info: str,
+        device: str,
+        config: ReconstructConfig | None = None,
+    ):
         from cdiflow.models import inference_model
         from cdiflow.pipelines.tracking import load_model
 
@@ -145,13 +152,14 @@ class CNNPredictor:
         self.device = device
         self.model = inference_model(model).to(device)
         self.model_info = model_info
+        self.config = config  # its ``adapt`` settings, when the CNN is adapted per scan
 
     def __call__(self, batch: dict) -> dict:
         import torch
 
         # scoped, not torch.set_grad_enabled(False): in-process runs share the thread
         with torch.inference_mode():
-            return predict_batch(self.model, batch, self.model_info, self.device)
+            return predict_batch(self.model, batch, self.model_info, self.device, self.config)
 
 
 def refine_task(batch: dict, config: ReconstructConfig) -> dict:
@@ -291,6 +299,7 @@ def run_pipeline(
             "tracking_uri": tracking_uri,
             "model_info": json.dumps(model_info, sort_keys=True, default=str),
             "device": device,
+            "config": config,
         },
         batch_size=config.cnn_batch,
         batch_format="numpy",

@@ -204,8 +204,7 @@ def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device
     """Refine ``rows`` (all of refinement size ``size``) in one ``refine`` call."""
     import torch
 
-    from cdiflow.phasing.refine import refine
-    from cdiflow.phasing.schedule import parse
+    from cdiflow.phasing.refine_groups import refine_grouped
     from cdiflow.phasing.shrinkwrap import square_support
     from cdiflow.physics.farfield import FarField
 
@@ -226,13 +225,12 @@ def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device
         bounds = torch.stack([square_support(size, side) for side in sides])
         modulus = np.stack([np.asarray(m, np.float32) for m, _ in patterns])
         mask = np.stack([np.asarray(w, bool) for _, w in patterns])
-        result = refine(
+        # each scan's first run (a CNN guess) and its random runs have their own settings
+        grouped = refine_grouped(
             torch.from_numpy(np.repeat(modulus, s, axis=0)),
             start,
-            config.schedule,
+            [config.run_settings(run) for _ in rows for run in range(s)],
             mask=torch.from_numpy(np.repeat(mask, s, axis=0)),
-            beta=config.beta,
-            shrinkwrap=config.shrinkwrap,
             upper_bound=bounds.repeat_interleave(s, dim=0),
             device=device,
             physics=FarField(pattern_size=size, object_size=size // 2),
@@ -242,16 +240,17 @@ def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device
             fail_in_batch(batch, int(i), "refine", exc)
         return
     per = (time.perf_counter() - t0) / len(rows)
-    algorithms = parse(config.schedule).expand()
     for j, i in enumerate(rows):
-        _keep_best(batch, int(i), result, j * s, sides[j], config, algorithms)
+        _keep_best(batch, int(i), grouped, j * s, sides[j], config)
         batch["t_refine"][i] = per
 
 
-def _keep_best(batch, i: int, result, first: int, side: int, config, algorithms) -> None:
+def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     """Record scan ``i``'s answer (its run of least chi^2) and its verdict columns."""
+    from cdiflow.phasing.schedule import parse
     from cdiflow.pipelines.scan_verdict import assess
 
+    result, iterations = grouped.result, grouped.iterations
     runs = slice(first, first + config.starts)
     errors = result.errors[runs]
     chi2 = result.best_chi2[runs].numpy().astype(np.float64)
@@ -270,22 +269,24 @@ def _keep_best(batch, i: int, result, first: int, side: int, config, algorithms)
     set_cell(batch, "phase", i, phase[0])
     set_cell(batch, "support", i, support[0])
     batch["refine_size"][i] = size
-    batch["chi2_curve"][i] = result.chi2[b].numpy()
+    batch["chi2_curve"][i] = result.chi2[b].numpy()  # NaN after a shorter schedule's end
     batch["refined_chi2"][i] = float(result.best_chi2[b])
+    batch["iterations"][i] = int(iterations[b])
+    ran = int(iterations[b])
     batch["upper_bound"][i] = side
     photons = json.loads(batch["parameters"][i]).get("pattern_counts")
     found = assess(
         {
             "obj": result.obj[runs],
             "chi2": chi2,
-            "curve": result.chi2[runs].numpy(),
+            "curve": result.chi2[runs].numpy()[:, :ran],  # the answer's own iterations
             "support": result.support[runs].numpy(),
         },
         best,
         side * side,
         photons,
         config.verdict,
-        algorithms,
+        parse(config.run_settings(best).schedule).expand(),
     )
     for name, value in found.items():
         batch[name][i] = value

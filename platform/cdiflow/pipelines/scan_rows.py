@@ -19,10 +19,13 @@ from cdiflow.config import Config, require
 from cdiflow.errors import CdiflowError
 from cdiflow.formats.preprocess import PreprocessConfig
 from cdiflow.formats.scan import MIB
+from cdiflow.models.adapt import AdaptConfig
+from cdiflow.phasing.settings import GUESS_KINDS, SEEDED_SETTINGS, RefineSettings
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.pipelines.scan_verdict import VerdictConfig
 
 STARTS = ("cnn", "random-cnn-support", "random-rectangle", "autocorrelation")
+ADAPT_SCOPES = ("scan", "batch")
 # Fields of ReconstructConfig that do not change a scan's answer: not in config_hash
 # (the source size limit only refuses scans, and a failed scan is always redone).
 NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib", "refine_pixels")
@@ -55,6 +58,14 @@ class ReconstructConfig(Config):
         the blob that a beamstop leaves out of it (``PreprocessConfig``), and a support
         a little small is grown by shrink-wrap.
     beta : HIO feedback.
+    guess : how the run from the CNN's guess (``start: cnn``) is refined: by default the
+        gentle schedule measured for guessed starts (``cdiflow.phasing.settings``), so
+        the first 100 HIO iterations at beta 0.9 do not scramble the guess; null: like
+        the random starts (``schedule``, ``beta``, ``shrinkwrap``).
+    adapt : fine-tune a copy of the CNN on the measured patterns before it predicts
+        (``cdiflow.models.adapt``, the physics term only); ``steps: 0`` (default) is off.
+    adapt_scope : ``scan`` (one copy per scan) or ``batch`` (one copy per CNN batch of
+        up to ``cnn_batch`` scans: once per beamtime when they all fit in one).
     cnn_batch, refine_batch : scans per CNN / refinement batch; a batch is refined per
         pattern size (``preprocess.refine_size``), in calls of at most ``refine_pixels``
         pattern pixels (whole scans, at least one): 2^21 is 32 runs at 256 x 256 or 8
@@ -80,6 +91,9 @@ class ReconstructConfig(Config):
     support_threshold: float = 0.1
     autocorrelation_threshold: float = 0.05
     beta: float = 0.9
+    guess: RefineSettings | None = SEEDED_SETTINGS
+    adapt: AdaptConfig = AdaptConfig(steps=0)
+    adapt_scope: str = "scan"
     cnn_batch: int = 32
     refine_batch: int = 8
     refine_pixels: int = 2**21
@@ -99,6 +113,7 @@ class ReconstructConfig(Config):
         require(0 < self.support_threshold < 1, "support_threshold must be in (0, 1)")
         require(0 < self.autocorrelation_threshold < 1, "autocorrelation_threshold in (0, 1)")
         require(self.cnn_batch >= 1 and self.refine_batch >= 1, "batch sizes must be >= 1")
+        require(self.adapt_scope in ADAPT_SCOPES, f"adapt_scope must be one of {ADAPT_SCOPES}")
         require(self.refine_pixels >= 1, "refine_pixels must be >= 1")
         require(self.max_source_mib > 0, f"max_source_mib must be > 0, got {self.max_source_mib}")
         require(
@@ -126,10 +141,20 @@ class ReconstructConfig(Config):
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     @property
-    def iterations(self) -> int:
-        from cdiflow.phasing.schedule import parse
+    def blind(self) -> RefineSettings:
+        """How the random starts are refined."""
+        return RefineSettings(self.schedule, self.beta, self.shrinkwrap)
 
-        return len(parse(self.schedule))
+    def run_settings(self, run: int) -> RefineSettings:
+        """The settings of run ``run`` (0: the configured start) of a scan."""
+        if run == 0 and self.start in GUESS_KINDS and self.guess is not None:
+            return self.guess
+        return self.blind
+
+    @property
+    def iterations(self) -> int:
+        """Length of the ``chi2_curve`` column: the longest schedule of any run."""
+        return max(self.run_settings(run).iterations for run in range(min(self.starts, 2)))
 
 
 def empty_row(item: dict, iterations: int) -> dict:
@@ -168,6 +193,8 @@ def empty_row(item: dict, iterations: int) -> dict:
         "upper_bound": 0,
         "chi2_curve": np.full((iterations,), nan, np.float32),
         "refined_chi2": nan,
+        "iterations": 0,
+        "adapted_cnn_chi2": nan,
         "starts": 0,
         "consensus_error": nan,
         "support_fraction": nan,

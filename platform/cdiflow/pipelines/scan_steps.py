@@ -169,16 +169,19 @@ def read_and_preprocess(
 # --- 3. CNN ------------------------------------------------------------------------------
 
 
-def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu") -> dict:
+def predict_batch(
+    model, batch: dict, model_info: str = "{}", device: str = "cpu", config=None
+) -> dict:
     """Run the CNN on the ok rows: ``cnn_amplitude``, ``cnn_phase`` (target p in (0, 1)),
     ``cnn_chi2`` (eq. 5 of the CNN object's |F| against the pattern, scale fitted, over
     measured pixels) and ``t_cnn`` (seconds per pattern). ``model_info`` (JSON) is
     recorded in every row.
+
+    With ``config.adapt.steps`` > 0 the CNN is first adapted to the patterns
+    (``adapt_patterns``); the answer is the adapted CNN's, ``cnn_chi2`` stays the
+    shipped CNN's and ``adapted_cnn_chi2`` is the adapted one's.
     """
     import torch
-
-    from cdiflow.models.reconstructor import CNNReconstructor
-    from cdiflow.physics.farfield import PAPER
 
     batch = writable(batch)
     batch["model"] = np.array([model_info] * len(batch["key"]), dtype=object)
@@ -188,11 +191,12 @@ def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu
     t0 = time.perf_counter()
     try:
         modulus = torch.from_numpy(batch["modulus"][ok]).float()
-        out = CNNReconstructor(model, device).predict(modulus)
         mask = torch.from_numpy(batch["mask"][ok])
-        amp, target = out[:, 0], out[:, 1]
-        predicted = PAPER.modulus_of_targets(amp, target)
-        fit = PAPER.chi2(predicted, modulus, mask=mask, fit_scale=True)
+        amp, target, fit = _cnn_answer(model, modulus, mask, device)
+        if config is not None and config.adapt.steps > 0:
+            adapted = adapt_patterns(model, modulus, mask, config, device)
+            batch["adapted_cnn_chi2"][ok] = adapted[2].numpy()
+            amp, target = adapted[0], adapted[1]
     except Exception as exc:  # noqa: BLE001 - a CNN failure fails these scans, not the job
         for i in ok:
             fail_in_batch(batch, int(i), "cnn", exc)
@@ -203,6 +207,43 @@ def predict_batch(model, batch: dict, model_info: str = "{}", device: str = "cpu
     batch["cnn_chi2"][ok] = fit.numpy()
     batch["t_cnn"][ok] = per
     return batch
+
+
+def _cnn_answer(model, modulus, mask, device: str):
+    """The CNN's amplitude, phase target and scale-fitted chi^2 over measured pixels."""
+    from cdiflow.models.reconstructor import CNNReconstructor
+    from cdiflow.physics.farfield import PAPER
+
+    out = CNNReconstructor(model, device).predict(modulus, mask)
+    amp, target = out[:, 0], out[:, 1]
+    predicted = PAPER.modulus_of_targets(amp, target)
+    return amp, target, PAPER.chi2(predicted, modulus, mask=mask, fit_scale=True)
+
+
+def adapt_patterns(model, modulus, mask, config, device: str):
+    """Adapt a copy of the CNN to the patterns (per scan or per batch, ``adapt_scope``)
+    and return its amplitude, phase target and chi^2 for each of them.
+
+    Runs with gradients even inside the caller's ``inference_mode`` (the CNN actor's).
+    """
+    import dataclasses
+
+    import torch
+
+    from cdiflow.models.adapt import adapt
+
+    settings = dataclasses.replace(config.adapt, device=config.adapt.device or device)
+    groups = [[i] for i in range(len(modulus))]
+    if config.adapt_scope == "batch":
+        groups = [list(range(len(modulus)))]
+    amp, target, chi2 = [], [], []
+    with torch.inference_mode(False), torch.enable_grad():
+        m, w = modulus.clone(), mask.clone()  # normal tensors, not inference ones
+        for rows in groups:
+            net, _info = adapt(model, m[rows], w[rows], config=settings)
+            a, t, c = _cnn_answer(net, m[rows], w[rows], device)
+            amp.append(a), target.append(t), chi2.append(c)
+    return torch.cat(amp), torch.cat(target), torch.cat(chi2)
 
 
 # --- 5. results ----------------------------------------------------------------------------
@@ -375,7 +416,7 @@ def run_items_locally(
     summaries = []
     for start in range(0, len(rows), config.refine_batch):
         batch = rows_to_batch(rows[start : start + config.refine_batch])
-        batch = predict_batch(model, batch, model_info, device)
+        batch = predict_batch(model, batch, model_info, device, config)
         batch = refine_batch(batch, config, device)
         summaries += [finish_scan(row, out, provenance) for row in batch_to_rows(batch)]
     return summaries

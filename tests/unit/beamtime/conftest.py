@@ -13,7 +13,10 @@ from cdiflow.testing import write_corrupt_beamtime
 
 # A short schedule keeps the tests fast; the default (the paper's 600) is benchmarked.
 FAST = ReconstructConfig(
-    schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10, every=10), refine_batch=8
+    schedule="2*(15*HIO+10*ER)",
+    shrinkwrap=ShrinkWrap(start=10, every=10),
+    refine_batch=8,
+    guess=None,  # every run on the short schedule (the CNN run's own: test_guess_and_adapt)
 )
 
 

@@ -115,7 +115,7 @@ def test_data_1_links_to_the_image(run):
 
 
 def test_a_finished_scan_without_its_cxi_is_redone(tmp_path, good_beamtime, weights_file):
-    config = ReconstructConfig(schedule="10*ER", starts=1)
+    config = ReconstructConfig(schedule="10*ER", starts=1, guess=None)
 
     def again():
         lines: list[str] = []

@@ -131,7 +131,7 @@ def test_refinement_calls_stay_under_the_pixel_budget(
     tmp_path, tiny_model, fast_config, monkeypatch
 ):
     """Memory is bounded: a call phases at most ``refine_pixels`` pattern pixels."""
-    import cdiflow.phasing.refine as refine_module
+    import cdiflow.phasing.refine_groups as refine_module
 
     calls = []
     original = refine_module.refine
