@@ -14,6 +14,8 @@ import typing
 from pathlib import Path
 from typing import Any, TypeVar
 
+import yaml
+
 from cdiflow.errors import ConfigError
 
 C = TypeVar("C", bound="Config")
@@ -58,8 +60,6 @@ class Config:
         """
         data: dict[str, Any] = {}
         if path is not None:
-            import yaml
-
             p = Path(path)
             if not p.is_file():
                 raise ConfigError(f"config file not found: {p}")

@@ -12,7 +12,9 @@ import dataclasses
 import shutil
 from pathlib import Path
 
+import h5py
 import numpy as np
+import tifffile
 
 from cdiflow.formats.aps34idc import DARK_NAME, WHITEFIELD_NAME
 from cdiflow.formats.aps34idc_writer import (
@@ -22,6 +24,7 @@ from cdiflow.formats.aps34idc_writer import (
     write_spec_scan,
     write_synthetic_beamtime,
 )
+from cdiflow.formats.location import Location
 from cdiflow.physics.beamtime import SyntheticBeamtimeConfig, rocking_intensity, simulate_scan
 
 _FRAME_KINDS = ("nan_counts", "negative_counts", "all_zero", "wrong_shape", "saturated_peak")
@@ -64,8 +67,6 @@ def _break_frames(kind: str, frames: np.ndarray, rng: np.random.Generator) -> np
 
 def _good_scan(beamtime: Path, config: SyntheticBeamtimeConfig, rng) -> np.ndarray:
     """One more good scan's raw frames, on the beamtime's own dark and whitefield."""
-    import tifffile
-
     dark = tifffile.imread(beamtime / DARK_NAME)
     white = tifffile.imread(beamtime / WHITEFIELD_NAME)
     intensity = rocking_intensity(config, int(rng.integers(2**31)), 0)
@@ -122,8 +123,6 @@ def _write_calibration_variants(root: Path, beamtime: Path) -> list[CorruptCase]
 
 def _write_bad_hdf5(root: Path, good: np.ndarray) -> list[CorruptCase]:
     """An HDF5 file addressed at a path it does not hold, and a file that is not HDF5."""
-    import h5py
-
     with h5py.File(root / "scan.h5", "w") as h5:
         h5["/entry/data/data"] = good.astype(np.float32)
     (root / "not_hdf5.h5").write_bytes(b"this is not an HDF5 file\n" * 8)
@@ -162,8 +161,6 @@ def objects_under(uri: str) -> dict[str, bytes]:
     """Every object under an object-storage ``uri`` by relative key (folder markers left
     out): what tests compare with a local folder's files."""
     from pyarrow import fs
-
-    from cdiflow.formats.location import Location
 
     location = Location.parse(uri)
     infos = location.filesystem.get_file_info(fs.FileSelector(location.fs_path, recursive=True))

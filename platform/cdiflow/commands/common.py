@@ -5,8 +5,8 @@ Every verb that takes one of these flags adds it with the function here, so it h
 same type, default and help text in every verb, and ``--model`` accepts the same forms
 everywhere: argparse hands the verb the reference already normalised by
 ``cdiflow.pipelines.tracking.model_reference`` (resolving it, in the registry or on
-disk, stays with ``tracking.load_model``). Only the standard library is imported at
-module level, so ``cdiflow --help`` stays fast.
+disk, stays with ``tracking.load_model``). Only the standard library and
+``cdiflow.errors`` are imported at module level, so ``cdiflow --help`` stays fast.
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+
+from cdiflow.errors import ModelNotFound
 
 #: The workspace folder when ``--workspace`` is not given (relative to the current folder).
 DEFAULT_WORKSPACE = Path("cdiflow-workspace")
@@ -111,7 +113,6 @@ def parse_model(value: str) -> str:
     that does not parse is an argparse error (exit code 2, the usage line and the forms
     that work).
     """
-    from cdiflow.errors import ModelNotFound
     from cdiflow.pipelines.tracking import model_reference
 
     try:

@@ -31,8 +31,11 @@ any ``predict(modulus) -> (amplitude, phase_target)``.
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 from cdiflow.commands.common import add_model, add_workspace
+from cdiflow.errors import InputError
 
 
 def add_parser(subparsers) -> argparse.ArgumentParser:
@@ -75,8 +78,6 @@ def _load_npz(path, count: int) -> tuple:
     """(amplitude, phase) target rows 0..count-1 of a predictions .npz."""
     import numpy as np
 
-    from cdiflow.errors import InputError
-
     try:
         pred = np.load(path)
     except (OSError, ValueError) as exc:
@@ -114,12 +115,8 @@ def run(args) -> int:
 
 def run_single(args) -> int:
     """The single-pattern form (``--index``)."""
-    import json
-    from pathlib import Path
-
     import numpy as np
 
-    from cdiflow.errors import InputError
     from cdiflow.phasing.compare import compare_starts
     from cdiflow.phasing.nns import read_patterns
     from cdiflow.reports.phasing import plot_chi2_curves, plot_evolution_panel
@@ -174,7 +171,6 @@ def _print_table(table: list[dict]) -> None:
 
 def _batch_inputs(args):
     """Test patterns, CNN predictions and NNS matches of the first ``--patterns``."""
-    from cdiflow.errors import InputError
     from cdiflow.phasing.nns import read_patterns
 
     for flag, value in (("--patterns", args.patterns), ("--repeats", args.repeats)):
@@ -274,9 +270,6 @@ def _plots(runs, out) -> list:
 
 def run_patterns(args) -> int:
     """The batched form (``--patterns N``)."""
-    import json
-    from pathlib import Path
-
     import numpy as np
 
     from cdiflow.phasing.compare_batch import compare_patterns

@@ -12,8 +12,12 @@ weights file) the CNN is scored the same way, and timed per pattern. Writes
 from __future__ import annotations
 
 import argparse
+import json
+import time
+from pathlib import Path
 
 from cdiflow.commands.common import add_model, add_workspace
+from cdiflow.errors import InputError
 from cdiflow.formats.location import location_arg
 
 
@@ -75,13 +79,8 @@ def _summary(scores: dict) -> dict:
 
 
 def run(args) -> int:
-    import json
-    import time
-    from pathlib import Path
-
     import numpy as np
 
-    from cdiflow.errors import InputError
     from cdiflow.phasing.nns import ReferenceSet, read_patterns
     from cdiflow.reports.phasing import plot_chi2_histogram
 

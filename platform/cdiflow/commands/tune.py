@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from importlib import resources
 
 from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
 from cdiflow.formats.location import location_arg
@@ -67,8 +69,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
 
 
 def _resource(name: str):
-    from importlib import resources
-
     return resources.files("cdiflow") / "configs" / name
 
 
@@ -89,8 +89,6 @@ def load_configs(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from cdiflow.pipelines.cluster import check_mlflow, connect
     from cdiflow.pipelines.tune import SweepInterrupted, run_sweep
     from cdiflow.pipelines.tune_space import check_space

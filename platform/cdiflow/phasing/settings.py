@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 
 from cdiflow.config import Config, require
+from cdiflow.phasing.schedule import parse
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 
 
@@ -27,15 +28,11 @@ class RefineSettings(Config):
     shrinkwrap: ShrinkWrap | None = ShrinkWrap()
 
     def validate(self) -> None:
-        from cdiflow.phasing.schedule import parse
-
         parse(self.schedule)  # ScheduleSyntaxError names the offending position
         require(0.0 < self.beta <= 1.0, f"beta must be in (0, 1], got {self.beta}")
 
     @property
     def iterations(self) -> int:
-        from cdiflow.phasing.schedule import parse
-
         return len(parse(self.schedule))
 
 

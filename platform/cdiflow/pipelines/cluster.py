@@ -32,7 +32,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from cdiflow.errors import ClusterUnavailable, ConfigError
-from cdiflow.pipelines import ray_leftovers
+from cdiflow.pipelines import ray_console, ray_leftovers
 
 #: Default size of the embedded local Ray started when no address is given (bytes).
 LOCAL_OBJECT_STORE_BYTES = 150 * 1024 * 1024
@@ -65,8 +65,6 @@ def quiet_ray(workspace: str | Path, say: Callable[[str], None] | None = None) -
     ``cdiflow.pipelines.ray_console``. The file is created when Ray first writes to it;
     ``say`` is called once with its path when Ray starts. Returns the path.
     """
-    from cdiflow.pipelines import ray_console
-
     return ray_console.quiet(workspace, say)
 
 
@@ -272,8 +270,6 @@ def check_mlflow(uri: str | None = None, timeout_s: float = 5.0) -> None:
 
 def _after_init() -> None:
     """Apply ``quiet_ray`` (when active) to the Ray just connected to."""
-    from cdiflow.pipelines import ray_console
-
     ray_console.after_init()
 
 

@@ -44,6 +44,7 @@ def serial_step(model_config: dict, batch: dict[str, np.ndarray], seed: int, lr:
     """The reference: one SGD step on the whole batch in this process; returns the model."""
     import torch
 
+    # lazy: torch, like the torch import above
     from cdiflow.losses import physics_loss
     from cdiflow.models import ModelConfig, build_model
 
@@ -70,6 +71,7 @@ def ddp_step_worker(config: dict) -> None:
     import ray.train.torch
     import torch
 
+    # lazy: torch, like the torch import above
     from cdiflow.losses import physics_loss
     from cdiflow.models import ModelConfig, build_model
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -30,8 +31,18 @@ from pathlib import Path
 import numpy as np
 
 from cdiflow.config import Config, require
+from cdiflow.errors import InputError, ModelNotFound
+from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
 from cdiflow.formats.results import atomic_write_bytes
 from cdiflow.formats.results import scan_key as safe_name
+from cdiflow.pipelines.cluster import connect
+from cdiflow.pipelines.tracking import (
+    CHAMPION,
+    MODEL_NAME,
+    PRETRAINED_TAG,
+    configure,
+    resolve_version,
+)
 
 SYNTHETIC_SEED = 2026  # the quickstart's synthetic beamtime is always the same
 RUN_NAME = "quickstart"
@@ -109,8 +120,6 @@ def _trained_here(uri: str) -> str | None:
     """The newest version trained in this registry (not the shipped model), or None."""
     from mlflow import MlflowClient
 
-    from cdiflow.pipelines.tracking import MODEL_NAME, PRETRAINED_TAG
-
     client = MlflowClient(uri, registry_uri=uri)
     versions = client.search_model_versions(f"name='{MODEL_NAME}'")
     mine = [int(v.version) for v in versions if v.tags.get(PRETRAINED_TAG) != "true"]
@@ -119,9 +128,6 @@ def _trained_here(uri: str) -> str | None:
 
 def _champion(uri: str) -> str | None:
     """The champion's version in this registry, or None."""
-    from cdiflow.errors import ModelNotFound
-    from cdiflow.pipelines.tracking import CHAMPION, MODEL_NAME, resolve_version
-
     try:
         return str(resolve_version(uri, f"models:/{MODEL_NAME}@{CHAMPION}").version)
     except ModelNotFound:
@@ -129,6 +135,7 @@ def _champion(uri: str) -> str | None:
 
 
 def _generate(config: QuickstartConfig, data: Path) -> None:
+    # lazy: torch, like ray and mlflow here
     from cdiflow.formats.layout import DatasetConfig
     from cdiflow.pipelines.generate import generate_dataset
 
@@ -139,6 +146,7 @@ def _generate(config: QuickstartConfig, data: Path) -> None:
 
 
 def _train(config: QuickstartConfig, data: Path, workspace: Path) -> str:
+    # lazy: torch, like ray and mlflow here
     from cdiflow.models import ModelConfig
     from cdiflow.pipelines.train import RunSettings, ScalingSettings, TrainJobConfig, run_training
     from cdiflow.train import TrainConfig
@@ -160,7 +168,7 @@ def _train(config: QuickstartConfig, data: Path, workspace: Path) -> str:
 
 
 def _synthetic_beamtime(config: QuickstartConfig, root: Path) -> Path:
-    from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
+    # lazy: torch, like ray and mlflow here
     from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 
     folder = root / "synthetic"
@@ -168,8 +176,6 @@ def _synthetic_beamtime(config: QuickstartConfig, root: Path) -> Path:
     if marker.is_file() and marker.read_text() == json.dumps(config.to_dict()):
         return folder
     if folder.exists():
-        import shutil
-
         shutil.rmtree(folder)
     write_synthetic_beamtime(
         folder,
@@ -196,15 +202,11 @@ def run_quickstart(
     """
     import ray
 
-    from cdiflow.pipelines.tracking import configure
-
     config = config or QuickstartConfig()
     workspace = Path(workspace).expanduser().resolve()
     workspace.mkdir(parents=True, exist_ok=True)
     missing = [str(b) for b in beamtimes if not Path(b).is_dir()]
     if missing:
-        from cdiflow.errors import InputError
-
         raise InputError(f"--beamtime folder(s) not found: {missing}")
     uri = configure(workspace)
     seconds: dict[str, float] = {}
@@ -226,8 +228,6 @@ def run_quickstart(
 
 def _start_ray(address: str | None) -> None:
     """``ray.init(**ray_init_kwargs(address))``, through ``cluster.connect`` (quiet_ray)."""
-    from cdiflow.pipelines.cluster import connect
-
     kwargs = ray_init_kwargs(address)
     if kwargs["address"] == "local":
         connect(
@@ -263,6 +263,7 @@ def _model(config, workspace: Path, uri: str, say, seconds: dict) -> tuple[str, 
 
 def _reconstruct_all(config, workspace: Path, beamtimes, version: str, say) -> dict:
     """Step 4: the synthetic beamtime and every ``beamtimes`` folder; a summary per folder."""
+    # lazy: torch, like ray and mlflow here
     from cdiflow.phasing.shrinkwrap import ShrinkWrap
     from cdiflow.pipelines.reconstruct import reconstruct_beamtime
     from cdiflow.pipelines.scan_steps import ReconstructConfig

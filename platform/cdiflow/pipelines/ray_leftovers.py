@@ -17,6 +17,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import psutil
+
 from cdiflow.formats.atomic import atomic_write_json
 
 
@@ -31,8 +33,6 @@ def _identity(process) -> dict:
 
 def record() -> Path:
     """Record this driver and its descendants (call right after a local ``ray.init``)."""
-    import psutil
-
     me = psutil.Process()
     children = []
     for child in me.children(recursive=True):
@@ -46,8 +46,6 @@ def record() -> Path:
 
 def _alive(identity: dict):
     """The process with this pid and start time, or None."""
-    import psutil
-
     try:
         process = psutil.Process(identity["pid"])
         return process if abs(process.create_time() - identity["started"]) < 1e-3 else None
@@ -57,8 +55,6 @@ def _alive(identity: dict):
 
 def clean() -> int:
     """Kill the recorded Ray processes of drivers that are gone; returns how many died."""
-    import psutil
-
     killed = []
     for path in sorted(records_dir().glob("*.json")):
         try:

@@ -180,7 +180,7 @@ def ensure_pretrained(uri: str, name: str = MODEL_NAME) -> str | None:
         return None
     except MlflowException:
         pass
-    from cdiflow.models.weights import read_weights
+    from cdiflow.models.weights import read_weights  # lazy: torch, like mlflow here
 
     metadata = read_weights(pretrained.WEIGHTS)["metadata"]
     workspace = Path(uri[len("sqlite:///") :]).parent if is_embedded(uri) else None
@@ -240,7 +240,7 @@ def load_model(ref: str | Path, uri: str | None = None):
             raise ModelNotFound(
                 f"{text}: no such weights file (or use models:/NAME@ALIAS, models:/NAME/VERSION)"
             )
-        from cdiflow.models import load_weights
+        from cdiflow.models import load_weights  # lazy: torch, like mlflow here
 
         model, config, *_ = load_weights(path)
         model.eval()
@@ -249,7 +249,7 @@ def load_model(ref: str | Path, uri: str | None = None):
     import mlflow
     from mlflow import MlflowClient
 
-    from cdiflow.models import load_weights
+    from cdiflow.models import load_weights  # lazy: torch, like mlflow here
 
     uri = uri or mlflow.get_tracking_uri()
     version = resolve_version(uri, text)

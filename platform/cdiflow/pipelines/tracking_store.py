@@ -14,6 +14,7 @@ import json
 import math
 import os
 import subprocess
+import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -157,8 +158,6 @@ class RunLogger:
 
     def log_epoch(self, epoch: int, metrics: Mapping[str, float]) -> None:
         """Log every finite number in ``metrics`` with step = epoch."""
-        import time
-
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)

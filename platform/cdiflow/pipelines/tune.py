@@ -29,7 +29,9 @@ from pathlib import Path
 
 from cdiflow.errors import CdiflowError, InputError
 from cdiflow.formats.location import Location
+from cdiflow.pipelines.data import list_shards, validate_split
 from cdiflow.pipelines.tracking_store import RunLogger, configure, experiment_id
+from cdiflow.pipelines.train_config import TrainJobConfig
 from cdiflow.pipelines.tune_results import (
     CANDIDATE,
     SUMMARY_CSV,
@@ -179,9 +181,6 @@ def _check_inputs(sweep: SweepConfig, base, data_dir, train_rows: int | None):
     """(base config as a dict, data URI or path, train rows, cluster resources), checked."""
     import ray
 
-    from cdiflow.pipelines.data import validate_split
-    from cdiflow.pipelines.train_config import TrainJobConfig
-
     base_dict = base.to_dict()
     check_space(sweep, base_dict, TrainJobConfig.from_dict)
     data_dir = Location.parse(data_dir).expanduser().resolve().value  # a URI stays one
@@ -195,8 +194,6 @@ def _check_inputs(sweep: SweepConfig, base, data_dir, train_rows: int | None):
 
 def _trial_context(sweep, base_dict, name, data_dir, train_rows, sweep_dir: Path) -> dict:
     """What every trial gets from the driver (``trial_main``'s ``context``), MLflow aside."""
-    from cdiflow.pipelines.data import list_shards
-
     return {
         "name": name,
         "base": base_dict,

@@ -18,6 +18,7 @@ from cdiflow.pipelines.tracking_store import MODEL_NAME, WEIGHTS_FILE
 from cdiflow.pipelines.train_result import champion_rescorer, eval_fingerprint
 from cdiflow.pipelines.tune_space import METRIC, SweepConfig
 from cdiflow.pipelines.tune_trial import TRIAL_RECORDS, write_record
+from cdiflow.reports.sweep import plot_trials, write_summary
 
 SWEEP_RECORD = "cdiflow-sweep.json"  # parent run id, registration outcome
 SUMMARY_CSV = "summary.csv"
@@ -90,8 +91,6 @@ def trial_rows(grid, sweep: SweepConfig, sweep_dir: Path) -> tuple[list[dict], b
 def finish_sweep(
     sweep, rows, sweep_dir, name, uri, parent, record, resumed, data_dir
 ) -> SweepOutcome:
-    from cdiflow.reports.sweep import plot_trials, write_summary
-
     keys = list(sweep.tuned())
     summary = write_summary(rows, sweep_dir / SUMMARY_CSV)
     figure = plot_trials(rows, keys, METRIC, sweep_dir / TRIALS_PNG)

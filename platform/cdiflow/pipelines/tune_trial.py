@@ -15,7 +15,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from cdiflow.formats.atomic import atomic_write_json
+from cdiflow.pipelines.cluster import train_env_defaults
 from cdiflow.pipelines.tracking_store import RunLogger
+from cdiflow.pipelines.train_config import TrainJobConfig
+from cdiflow.pipelines.train_worker import build_trainer
 from cdiflow.pipelines.tune_space import trial_config
 
 TRIAL_RECORDS = "trial-records"  # one JSON per trial: child run id, checkpoint, metrics
@@ -31,10 +34,6 @@ def trial_main(params: dict, context: dict) -> None:
     """
     import ray.tune
     from ray.tune.integration.ray_train import TuneReportCallback
-
-    from cdiflow.pipelines.cluster import train_env_defaults
-    from cdiflow.pipelines.train_config import TrainJobConfig
-    from cdiflow.pipelines.train_worker import build_trainer
 
     tune_context = ray.tune.get_context()
     trial, trial_id = tune_context.get_trial_name(), tune_context.get_trial_id()

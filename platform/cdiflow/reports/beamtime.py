@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from cdiflow.formats.results import REPORT_HTML, atomic_write_bytes
 
@@ -85,8 +86,6 @@ def save_preview(
         canvas[top : top + big.shape[0]] = big
         columns += [canvas, gap]
     image = np.concatenate(columns[:-1], axis=1)
-    from PIL import Image
-
     buffer = io.BytesIO()
     Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
     path = Path(path)

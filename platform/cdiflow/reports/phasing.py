@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+from skimage.restoration import unwrap_phase
 
 LABELS = {
     "random-rectangle": "random phase + rectangle support",
@@ -85,8 +86,6 @@ def plot_chi2_curves(runs: dict, path, title: str = "", band: str = "std") -> Pa
 
 def unwrapped_phase(obj: np.ndarray, threshold: float = 0.1) -> np.ma.MaskedArray:
     """Phase of a complex image, unwrapped (Herraez 2002, skimage) inside its support."""
-    from skimage.restoration import unwrap_phase
-
     obj = np.asarray(obj)
     amp = np.abs(obj)
     support = amp > threshold * amp.max() if amp.max() > 0 else np.zeros(amp.shape, bool)
