@@ -21,6 +21,7 @@ from readme_rows import (
     _plural,
     _span,
 )
+from readme_rows_refine import ROWS_REFINE
 
 Load = Callable[[str], "dict | None"]
 # Files that record no host: commit 3ce56bf ran them on 2 pinned cores of the GPU machine.
@@ -71,7 +72,7 @@ def _source(names) -> str:
 
 def table(load: Load) -> list[str]:
     lines = list(HEADER)
-    for names, label, target, build in ROWS:
+    for names, label, target, build in ROWS + ROWS_REFINE:
         found = [load(n) for n in names]
         if any(d is None for d in found):
             cells = (label, "not measured", target, "-")

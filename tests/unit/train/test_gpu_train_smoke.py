@@ -5,9 +5,9 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+from pathlib import Path
 
 import torch
-from pathlib import Path
 
 BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_train.py"
 
