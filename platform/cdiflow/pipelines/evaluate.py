@@ -28,25 +28,34 @@ import numpy as np
 PANEL_SAMPLES = 6
 
 
-def predict(model, modulus: np.ndarray, batch_size: int = 256) -> np.ndarray:
-    """Run the model on (B, P, P) float32 moduli; returns (B, 2, N, N) float32 on CPU."""
+def predict(
+    model, modulus: np.ndarray, mask: np.ndarray | None = None, batch_size: int = 256
+) -> np.ndarray:
+    """Run the model on (B, P, P) float32 moduli; returns (B, 2, N, N) float32 on CPU.
+
+    ``mask`` ((P, P) or (B, P, P), nonzero = measured) reaches a model with a mask channel.
+    """
     from cdiflow.models.reconstructor import CNNReconstructor
 
     cnn = CNNReconstructor(model, batch_size=batch_size)
-    return cnn.predict(np.ascontiguousarray(modulus)).numpy()
+    mask = None if mask is None else np.asarray(mask) != 0
+    return cnn.predict(np.ascontiguousarray(modulus), mask).numpy()
 
 
-def load_predictions(ref: str, workspace: str, modulus: np.ndarray) -> tuple[np.ndarray, ...]:
+def load_predictions(
+    ref: str, workspace: str, modulus: np.ndarray, mask: np.ndarray | None = None
+) -> tuple[np.ndarray, ...]:
     """CNN amplitude and phase targets (B, N, N) for (B, P, P) moduli from a model reference.
 
     ``ref`` is a registry reference (``models:/cdiflow-cnn@champion``) resolved against
-    ``MLFLOW_TRACKING_URI`` or the workspace's store, or a weights file.
+    ``MLFLOW_TRACKING_URI`` or the workspace's store, or a weights file. ``mask`` as in
+    ``predict``.
     """
     from cdiflow.pipelines.tracking import configure, load_model
 
     uri = configure(workspace) if ref.startswith("models:/") else None
     model, _config, _provenance = load_model(ref, uri)
-    out = predict(model, modulus)
+    out = predict(model, modulus, mask)
     return out[:, 0], out[:, 1]
 
 
@@ -58,9 +67,11 @@ twin (|F| cannot tell them apart), the fair score of a prediction and the headli
 def pattern_errors(model, arrays: dict[str, np.ndarray], batch_size: int = 256):
     """Per-pattern errors {kind: (B,) float64} for every kind in ``ERROR_KINDS``.
 
-    ``arrays``: modulus (B, P, P), amplitude and phase targets (B, N, N), float32. The
-    numbers come from ``cdiflow.train.loop.per_pattern_metrics`` (the same code that
-    scores validation during training).
+    ``arrays``: modulus (B, P, P), amplitude and phase targets (B, N, N), float32, and
+    ``mask`` (B, P, P) when the data are masked: the model sees it and the modulus chi^2
+    counts only measured pixels. The numbers come from
+    ``cdiflow.train.loop.per_pattern_metrics`` (the same code that scores validation
+    during training).
     """
     import torch
 
@@ -118,7 +129,8 @@ def evaluate_model(
     arrays = read_split_arrays(data_dir, split, limit=limit)
     errors = pattern_errors(model, arrays)
     shown = min(PANEL_SAMPLES, arrays["modulus"].shape[0])
-    prediction = predict(model, arrays["modulus"][:shown])
+    mask = arrays.get("mask")
+    prediction = predict(model, arrays["modulus"][:shown], None if mask is None else mask[:shown])
     fits = {kind: gamma_fit(values) for kind, values in errors.items()}
 
     out = Path(out_dir)
@@ -137,6 +149,7 @@ def evaluate_model(
         "data": str(Location.parse(data_dir).resolve()),
         "split": split,
         "patterns": int(arrays["modulus"].shape[0]),
+        "masked": mask is not None,
         "gamma_fits": fits,
         "errors": {k: v.tolist() for k, v in errors.items()},
     }

@@ -16,6 +16,10 @@ Three layers (as in Ray's own examples):
    champion rule, with the val split's fingerprint; a champion scored on another val
    split is rescored on this one first (``champion_rescorer``; ``train_result.py``).
 
+The data are a data set folder (or URI), or a ``DatasetConfig`` to generate on the fly
+(``cdiflow train --generate N``: ``train_stream.py``, no disk). Masked data (the
+realistic preset) train a model with ``mask_channel`` (``train_config.for_data``).
+
 The job's typed config lives in ``train_config.py``; this module re-exports it.
 
 Ray, MLflow and torch are imported inside functions, so importing this module is free.
@@ -26,6 +30,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cdiflow.config import require
 from cdiflow.errors import CdiflowError, InputError
@@ -46,6 +51,7 @@ from cdiflow.pipelines.train_config import (
     ScalingSettings,
     TrainJobConfig,
     check_resources,
+    for_data,
     steps_per_epoch,
 )
 from cdiflow.pipelines.train_result import (
@@ -56,6 +62,9 @@ from cdiflow.pipelines.train_result import (
     finish_training,
 )
 from cdiflow.pipelines.train_worker import build_trainer, train_worker
+
+if TYPE_CHECKING:
+    from cdiflow.formats.layout import DatasetConfig
 
 __all__ = [
     "RUN_FILE",
@@ -72,6 +81,7 @@ __all__ = [
     "check_dataset",
     "check_resources",
     "eval_fingerprint",
+    "for_data",
     "run_training",
     "steps_per_epoch",
     "train_worker",
@@ -82,11 +92,24 @@ class TrainingFailed(CdiflowError):
     """Ray Train gave up (worker failures beyond ``run.max_failures``, or an error)."""
 
 
-def check_dataset(data_dir: str | Path) -> dict[str, int]:
-    """Validate the train and val splits (before any training); their row counts."""
+def is_generated(data) -> bool:
+    """True for a ``DatasetConfig`` (generated on the fly), False for a folder or URI."""
+    from cdiflow.formats.layout import DatasetConfig  # imports torch: not at module level
+
+    return isinstance(data, DatasetConfig)
+
+
+def check_dataset(data: str | Path | Location | DatasetConfig) -> dict[str, int]:
+    """Validate the train and val splits (before any training); their row counts.
+
+    For generated data (a ``DatasetConfig``, valid by construction): the patterns per
+    epoch and the fixed validation set.
+    """
     from cdiflow.pipelines.data import validate_split
 
-    return {split: validate_split(data_dir, split) for split in ("train", "val")}
+    if is_generated(data):
+        return {split: data.count(split) for split in ("train", "val")}
+    return {split: validate_split(data, split) for split in ("train", "val")}
 
 
 def _check_tracking_reach(uri: str) -> None:
@@ -112,7 +135,7 @@ def _run_record(storage: Path, name: str) -> Path:
 
 def run_training(
     job: TrainJobConfig,
-    data_dir: str | Path,
+    data_dir: str | Path | Location | DatasetConfig,
     workspace: str | Path,
     name: str | None = None,
     resume: bool = False,
@@ -126,7 +149,8 @@ def run_training(
     ----------
     job : the validated config.
     data_dir : dataset root with ``train/`` and ``val/`` shards: a folder, or an
-        object-storage URI (``s3://bucket/prefix``) that every node can read.
+        object-storage URI (``s3://bucket/prefix``) that every node can read; or a
+        ``DatasetConfig`` to generate on the fly (new training patterns every epoch).
     workspace : folder for the embedded MLflow store and (by default) Ray's run folders.
     name : run name (Ray's run folder and the MLflow run name). ``resume`` needs it.
     resume : continue the stopped run ``name`` from its latest checkpoint.
@@ -137,11 +161,12 @@ def run_training(
     import ray
 
     from cdiflow.pipelines.cluster import train_env_defaults
-    from cdiflow.pipelines.data import list_shards
 
-    data_dir = Location.parse(data_dir).value
+    stream = data_dir if is_generated(data_dir) else None
+    data_dir = stream if stream is not None else Location.parse(data_dir).value
     train_rows = (rows or check_dataset(data_dir))["train"]
     check_resources(job.scaling, ray.cluster_resources())
+    shards, job = _shards_and_job(job, stream, data_dir)
     workspace = Path(workspace).expanduser().resolve()
     storage, name = _run_folder(workspace, storage_path, name, resume)
     uri = run_id = None
@@ -150,7 +175,6 @@ def run_training(
         record = _run_record(storage, name)
         uri, run_id = _start_tracking(job, workspace, name, data_dir, record, resume)
 
-    shards = {split: list_shards(data_dir, split) for split in ("train", "val")}
     trainer = build_trainer(
         job,
         shards,
@@ -159,10 +183,27 @@ def run_training(
         run_id=run_id,
         name=name,
         storage_path=str(storage),
+        stream=stream,
     )
     train_env_defaults()  # Ray Train passes it from this process to controller and workers
     result = _fit(trainer, name, uri, run_id, track)
     return finish_training(job, result, name, storage, uri, run_id, track, data_dir)
+
+
+def _shards_and_job(job: TrainJobConfig, stream: DatasetConfig | None, data_dir):
+    """The shard paths (None on the fly) and the job with ``mask_channel`` set for the data."""
+    from cdiflow.pipelines.data import has_mask, list_shards
+
+    if stream is not None:
+        workers, per_epoch = job.scaling.workers, stream.count("train")
+        require(
+            per_epoch >= workers,
+            f"--generate gives {per_epoch} training patterns per epoch, fewer than the "
+            f"{workers} workers",
+        )
+        return None, for_data(job, stream.generator.has_mask)
+    shards = {split: list_shards(data_dir, split) for split in ("train", "val")}
+    return shards, for_data(job, has_mask(shards["train"]))
 
 
 def _run_folder(
@@ -214,20 +255,22 @@ def _start_tracking(job, workspace, name, data_dir, record: Path, resume: bool):
         RunLogger(uri, run_id).client.update_run(run_id, status="RUNNING")
         return uri, run_id
     exp = experiment_id(uri, job.run.experiment, workspace=workspace)
+    config, seeds, tags = _data_record(job, data_dir)
+    logger = RunLogger.start(uri, exp, name, config, seeds, tags={**tags, "ray_run": name})
+    record.parent.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": uri}))
+    return uri, logger.run_id
+
+
+def _data_record(job: TrainJobConfig, data) -> tuple[dict, dict, dict]:
+    """(params, seeds, tags) of a run: the job, plus the generated data's config on the fly."""
     seeds = {"train": job.train.seed}
-    manifest = Location.parse(data_dir) / "manifest.json"
+    if is_generated(data):
+        seeds["data"] = data.seed
+        return {**job.to_dict(), "data": data.to_dict()}, seeds, {"data_dir": "generated"}
+    manifest = Location.parse(data) / "manifest.json"
     if manifest.is_file():
         seed = json.loads(manifest.read_text()).get("seed")
         if isinstance(seed, int):
             seeds["data"] = seed
-    logger = RunLogger.start(
-        uri,
-        exp,
-        name,
-        job.to_dict(),
-        seeds,
-        tags={"data_dir": str(Location.parse(data_dir).resolve()), "ray_run": name},
-    )
-    record.parent.mkdir(parents=True, exist_ok=True)
-    record.write_text(json.dumps({"run_id": logger.run_id, "tracking_uri": uri}))
-    return uri, logger.run_id
+    return job.to_dict(), seeds, {"data_dir": str(Location.parse(data).resolve())}

@@ -104,6 +104,18 @@ class TrainJobConfig(Config):
         super().__post_init__()
 
 
+def for_data(job: TrainJobConfig, masked: bool) -> TrainJobConfig:
+    """``job`` with ``model.mask_channel`` on when the training data carries masks.
+
+    A masked data set (the realistic preset) always trains a model that sees the mask as
+    a second input channel, so it can tell an unmeasured pixel from a measured zero; the
+    registered weights' config then says so. Unmasked data leave the job as it is.
+    """
+    if not masked or job.model.mask_channel:
+        return job
+    return job.replace(model=job.model.replace(mask_channel=True))
+
+
 def steps_per_epoch(train_rows: int, workers: int, batch_size: int) -> int:
     """Batches per worker and epoch (Ray splits the rows equally across workers)."""
     return max(1, math.ceil((train_rows // workers) / batch_size))

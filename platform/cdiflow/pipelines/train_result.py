@@ -61,8 +61,11 @@ def _log_training_curves(uri: str, run_id: str) -> None:
         logger.log_file(Path(folder) / "training_curves.png", "figures")
 
 
-def eval_fingerprint(data_dir: str | Path, split: str = "val") -> str:
+def eval_fingerprint(data_dir, split: str = "val") -> str:
     """An id of the evaluation set: sha256 over the manifest's rows and sha256 per shard.
+
+    ``data_dir`` is a data set folder or URI, or a ``DatasetConfig`` generated on the fly
+    (then the id of its seed, generator and size: ``train_stream.generated_fingerprint``).
 
     The manifest already holds every shard file's sha256 (``check_dataset`` verified
     them), so this reads no data. Equal fingerprints mean byte-identical shards; the same
@@ -72,14 +75,30 @@ def eval_fingerprint(data_dir: str | Path, split: str = "val") -> str:
     import hashlib
 
     from cdiflow.formats.dataset import read_manifest
+    from cdiflow.formats.layout import DatasetConfig
 
+    if isinstance(data_dir, DatasetConfig):
+        from cdiflow.pipelines.train_stream import generated_fingerprint
+
+        return generated_fingerprint(data_dir, split)
     digest = hashlib.sha256(f"cdiflow eval set: {split}\n".encode())
     for info in read_manifest(data_dir).shards[split]:
         digest.update(f"{info.rows} {info.sha256}\n".encode())
     return f"sha256:{digest.hexdigest()}"
 
 
-def champion_rescorer(uri: str, data_dir: str | Path, batch_size: int = 256):
+def val_arrays(data_dir) -> dict:
+    """The val split as float32 arrays (``mask`` too when masked), read or generated."""
+    from cdiflow.formats.layout import DatasetConfig
+    from cdiflow.pipelines.data import read_split_arrays
+    from cdiflow.pipelines.train_stream import generated_arrays
+
+    if isinstance(data_dir, DatasetConfig):
+        return generated_arrays(data_dir, "val")
+    return read_split_arrays(data_dir, "val")
+
+
+def champion_rescorer(uri: str, data_dir, batch_size: int = 256):
     """``version -> val_chi2`` of a registered version on ``data_dir``'s val split.
 
     For ``champion.apply_champion_rule``: scores the champion the way the rank-0 worker
@@ -92,13 +111,12 @@ def champion_rescorer(uri: str, data_dir: str | Path, batch_size: int = 256):
     def rescore(version: str) -> float:
         import torch
 
-        from cdiflow.pipelines.data import read_split_arrays
         from cdiflow.train.loop import evaluate, recalibrate_batchnorm
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
         model, _, _ = load_model(f"models:/{MODEL_NAME}/{version}", uri)
         model.to(device)
-        arrays = read_split_arrays(data_dir, "val")
+        arrays = val_arrays(data_dir)  # with masks: the masked chi^2 the worker scored
         rows = len(arrays["modulus"])
         batches = [
             {k: torch.from_numpy(v[i : i + batch_size]) for k, v in arrays.items()}

@@ -8,6 +8,12 @@ passes the checkpoint. It resumes from ``ray.train.get_checkpoint()``, which is 
 restarted worker group (``FailureConfig``) and ``--resume`` continue. ``build_trainer``
 is the one ``TorchTrainer`` set-up of ``train`` and of every Tune trial.
 
+Masked data (a ``mask`` column, the realistic preset) reach the loop as a batch's
+``"mask"`` key, and the model gets ``mask_channel`` (``train_config.for_data``). With
+``stream`` (``cdiflow train --generate``) each worker builds its own Ray Data stream of
+generated patterns every epoch (``train_stream.py``), and the validation set is generated
+once; nothing is read from disk.
+
 Ray and torch are imported inside functions, so importing this module is free.
 """
 
@@ -23,6 +29,7 @@ from cdiflow.pipelines.train_config import (
     STATE_FILE,
     WEIGHTS_FILE,
     TrainJobConfig,
+    for_data,
     steps_per_epoch,
 )
 
@@ -53,8 +60,10 @@ def _load_state(checkpoint) -> dict | None:
 def train_worker(loop_config: dict) -> None:
     """Body of every Ray Train worker (must be importable from the package).
 
-    ``loop_config`` holds ``job`` (``TrainJobConfig.to_dict()``), ``train_rows``, and
-    ``tracking_uri`` / ``run_id`` (MLflow, used by rank 0 only; None disables logging).
+    ``loop_config`` holds ``job`` (``TrainJobConfig.to_dict()``), ``train_rows``,
+    ``tracking_uri`` / ``run_id`` (MLflow, used by rank 0 only; None disables logging) and
+    ``stream`` (a ``DatasetConfig`` dict to generate the training data on the fly, or None
+    to read the ``train`` dataset shard).
     Runs ``cdiflow.train.fit`` on this worker's shard; the per-epoch hook validates on
     rank 0 (the bare module, the whole validation split), checkpoints and reports.
     """
@@ -77,7 +86,10 @@ def train_worker(loop_config: dict) -> None:
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
     logger = _rank0_logger(loop_config, rank)
-    train_batches = _train_batches(job, ray.train.get_dataset_shard("train"))
+    if loop_config.get("stream"):
+        train_batches = _stream_batches(job, loop_config["stream"], rank, world)
+    else:
+        train_batches = _train_batches(job, ray.train.get_dataset_shard("train"))
     val_batches = _val_batches(ray.train.get_dataset_shard("val"))
     bare = getattr(model, "module", model)
     fit(
@@ -109,6 +121,23 @@ def _train_batches(job: TrainJobConfig, train_shard):
             local_shuffle_buffer_size=4 * job.train.batch_size,
             local_shuffle_seed=job.train.seed * 100_003 + epoch,  # same order on a rerun
         )
+
+    return train_batches
+
+
+def _stream_batches(job: TrainJobConfig, stream: dict, rank: int, world: int):
+    """``epoch -> batches`` of new generated patterns: this rank's part of epoch ``epoch``."""
+    import torch
+
+    from cdiflow.formats.layout import DatasetConfig
+    from cdiflow.pipelines.train_stream import epoch_positions, generated_split
+
+    config = DatasetConfig.from_dict(stream)
+
+    def train_batches(epoch: int):
+        start, stop = epoch_positions(config, epoch, rank, world)
+        patterns = generated_split(config, "train", start, stop)
+        return patterns.iter_torch_batches(batch_size=job.train.batch_size, dtypes=torch.float32)
 
     return train_batches
 
@@ -195,9 +224,20 @@ def _checkpoint(folder: Path, end, bare, job: TrainJobConfig):
 
 
 def _read_split(paths: list[Path | str]):
-    from cdiflow.pipelines.data import read_parquet_dataset
+    """The split's training columns (``mask`` too when the shards have one) on Ray Data."""
+    from cdiflow.pipelines.data import MASK_COLUMN, TENSOR_COLUMNS, has_mask, read_parquet_dataset
 
-    return read_parquet_dataset(paths).select_columns(["modulus", "amplitude", "phase"])
+    columns = [*TENSOR_COLUMNS, *([MASK_COLUMN] if has_mask(paths) else [])]
+    return read_parquet_dataset(paths).select_columns(columns)
+
+
+def _datasets(shards: dict[str, list] | None, stream) -> dict:
+    """The trainer's datasets: the shards' splits, or (on the fly) the generated val set."""
+    if stream is None:
+        return {split: _read_split(shards[split]) for split in ("train", "val")}
+    from cdiflow.pipelines.train_stream import generated_split
+
+    return {"val": generated_split(stream, "val", 0, stream.count("val"))}
 
 
 def build_trainer(
@@ -210,16 +250,23 @@ def build_trainer(
     name: str,
     storage_path: str,
     callbacks: list | None = None,
+    stream=None,
 ):
     """The ``TorchTrainer`` of one training run; ``train`` and every Tune trial build it here.
 
     ``shards`` maps ``"train"`` and ``"val"`` to shard paths or URIs; the train split is
-    sharded across workers, the validation split is read whole by rank 0. ``callbacks``
-    go to Ray Train's ``RunConfig`` (a trial passes Tune's report callback).
+    sharded across workers, the validation split is read whole by rank 0. ``stream`` (a
+    ``DatasetConfig``; ``shards`` is then None) generates them instead (``train_stream``).
+    The model gets ``mask_channel`` when the data are masked. ``callbacks`` go to Ray
+    Train's ``RunConfig`` (a trial passes Tune's report callback).
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
 
+    from cdiflow.pipelines.data import has_mask
+
+    masked = stream.generator.has_mask if stream is not None else has_mask(shards["train"])
+    job = for_data(job, masked)
     use_gpu = job.scaling.use_gpu
     per_worker = {"CPU": job.scaling.cpus_per_worker, **({"GPU": 1} if use_gpu else {})}
     return TorchTrainer(
@@ -229,6 +276,7 @@ def build_trainer(
             "train_rows": train_rows,
             "tracking_uri": tracking_uri,
             "run_id": run_id,
+            "stream": None if stream is None else stream.to_dict(),
         },
         torch_config=TorchConfig(backend="nccl" if use_gpu else "gloo"),
         scaling_config=ScalingConfig(
@@ -241,6 +289,6 @@ def build_trainer(
             checkpoint_config=CheckpointConfig(num_to_keep=job.run.checkpoints_to_keep),
             callbacks=callbacks,
         ),
-        datasets={split: _read_split(shards[split]) for split in ("train", "val")},
-        dataset_config=DataConfig(datasets_to_split=["train"]),
+        datasets=_datasets(shards, stream),
+        dataset_config=DataConfig(datasets_to_split=["train"] if stream is None else []),
     )
