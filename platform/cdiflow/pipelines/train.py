@@ -94,7 +94,7 @@ class TrainingFailed(CdiflowError):
 
 def is_generated(data) -> bool:
     """True for a ``DatasetConfig`` (generated on the fly), False for a folder or URI."""
-    from cdiflow.formats.layout import DatasetConfig  # imports torch: not at module level
+    from cdiflow.formats.layout import DatasetConfig  # lazy: it imports torch; this module does not
 
     return isinstance(data, DatasetConfig)
 
