@@ -131,6 +131,8 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected {len(args)} values, got {len(value)}")
         return tuple(_coerce(a, v, where) for a, v in zip(args, value, strict=True))
     if hint is float:
+        if isinstance(value, str):
+            value = _yaml_number(value, where)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {value!r}")
         return float(value)
@@ -147,6 +149,18 @@ def _coerce(hint: Any, value: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a string, got {value!r}")
         return value
     return value
+
+
+def _yaml_number(text: str, where: str) -> float:
+    """A float written the way YAML 1.1 does not read it (``1.0e5``, ``1e9``) is a number.
+
+    PyYAML reads exponents only with a sign (``1.0e+5``) and leaves ``1e5`` a string; a
+    user writing a photon count means the number.
+    """
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{where}: expected a number, got {text!r}") from None
 
 
 def require(condition: bool, message: str) -> None:

@@ -60,3 +60,16 @@ def test_steps_per_epoch_counts_each_workers_equal_share():
     assert steps_per_epoch(96, 2, 16) == 3
     assert steps_per_epoch(100, 3, 16) == 3  # 33 rows each -> 16 + 16 + 1
     assert steps_per_epoch(4, 8, 16) == 1
+
+
+def test_a_yaml_exponent_without_a_sign_is_a_number(tmp_path):
+    """PyYAML leaves 1.0e5 a string (it wants 1.0e+5); a config reads it as the number."""
+    from cdiflow.errors import ConfigError
+    from cdiflow.physics.generator import GeneratorConfig
+
+    path = tmp_path / "g.yaml"
+    path.write_text("variation:\n  photons: [1.0e4, 1e9]\n")
+    assert GeneratorConfig.from_yaml(path).variation.photons == (1e4, 1e9)
+    path.write_text("variation:\n  photons: [1.0e4, lots]\n")
+    with pytest.raises(ConfigError, match="expected a number"):
+        GeneratorConfig.from_yaml(path)

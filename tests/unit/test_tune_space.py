@@ -52,7 +52,7 @@ def test_to_dict_round_trips():
         ({"type": "choice", "values": []}, "at least one value"),
         ({"type": "choice", "values": [8, 8]}, "choice values repeat"),
         ({"type": "fixed", "values": [1]}, "takes ['value']"),
-        ({"type": "uniform", "low": "1e-3", "high": 1.0}, "expected a number"),
+        ({"type": "uniform", "low": "small", "high": 1.0}, "expected a number"),
         ({"type": "uniform", "low": 0.1, "high": 1.0, "scale": 2}, "unknown key(s) ['scale']"),
         ("uniform(0, 1)", "expected a mapping"),
     ],
@@ -161,3 +161,11 @@ def test_an_unset_grace_period_follows_the_epochs():
     assert shipped.asha_grace_period == 1  # the packaged YAML sets no grace period either
     with pytest.raises(ConfigError, match="grace_period"):
         SweepConfig.from_dict({"epochs": 1, "grace_period": 2, "space": space})  # set: checked
+
+
+def test_a_bound_written_as_a_yaml_exponent_string_is_a_number():
+    # PyYAML reads 1e-3 as a string; the sweep reads it as the number it means
+    sweep = SweepConfig.from_dict(
+        {"space": {"train.lr": {"type": "loguniform", "low": "1e-4", "high": "1e-2"}}}
+    )
+    assert sweep.to_dict()["space"]["train.lr"]["low"] == 1e-4
