@@ -6,7 +6,9 @@ Both run the paper's 600-iteration ER/HIO switch schedule (``PAPER_SCHEDULE``,
 at pattern sizes P = 64, 128, 256 and 512. cohere-core runs one pattern at a time on
 numpy, in a subprocess (it reseeds numpy's global RNG from the clock); we run one scan
 at a time (batch 1) and batched (the batch ``cdiflow.phasing.runner.batch_for`` picks
-from the cache size; at 64 x 64 also a sweep of batch sizes). Differences that remain:
+from the cache size; at 64 x 64 also a sweep of batch sizes); at 2 threads also with
+``run_phasing(threads=2)`` (rows with ``threads``: two single-threaded workers on
+halves of the batch instead of torch's OpenMP threads). Differences that remain:
 cohere's shrink-wrap has no upper-bound support (ours clips to the box, as the paper).
 PyNX is not compared: the PyPI package named ``pynx`` is an unrelated nginx tool, and
 PyNX itself is not on PyPI.
@@ -138,6 +140,8 @@ def bench_size(size: int, counts, threads: int, args, baseline) -> dict:
             before.append(theirs)
         else:
             ours.append(run_ours(runner, modulus, start, b, schedule))
+    if threads > 1 and max(batches) > 1:  # run_phasing's own split over workers
+        ours.append(run_ours(runner, modulus, start, max(batches), schedule, threads=threads))
     sampled = run_ours(runner, modulus, start, max(batches), schedule, chi2_every=10)
     iters = min(len(schedule), max(20, int(4e7 / (size * size * max(batches)))))
     bounds = {str(b): fft_bound(b, size, iters, len(schedule)) for b in batches}
@@ -254,7 +258,10 @@ def report(mode: dict) -> None:
 
 def report_size(s: dict) -> None:
     bound = s["fft_only_patterns_per_s"]
-    rows = ", ".join(f"B={r['batch']} {r['patterns_per_s']:.3g}/s" for r in s["ours"])
+    rows = ", ".join(
+        f"B={r['batch']}{' split' if 'threads' in r else ''} {r['patterns_per_s']:.3g}/s"
+        for r in s["ours"]
+    )
     line = f"{s['size']:4d}^2: ours {rows}; FFT-only " + ", ".join(
         f"B={b} {v:.3g}/s" for b, v in bound.items()
     )

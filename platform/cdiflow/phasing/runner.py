@@ -2,35 +2,28 @@
 
 ``run_phasing`` iterates a schedule of projections (``cdiflow.phasing.projections``)
 with shrink-wrap (``cdiflow.phasing.shrinkwrap``) over a batch. Inputs and outputs are
-centred (``cdiflow.physics.fft``). Inside the loop every array is kept in the
-*unshifted* FFT layout (``ifftshift`` once on entry, ``fftshift`` once on exit): each
-update is pixel-wise and the support blur is a circular convolution, so nothing changes
-but the four ``fftshift`` calls per iteration that the centred convention would cost.
-The transforms are the ortho-normalised FFTs of ``centred_fft2`` / ``centred_ifft2``.
+centred (``cdiflow.physics.fft``); inside the loop every array is in the *unshifted* FFT
+layout (each update is pixel-wise and the support blur is a circular convolution, so
+only the four ``fftshift`` calls per iteration change). The transforms are the
+ortho-normalised FFTs of ``centred_fft2`` / ``centred_ifft2``.
 
-chi^2 (paper eq. 5, ``cdiflow.physics.farfield.chi2`` without scale fitting) of the
-iterate is computed from the Fourier magnitudes the modulus projection needs anyway, so
-it costs no extra transform. For HIO/RAAR iterates that have mass outside the support
-this is the error of the iterate itself (as cohere-core reports it). The best iterate is
-kept among the iterates that satisfy the support (those an ER step made, the start, and
-the final support projection), so the kept object is always a valid one.
+chi^2 (eq. 5, ``cdiflow.physics.farfield.chi2`` without scale fitting) of the iterate
+comes from the magnitudes the modulus projection needs anyway (for HIO/RAAR iterates
+with mass outside the support, the error of the iterate itself, as cohere-core reports
+it). The best iterate is kept among those that satisfy the support (after an ER step,
+the start, the final support projection). ``chi2_every=k`` computes chi^2 only every
+k-th iteration and at the last iterate of each ER run (where ER's falling error is
+lowest); the curve is NaN elsewhere, the best is chosen among the sampled valid
+iterates, and its chi^2 and the final one are exact. ``k=1`` (default) records all.
 
-``chi2_every=k`` computes chi^2 only at every k-th iteration and at the last iterate of
-each ER run (where ER's falling error is lowest); the ``chi2`` curve is NaN at the other
-iterations. The best iterate is chosen among the sampled valid iterates, and both its
-chi^2 and the final one are exact. ``k=1`` (the default) records every iteration.
-
-The loop allocates only what the two FFTs return: the modulus projection and chi^2 run
-in buffers made once, the update writes into the inverse transform's output, and the
-coefficients are complex so that each update is a complex-by-complex multiply (measured
-about twice as fast on CPU as complex-by-real, which converts on the fly). Nothing in
-the loop waits for the device: the best iterate is kept with ``torch.where`` on the
-batch (on CPU, where a data-dependent branch costs no synchronisation, the usual "every
-pattern improved" case keeps a reference instead of copying).
-
-Input validation is the caller's job (``cdiflow.phasing.refine`` does it per pattern);
-the runner isolates support collapse per pattern: a collapsed pattern keeps its last
-support, is flagged in ``collapsed``, and the others go on.
+The loop allocates only what the two FFTs return (the projection and chi^2 run in
+buffers made once; the update writes into the inverse transform's output), and the
+coefficients are complex (complex-by-real multiplies convert on the fly: about twice
+the cost on CPU). Nothing waits for the device: the best is kept with ``torch.where``
+(on CPU, where reading a bool costs no synchronisation, "every pattern improved" keeps
+a reference instead of a copy). Validation is the caller's job (``refine``); a pattern
+whose support collapses keeps its last support, is flagged in ``collapsed``, and the
+others go on.
 """
 
 from __future__ import annotations
@@ -38,6 +31,8 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import torch
 
@@ -56,8 +51,6 @@ _RATIO_EPS = 1e-12  # the clamp of ``cdiflow.physics.farfield.project_modulus``
 class PhasingResult:
     """What ``run_phasing`` returns; every tensor has the batch as its first axis.
 
-    Attributes
-    ----------
     obj : (B, P, P) complex, centred: the final iterate projected onto the final support.
     best_obj : (B, P, P) complex, centred: the support-consistent iterate of least chi^2.
     support : (B, P, P) bool, centred: the final support.
@@ -94,10 +87,8 @@ def run_phasing(
     chi2_every: int = 1,
     threads: int | None = None,
 ) -> PhasingResult:
-    """Run ``schedule`` on a batch of patterns.
+    """Run ``schedule`` on a batch of patterns; returns a ``PhasingResult``.
 
-    Parameters
-    ----------
     modulus : (B, P, P) float32/float64, centred measured sqrt(I) (any scale).
     start : (B, P, P) complex, centred start object; it is projected onto ``support`` and
         scaled so that its energy matches the pattern's (Parseval), so its scale is free.
@@ -111,20 +102,54 @@ def run_phasing(
         (default: the whole field).
     snapshots : iterations at which to keep a copy of the (support-projected) iterate;
         ``len(schedule)`` means the final object.
-    chi2_every : compute chi^2 every this many iterations (and at the end of each ER
-        run); 1 records every iteration. See the module docstring.
-    threads : torch CPU threads for this call (restored after); None leaves torch's.
-
-    Returns
-    -------
-    PhasingResult
+    chi2_every : chi^2 every this many iterations (and at each ER run's end); see above.
+    threads : CPU parallelism for this call: n single-threaded workers on slices of the
+        batch (torch's threads restored after); None leaves torch's own threads.
     """
     if chi2_every < 1:
         raise ValueError(f"chi2_every must be >= 1, got {chi2_every}")
     algorithms = as_schedule(schedule).expand()
-    with engine_threads(threads):
-        st = _State.prepare(modulus, start, support, mask, upper_bound, beta, shrinkwrap)
-        return _iterate(st, algorithms, shrinkwrap, set(snapshots), chi2_every)
+    inputs = (modulus, start, support, mask, upper_bound, beta)
+    rest = (algorithms, shrinkwrap, set(snapshots), chi2_every)
+    batch = modulus.shape[0]
+    if threads is None or threads < 2 or modulus.device.type != "cpu" or batch < 2:
+        with engine_threads(threads):
+            return _run(inputs, *rest)
+    # n single-threaded workers on slices of the batch instead of n OpenMP threads per
+    # op: an op's threads wait for each other at its end, and on a loaded machine one of
+    # them is often descheduled (measured 20x slower than 1 thread under load 8 on 2
+    # cores; the slices were faster than 1 thread). torch ops release the GIL.
+    cuts = [batch * i // threads for i in range(threads + 1)]
+    parts = [_slice(inputs, batch, a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
+    with engine_threads(1), ThreadPoolExecutor(len(parts)) as pool:
+        done = list(pool.map(lambda part: _run(part, *rest), parts))
+    return _concat(done)
+
+
+def _run(inputs, algorithms, shrinkwrap, wanted, every) -> PhasingResult:
+    modulus, start, support, mask, upper_bound, beta = inputs
+    st = _State.prepare(modulus, start, support, mask, upper_bound, beta, shrinkwrap)
+    return _iterate(st, algorithms, shrinkwrap, wanted, every)
+
+
+def _slice(inputs, batch: int, a: int, b: int) -> tuple:
+    """Patterns a:b of every per-pattern input (shared (P, P) ones and floats stay)."""
+
+    def cut(v):
+        if v is None or isinstance(v, (int, float)):
+            return v
+        t = torch.as_tensor(v)
+        return t[a:b] if t.ndim >= 1 and t.shape[0] == batch and t.ndim != 2 else t
+
+    return tuple(cut(v) for v in inputs)
+
+
+def _concat(parts: list) -> PhasingResult:
+    fields = {f.name: [getattr(p, f.name) for p in parts] for f in dataclasses.fields(parts[0])}
+    snaps = {k: torch.cat([p.snapshots[k] for p in parts]) for k in parts[0].snapshots}
+    return PhasingResult(
+        **{k: torch.cat(v) for k, v in fields.items() if k != "snapshots"}, snapshots=snaps
+    )
 
 
 def sampled_iterations(algorithms, every: int) -> list[bool]:
@@ -209,11 +234,8 @@ class _Best:
 @contextlib.contextmanager
 def engine_threads(threads: int | None):
     """Run the block with ``threads`` torch CPU threads (None: leave them), then restore."""
-    if threads is None:
-        yield
-        return
     before = torch.get_num_threads()
-    torch.set_num_threads(threads)
+    torch.set_num_threads(threads or before)
     try:
         yield
     finally:
@@ -230,17 +252,13 @@ _MIN_PIXELS = 2**17
 def cache_bytes_per_core(default: int = 2 * 2**20) -> int:
     """The per-core (L2) cache size from Linux sysfs, else ``default`` (2 MiB)."""
     for index in range(4):
-        base = f"/sys/devices/system/cpu/cpu0/cache/index{index}/"
+        base = Path(f"/sys/devices/system/cpu/cpu0/cache/index{index}")
         try:
-            with open(base + "level") as f:
-                level = int(f.read())
-            with open(base + "size") as f:
-                text = f.read().strip()
+            if int((base / "level").read_text()) == 2:
+                text = (base / "size").read_text().strip()
+                return int(text.rstrip("KM")) * {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
         except (OSError, ValueError):
             continue
-        if level == 2:
-            scale = {"K": 2**10, "M": 2**20}.get(text[-1:], 1)
-            return int(text.rstrip("KM")) * scale
     return default
 
 
@@ -256,10 +274,9 @@ def batch_for(
     cache, so the batch is as many patterns as fit in ``threads`` per-core caches, but
     never fewer than ``_MIN_PIXELS`` pixels (each of the ~12 ops per iteration costs a
     fixed dispatch, and torch splits an op over threads only above 32768 elements) nor
-    fewer than one pattern per thread (the FFT parallelises over the batch). Measured at
-    64 x 64 on 2 cores (``benchmarks/results/phasing*.json``): batch 32 at least as fast
-    as 8 (the cache fit) and faster than 64 or 128. On a GPU it is as many as fit in a
-    quarter of the free memory, at most 16384 (throughput flattens well before).
+    fewer than one pattern per thread. Measured at 64 x 64 on 2 cores: batch 32 at least
+    as fast as 8 (the cache fit), faster than 64 or 128. On a GPU: what fits in a quarter
+    of the free memory, at most 16384 (throughput flattens well before).
     """
     per_pattern = _BYTES_PER_PIXEL * pattern_size * pattern_size
     if torch.device(device).type == "cuda":
@@ -293,14 +310,10 @@ def _complex_of(real: torch.dtype) -> torch.dtype:
 
 @dataclasses.dataclass
 class _State:
-    """The loop's inputs in the unshifted layout, its buffers, and the support it updates.
-
-    ``m`` modulus, ``w`` mask (None: all measured), ``unmeasured`` its complement,
-    ``s`` support, ``ub`` upper bound, ``b`` per-pattern beta (B, 1, 1), ``norm`` sum of
-    the measured |F|^2 (B,), ``x`` the scaled start, ``transfer`` the shrink-wrap blur,
-    ``collapsed`` (B,) bool; ``mag``, ``tmp`` (B, P, P) and ``squares`` (B, P, P, 2) real
-    buffers of the Fourier step.
-    """
+    """The loop's inputs (unshifted), its buffers, and the support it updates: ``m``
+    modulus, ``w`` mask (None: all measured), ``s`` support, ``ub`` upper bound, ``b``
+    beta (B, 1, 1), ``norm`` measured sum |F|^2 (B,), ``x`` the scaled start; ``mag``,
+    ``tmp`` and ``squares`` are the Fourier step's real buffers."""
 
     m: torch.Tensor
     w: torch.Tensor | None
@@ -316,17 +329,9 @@ class _State:
     tmp: torch.Tensor
     squares: torch.Tensor
 
-    @property
-    def batch(self) -> int:
-        return self.m.shape[0]
-
-    @property
-    def device(self) -> torch.device:
-        return self.m.device
-
-    @property
-    def real(self) -> torch.dtype:
-        return self.m.dtype
+    batch = property(lambda self: self.m.shape[0])
+    device = property(lambda self: self.m.device)
+    real = property(lambda self: self.m.dtype)
 
     @classmethod
     def prepare(cls, modulus, start, support, mask, upper_bound, beta, shrinkwrap) -> _State:

@@ -139,3 +139,27 @@ def test_batch_for_fits_the_cache_and_gives_each_thread_work():
     assert sizes == [32, 8, 2, 1]  # at least 2^17 pixels, at least one pattern
     assert batch_for(512, threads=2, cache_bytes=cache) == 2
     assert batch_for(128, threads=2, cache_bytes=2**30) > 8  # a big cache holds more
+
+
+def test_threads_split_the_batch_and_give_the_same_answer():
+    """threads=n runs n single-threaded workers on slices: per pattern the same result."""
+    mod, start, upper = _problem(64, 5, 7, dtype=torch.float32)
+    start = start.to(torch.complex64)
+    mask = torch.ones(64, 64, dtype=torch.bool)
+    mask[30:34, 30:34] = False
+    kw = dict(
+        beta=torch.linspace(0.6, 0.9, 5),
+        shrinkwrap=ShrinkWrap(start=6, every=4),
+        upper_bound=upper,
+        mask=mask,
+        snapshots=(3, 20),
+        chi2_every=3,
+    )
+    whole = run_phasing(mod, start, upper, "12*HIO+8*ER", **kw)
+    split = run_phasing(mod, start, upper, "12*HIO+8*ER", threads=2, **kw)
+    assert torch.allclose(split.obj, whole.obj, atol=1e-5)
+    assert torch.allclose(split.best_obj, whole.best_obj, atol=1e-5)
+    assert torch.equal(split.support, whole.support)
+    assert torch.allclose(split.chi2, whole.chi2, rtol=1e-4, equal_nan=True)
+    assert split.snapshots.keys() == whole.snapshots.keys()
+    assert torch.allclose(split.snapshots[3], whole.snapshots[3], atol=1e-5)
