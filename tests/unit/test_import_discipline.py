@@ -59,22 +59,15 @@ CLI_LAYER = ("cdiflow.cli", "cdiflow.commands")
 
 # Being edited in parallel; to convert. Paths relative to platform/cdiflow (glob patterns).
 EXEMPT_FILES = (
-    "configs/*",
-    "formats/*",
     "commands/evaluate.py",
     "commands/generate.py",
-    "commands/reconstruct.py",
     "commands/train.py",
-    "phasing/gradient.py",
     "phasing/projections.py",
     "phasing/runner.py",
     "phasing/shrinkwrap.py",
-    "physics/beamtime.py",
     "pipelines/data.py",
     "pipelines/evaluate.py",
     "pipelines/generate.py",
-    "pipelines/reconstruct.py",
-    "pipelines/scan_*.py",
     "pipelines/train*.py",
 )
 

@@ -12,6 +12,7 @@ from cdiflow.commands.common import (
     add_workspace,
     ray_console,
 )
+from cdiflow.errors import InputError
 
 DESCRIPTION = """\
 Reconstruct the scans of a beamtime: read each scan (APS 34-ID-C SPEC + TIFF with dark
@@ -195,7 +196,6 @@ def _mask_source(mask: str | None) -> str | None:
     """
     if not mask:
         return None
-    from cdiflow.errors import InputError
     from cdiflow.formats.generic import split_source
     from cdiflow.formats.masks import read_mask_file
     from cdiflow.formats.scan import ScanError
@@ -215,7 +215,6 @@ def check_sources(sources: list[str]) -> None:
     ``file.h5:/entry/data`` is checked for ``file.h5``. A source that exists but holds no
     scan still runs (it becomes a failed row that says why).
     """
-    from cdiflow.errors import InputError
     from cdiflow.formats.generic import split_source
 
     missing = [str(s) for s in sources if not split_source(s)[0].exists()]
@@ -224,7 +223,6 @@ def check_sources(sources: list[str]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from cdiflow.errors import InputError
     from cdiflow.formats.aps34idc import parse_scan_selection
     from cdiflow.pipelines.reconstruct import reconstruct_beamtime
 

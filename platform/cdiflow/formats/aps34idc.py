@@ -28,6 +28,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from cdiflow.formats.scan import (
     CalibrationMissing,
@@ -201,8 +202,6 @@ def read_frames(paths: tuple[Path, ...], max_bytes: int | None = None) -> np.nda
     or corrupt file, and ``SourceTooLarge`` when the stack (from the first frame's
     header) would exceed ``max_bytes``, before anything is allocated or read.
     """
-    import tifffile
-
     stack: np.ndarray | None = None
     for i, path in enumerate(paths):
         try:

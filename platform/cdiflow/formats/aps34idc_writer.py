@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
+import tifffile
 
 from cdiflow.config import Config, require
 from cdiflow.formats.aps34idc import DARK_NAME, WHITEFIELD_NAME
@@ -53,8 +54,6 @@ class Aps34idcLayout(Config):
 
 def write_calibration(root: Path, dark: np.ndarray, white: np.ndarray) -> None:
     """``dark.tif`` and ``whitefield.tif`` of the full detector."""
-    import tifffile
-
     tifffile.imwrite(root / DARK_NAME, dark)
     tifffile.imwrite(root / WHITEFIELD_NAME, white)
 
@@ -93,8 +92,6 @@ def write_spec_scan(
 
 def write_frames(folder: Path, name: str, frames) -> None:
     """Frames as ``<name>_<NNNNN>.tif``, one 2D TIFF each (areaDetector's naming)."""
-    import tifffile
-
     folder.mkdir(parents=True, exist_ok=True)
     for i, frame in enumerate(frames):
         tifffile.imwrite(folder / f"{name}_{i:05d}.tif", frame)
@@ -114,6 +111,7 @@ def write_synthetic_beamtime(
     Scans are simulated and written one at a time; ``layout`` names them (default
     ``Aps34idcLayout()``).
     """
+    # lazy: torch; the formats modules stay torch-free at import
     from cdiflow.physics.beamtime import simulate_beamtime
 
     layout = layout or Aps34idcLayout()

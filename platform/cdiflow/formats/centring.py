@@ -294,6 +294,7 @@ def estimate_oversampling(
     import torch
     from scipy.ndimage import label
 
+    # lazy: torch, like the torch import above
     from cdiflow.physics.fft import centred_ifft2
 
     p = intensity.shape[-1]
@@ -340,6 +341,7 @@ def cut_pattern(frame, measured, window: Window, threshold: float) -> dict:
     ``parameters`` (window, oversampling and extent at ``threshold``, counts)."""
     import torch
 
+    # lazy: torch, like the torch import above
     from cdiflow.physics.fft import normalise_modulus
 
     intensity, mask = cut_window(frame, measured, window)

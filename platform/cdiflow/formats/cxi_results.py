@@ -40,6 +40,7 @@ import datetime
 from dataclasses import dataclass
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from cdiflow.formats import atomic
@@ -95,8 +96,6 @@ def write_cxi_result(
     ------
     ValueError : ``obj`` and ``support`` differ in shape, or an array is not 2-D.
     """
-    import h5py
-
     obj = np.asarray(obj).astype(np.complex64)
     support = np.asarray(support, bool)
     measured = np.asarray(measured, bool)

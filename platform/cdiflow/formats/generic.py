@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import h5py
 import numpy as np
 
 from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
@@ -184,8 +185,6 @@ def read_hdf5_dataset(
     -------
     (data, "file:/dataset", mask (H, W) bool or None, the mask's path in the file or "").
     """
-    import h5py
-
     try:
         with h5py.File(path, "r") as h5:
             if key is None:

@@ -20,7 +20,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
+import h5py
 import numpy as np
+import tifffile
 
 from cdiflow.formats.scan import (
     HDF5_SUFFIXES,
@@ -47,8 +49,6 @@ def mask_in_hdf5(h5) -> tuple[np.ndarray | None, str]:
     an ``NXdetector`` group (or anywhere, if no group says its class). 3D masks (one per
     frame) are reduced to the union over frames. Returns (None, "") when there is none.
     """
-    import h5py
-
     for path in CXI_MASKS:
         node = h5.get(path)
         if isinstance(node, h5py.Dataset) and node.ndim in (2, 3):
@@ -92,8 +92,6 @@ def read_mask_file(source: str) -> np.ndarray:
         if suffix == ".npy":
             values = np.load(path, allow_pickle=False)
         elif suffix in TIFF_SUFFIXES:
-            import tifffile
-
             values = tifffile.imread(path)
         elif suffix in HDF5_SUFFIXES:
             values = _hdf5_mask(path, key)
@@ -112,8 +110,6 @@ def read_mask_file(source: str) -> np.ndarray:
 
 
 def _hdf5_mask(path: Path, key: str | None) -> np.ndarray:
-    import h5py
-
     with h5py.File(path, "r") as h5:
         if key is None:
             values, where = mask_in_hdf5(h5)
@@ -130,8 +126,6 @@ def _hdf5_mask(path: Path, key: str | None) -> np.ndarray:
 def only_dataset(h5) -> str | None:
     """The path of the single 2D/3D numeric dataset in the file, if exactly one (datasets
     named ``mask`` or ``pixel_mask`` are masks, not data)."""
-    import h5py
-
     found: list[str] = []
 
     def visit(name, obj):

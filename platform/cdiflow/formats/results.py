@@ -28,11 +28,13 @@ those of the best of the scan's refinement runs (least chi^2).
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 from pathlib import Path
 from typing import Any
 
+import h5py
 import numpy as np
 
 from cdiflow.errors import OutputDirError
@@ -165,8 +167,6 @@ def write_scan_result(
     provenance : name -> JSON-ready dict, stored as JSON string attributes.
     attrs : plain scalar attributes (version, git SHA, scan, source, ...).
     """
-    import h5py
-
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
         for name, value in arrays.items():
@@ -187,8 +187,6 @@ def read_completed_summary(path: Path) -> dict[str, Any] | None:
 
     A missing, truncated, foreign or unfinished file is "not complete": the scan is redone.
     """
-    import h5py
-
     if not path.is_file():
         return None
     try:
@@ -220,8 +218,6 @@ def stale_reason(row: dict[str, Any], expected: dict[str, str]) -> str:
 
 def read_scan_result(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
     """Read a result file: (arrays, attributes with JSON attributes decoded)."""
-    import h5py
-
     with h5py.File(path, "r") as h5:
         arrays = {name: h5[name][()] for name in h5.keys()}
         attrs: dict[str, Any] = {}
@@ -263,8 +259,6 @@ def _float_or_none(value: Any) -> float | None:
 
 def write_summary(out: str | Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:
     """Write ``summary.parquet`` and ``summary.csv`` atomically; return both paths."""
-    import io
-
     import pyarrow.csv as pacsv
     import pyarrow.parquet as pq
 

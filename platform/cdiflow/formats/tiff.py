@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import tifffile
 
 from cdiflow.formats.scan import ScanReadError, check_source_size, declared_nbytes
 
@@ -17,8 +18,6 @@ def read_tiff_stack(
     Every failure (missing, truncated, no image page) raises ``error`` naming the file;
     pages that decode to more than ``max_bytes`` raise ``SourceTooLarge`` unread.
     """
-    import tifffile
-
     if not path.is_file():
         raise error(path, "file not found")
     try:

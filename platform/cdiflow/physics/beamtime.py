@@ -26,6 +26,7 @@ import numpy as np
 from cdiflow.config import Config, require
 from cdiflow.physics.detector import dark_frame, dead_pixel_mask, gain_map, raw_counts
 from cdiflow.physics.diffraction import rocking_patterns
+from cdiflow.physics.fft import centred_fft2, pad_centre
 from cdiflow.physics.generator import GeneratorConfig, sample_volumes
 
 
@@ -221,8 +222,6 @@ def forward_cdi_frame(
     blind : (S, S) bool, True in the beamstop and the gaps.
     """
     import torch
-
-    from cdiflow.physics.fft import centred_fft2, pad_centre
 
     truth = forward_cdi_object(config)
     s = config.frame_size

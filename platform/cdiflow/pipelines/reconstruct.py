@@ -37,6 +37,7 @@ from typing import Any
 
 from cdiflow import __version__, pretrained
 from cdiflow.errors import ModelNotFound, OutputDirError
+from cdiflow.formats.dataset import file_sha256
 from cdiflow.formats.results import (
     SCANS_DIR,
     read_completed_summary,
@@ -44,7 +45,8 @@ from cdiflow.formats.results import (
     stale_reason,
     write_summary,
 )
-from cdiflow.pipelines.cluster import use_assigned_cpus
+from cdiflow.models import inference_model
+from cdiflow.pipelines.cluster import connect, use_assigned_cpus
 from cdiflow.pipelines.scan_steps import (
     ReconstructConfig,
     finish_scan,
@@ -52,8 +54,17 @@ from cdiflow.pipelines.scan_steps import (
     predict_batch,
     read_and_preprocess,
     refine_batch,
+    run_items_locally,
 )
-from cdiflow.pipelines.tracking import DEFAULT_MODEL, model_reference
+from cdiflow.pipelines.tracking import (
+    DEFAULT_MODEL,
+    configure,
+    git_sha,
+    load_model,
+    model_reference,
+    resolve_version,
+)
+from cdiflow.reports.beamtime import write_report
 
 ACTOR_CPUS = 0.5  # fractional: a pool that takes every CPU starves the read tasks (hangs)
 
@@ -99,9 +110,6 @@ def pin_model(ref: str | None, workspace: str | Path) -> tuple[str, str | None, 
     ------
     ModelNotFound : an unknown registry model, or a workspace without a store.
     """
-    from cdiflow.formats.dataset import file_sha256
-    from cdiflow.pipelines.tracking import configure, resolve_version
-
     text = model_reference(ref)
     if not text.startswith("models:/"):  # a weights file needs no store
         path = Path(text)
@@ -119,8 +127,6 @@ def resolve_model(ref: str | None, uri: str | None) -> tuple[str, dict[str, Any]
     A registry alias is pinned to its current version, so every actor of the job loads
     the same weights even if the alias moves while the job runs.
     """
-    from cdiflow.pipelines.tracking import load_model
-
     text = model_reference(ref)
     _, config, provenance = load_model(text, uri)
     pinned = text
@@ -144,9 +150,6 @@ class CNNPredictor:
         device: str,
         config: ReconstructConfig | None = None,
     ):
-        from cdiflow.models import inference_model
-        from cdiflow.pipelines.tracking import load_model
-
         use_assigned_cpus()
         model, _, _ = load_model(model_ref, tracking_uri)
         self.device = device
@@ -372,8 +375,6 @@ def reconstruct_beamtime(
     ``out`` is created only after ``out`` and the model were checked, so a bad model
     reference leaves no empty folder behind.
     """
-    from cdiflow.pipelines.tracking import git_sha
-
     progress = progress or (lambda line: print(line, file=sys.stderr, flush=True))
     config = config or ReconstructConfig()
     out = _check_out(out)
@@ -430,8 +431,6 @@ def reconstruct_beamtime(
 
 
 def _run_locally(todo, out, config, model_ref, uri, model_info, provenance, progress, redone):
-    from cdiflow.pipelines.scan_steps import run_items_locally
-
     predictor = CNNPredictor(model_ref, uri, "{}", "cpu")
     info = json.dumps(model_info, sort_keys=True, default=str)
     rows = run_items_locally(todo, predictor.model, config, out, provenance, info)
@@ -447,14 +446,10 @@ def _connect_ray(address: str | None) -> bool:
     """
     import ray
 
-    from cdiflow.pipelines.cluster import connect
-
     return not ray.is_initialized() and connect(address).address == "local"
 
 
 def _write_tables(out, rows, sources, model_info, config, seconds, processed, done):
-    from cdiflow.reports.beamtime import write_report
-
     parquet, csv = write_summary(out, rows)
     header = {
         "sources": ", ".join(str(s) for s in sources),

@@ -6,7 +6,10 @@ import hashlib
 from collections import Counter
 from pathlib import Path
 
+from cdiflow.formats.aps34idc import discover_beamtime, scan_fingerprint
+from cdiflow.formats.generic import source_fingerprint
 from cdiflow.formats.results import scan_key
+from cdiflow.formats.scan import ScanError
 from cdiflow.pipelines.scan_rows import kind_of, reason_of
 
 _MAX_NUMBER = 2**63 - 1  # scan numbers go into an int64 column
@@ -158,10 +161,6 @@ def _shown(text) -> str:
 
 
 def _items_of_source(source: str, selection: list[int] | None) -> list[dict]:
-    from cdiflow.formats.aps34idc import discover_beamtime, scan_fingerprint
-    from cdiflow.formats.generic import source_fingerprint
-    from cdiflow.formats.scan import ScanError
-
     path = Path(source)
     if path.is_dir() and _is_generic_folder(path):
         files = sorted(p for p in path.iterdir() if p.suffix.lower() in GENERIC_SUFFIXES)

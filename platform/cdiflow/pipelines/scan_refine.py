@@ -15,12 +15,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import time
 
 import numpy as np
 
 from cdiflow import OBJECT_SIZE, PATTERN_SIZE
 from cdiflow.errors import PhasingError
+from cdiflow.formats.centring import fill_unmeasured
+from cdiflow.phasing.refine_groups import refine_grouped
+from cdiflow.phasing.schedule import parse
+from cdiflow.phasing.shrinkwrap import square_support
+from cdiflow.phasing.starts import Start
+from cdiflow.physics.farfield import FarField, object_from_targets
+from cdiflow.physics.fft import centred_ifft2, crop_centre, pad_centre
 from cdiflow.pipelines.scan_rows import (
     RESULT_SIZE,
     ReconstructConfig,
@@ -30,6 +38,7 @@ from cdiflow.pipelines.scan_rows import (
     set_cell,
     writable,
 )
+from cdiflow.pipelines.scan_verdict import assess
 
 
 def start_seed(seed: int, key: str) -> int:
@@ -58,8 +67,6 @@ def make_starts(config: ReconstructConfig, amp, target, keys, patterns=None, sca
     """
     import torch
 
-    from cdiflow.phasing.starts import Start
-
     size = PATTERN_SIZE if patterns is None else int(np.shape(patterns[0][0])[-1])
     objects, supports = [], []
     for i, key in enumerate(keys):
@@ -82,9 +89,6 @@ def _guess(config, amp, target, size: int, scale: float, pattern):
     for a blind start the autocorrelation support (object = the support)."""
     import torch
 
-    from cdiflow.physics.farfield import object_from_targets
-    from cdiflow.physics.fft import crop_centre, pad_centre
-
     if config.start == "autocorrelation":
         support = autocorrelation_support(pattern[0], pattern[1], config.autocorrelation_threshold)
         return support.to(torch.complex64), support
@@ -99,8 +103,6 @@ def _guess(config, amp, target, size: int, scale: float, pattern):
 
 
 def _first_start(config, guess, size: int, rng):
-    from cdiflow.phasing.shrinkwrap import square_support
-
     if config.start == "cnn":
         return guess[0] * guess[1], guess[1]
     if config.start == "random-rectangle":
@@ -112,8 +114,6 @@ def _first_start(config, guess, size: int, rng):
 def _random_phase(support, rng):
     """Unit amplitude, uniform random phase in [-pi, pi) inside ``support`` (R, R); the
     draws of ``cdiflow.phasing.starts`` (one uniform per pixel of the field)."""
-    import math
-
     import torch
 
     phase = (2.0 * torch.rand(support.shape, generator=rng) - 1.0) * math.pi
@@ -143,9 +143,6 @@ def autocorrelation_support(modulus, mask, threshold: float):
     """
     import torch
     from scipy.ndimage import label
-
-    from cdiflow.formats.centring import fill_unmeasured
-    from cdiflow.physics.fft import centred_ifft2
 
     m = np.asarray(modulus, np.float64)
     intensity = fill_unmeasured(m * m, np.asarray(mask, bool))
@@ -204,10 +201,6 @@ def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device
     """Refine ``rows`` (all of refinement size ``size``) in one ``refine`` call."""
     import torch
 
-    from cdiflow.phasing.refine_groups import refine_grouped
-    from cdiflow.phasing.shrinkwrap import square_support
-    from cdiflow.physics.farfield import FarField
-
     t0 = time.perf_counter()
     s = config.starts
     sides = [upper_bound_side(config, batch["parameters"][i], size) for i in rows]
@@ -247,9 +240,6 @@ def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device
 
 def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     """Record scan ``i``'s answer (its run of least chi^2) and its verdict columns."""
-    from cdiflow.phasing.schedule import parse
-    from cdiflow.pipelines.scan_verdict import assess
-
     result, iterations = grouped.result, grouped.iterations
     runs = slice(first, first + config.starts)
     errors = result.errors[runs]
@@ -307,8 +297,6 @@ def object_images(obj, support, side: int, size: int = RESULT_SIZE):
     shape whatever its upper bound.
     """
     import torch
-
-    from cdiflow.physics.fft import crop_centre, pad_centre
 
     box = crop_centre(obj, side)
     # Phase retrieval fixes the object only up to a global phase: remove it (phase of

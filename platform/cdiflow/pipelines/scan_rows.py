@@ -20,6 +20,7 @@ from cdiflow.errors import CdiflowError
 from cdiflow.formats.preprocess import PreprocessConfig
 from cdiflow.formats.scan import MIB
 from cdiflow.models.adapt import AdaptConfig
+from cdiflow.phasing.schedule import parse
 from cdiflow.phasing.settings import GUESS_KINDS, SEEDED_SETTINGS, RefineSettings
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.pipelines.scan_verdict import VerdictConfig
@@ -104,8 +105,6 @@ class ReconstructConfig(Config):
     verdict: VerdictConfig = VerdictConfig()
 
     def validate(self) -> None:
-        from cdiflow.phasing.schedule import parse
-
         parse(self.schedule)  # ScheduleSyntaxError (an InputError) points at the position
         require(self.start in STARTS, f"start must be one of {STARTS}, got {self.start!r}")
         require(1 <= self.starts <= 64, f"starts must be in [1, 64], got {self.starts}")

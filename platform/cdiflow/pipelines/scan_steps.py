@@ -28,17 +28,23 @@ helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import time
 import traceback
+import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from skimage.restoration import unwrap_phase
 
 from cdiflow import __version__
+from cdiflow.formats.aps34idc import discover_beamtime, load_calibration, read_scan
 from cdiflow.formats.cxi_results import CXIProcess, write_cxi_result
+from cdiflow.formats.generic import open_scan
+from cdiflow.formats.preprocess import preprocess
 from cdiflow.formats.results import (
     PREVIEWS_DIR,
     SCANS_DIR,
@@ -46,6 +52,9 @@ from cdiflow.formats.results import (
     result_path,
     write_scan_result,
 )
+from cdiflow.models.adapt import adapt
+from cdiflow.models.reconstructor import CNNReconstructor
+from cdiflow.physics.farfield import PAPER
 from cdiflow.pipelines.scan_plan import plan_scans
 from cdiflow.pipelines.scan_refine import object_images, refine_batch, upper_bound_side
 from cdiflow.pipelines.scan_rows import (
@@ -62,6 +71,7 @@ from cdiflow.pipelines.scan_rows import (
     rows_to_batch,
     writable,
 )
+from cdiflow.reports.beamtime import save_preview
 
 __all__ = [  # the stages, and the row helpers tests and benchmarks use
     "RESULT_SIZE",
@@ -85,16 +95,12 @@ __all__ = [  # the stages, and the row helpers tests and benchmarks use
 @functools.lru_cache(maxsize=4)
 def _beamtime(root: str, token: str):
     """Discovery of a beamtime, cached per worker process and job (``token``)."""
-    from cdiflow.formats.aps34idc import discover_beamtime
-
     return discover_beamtime(root)
 
 
 @functools.lru_cache(maxsize=4)
 def _calibration(root: str, token: str):
     """Dark + whitefield of a beamtime, loaded once per worker process and job."""
-    from cdiflow.formats.aps34idc import load_calibration
-
     return load_calibration(_beamtime(root, token))
 
 
@@ -103,11 +109,7 @@ def read_scan_item(item: dict, token: str = "", max_bytes: int | None = None):
 
     A source whose data is above ``max_bytes`` raises ``SourceTooLarge`` unread.
     """
-    from cdiflow.formats.generic import open_scan
-
     if item["kind"] == "aps34idc":
-        from cdiflow.formats.aps34idc import read_scan
-
         beamtime = _beamtime(item["root"], token)
         entry = next(
             (e for e in beamtime.scans([item["number"]]) if e.number == item["number"]), None
@@ -132,8 +134,6 @@ def read_and_preprocess(
     Returns a row (``empty_row`` columns) with ``modulus``, ``mask``, ``parameters``
     (JSON), the oversampling per axis, the frame count, raw bytes and timings.
     """
-    from cdiflow.formats.preprocess import preprocess
-
     row = empty_row(item, config.iterations if iterations is None else iterations)
     if item["kind"] == "invalid":
         return fail(row, "read", item["reason"], item["error_kind"])
@@ -211,9 +211,6 @@ def predict_batch(
 
 def _cnn_answer(model, modulus, mask, device: str):
     """The CNN's amplitude, phase target and scale-fitted chi^2 over measured pixels."""
-    from cdiflow.models.reconstructor import CNNReconstructor
-    from cdiflow.physics.farfield import PAPER
-
     out = CNNReconstructor(model, device).predict(modulus, mask)
     amp, target = out[:, 0], out[:, 1]
     predicted = PAPER.modulus_of_targets(amp, target)
@@ -226,11 +223,7 @@ def adapt_patterns(model, modulus, mask, config, device: str):
 
     Runs with gradients even inside the caller's ``inference_mode`` (the CNN actor's).
     """
-    import dataclasses
-
     import torch
-
-    from cdiflow.models.adapt import adapt
 
     settings = dataclasses.replace(config.adapt, device=config.adapt.device or device)
     groups = [[i] for i in range(len(modulus))]
@@ -251,8 +244,6 @@ def adapt_patterns(model, modulus, mask, config, device: str):
 
 def unwrapped_phase(phase: np.ndarray, support: np.ndarray) -> np.ndarray:
     """Unwrap a (N, N) phase inside ``support`` (Herraez et al. 2002, skimage); NaN outside."""
-    from skimage.restoration import unwrap_phase
-
     if not support.any():
         return np.full(phase.shape, np.nan, np.float32)
     masked = np.ma.masked_array(phase.astype(np.float64), mask=~support)
@@ -310,8 +301,6 @@ def finish_scan(row: dict, out: str | Path, provenance: dict[str, Any]) -> dict:
 
 
 def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dict:
-    from cdiflow.reports.beamtime import save_preview
-
     key = row["key"]
     h5_path = result_path(out, SCANS_DIR, key, ".h5")
     cxi_path = result_path(out, SCANS_DIR, key, ".cxi")
@@ -409,8 +398,6 @@ def run_items_locally(
     The same functions the Ray job runs, in the same order, so a test of this is a test
     of what every Ray worker does.
     """
-    import uuid
-
     token = uuid.uuid4().hex  # a fresh discovery / calibration cache for this run
     rows = [read_and_preprocess(item, config, token) for item in items]
     summaries = []

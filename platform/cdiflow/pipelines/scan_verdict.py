@@ -44,6 +44,7 @@ import numpy as np
 import torch
 
 from cdiflow.config import Config, require
+from cdiflow.metrics import align
 
 _DIMS2 = (-2, -1)
 
@@ -116,8 +117,6 @@ def object_error(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     (...) float tensor in [0, 2]: 0 for the same object up to a global phase, an integer
     shift and the twin (``cdiflow.metrics.align``).
     """
-    from cdiflow.metrics import align
-
     a, b = _unit(a), _unit(b)
     return ((align(a, b) - b).abs() ** 2).sum(_DIMS2).real
 
