@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
-from cdiflow.formats.location import location_arg
+from cdiflow.formats.location import Location, location_arg
 
 DESCRIPTION = """\
 Generate synthetic diffraction patterns (superellipsoid particles with a strong random
@@ -114,8 +114,6 @@ def run(args: argparse.Namespace) -> int:
 
 def summary(report) -> str:
     """Where the data went and how fast (a few lines for the terminal)."""
-    from cdiflow.formats.location import Location
-
     total = sum(report.counts.values())
     counts = ", ".join(f"{split} {n}" for split, n in report.counts.items())
     lines = [

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
+import os
+from importlib import resources
 
 from cdiflow.commands.common import add_address, add_verbose, add_workspace, ray_console
+from cdiflow.errors import InputError
 from cdiflow.formats.location import location_arg
 
 DESCRIPTION = """\
@@ -84,8 +88,6 @@ def add_parser(subparsers) -> None:
 
 
 def default_config_path():
-    from importlib import resources
-
     return resources.files("cdiflow") / "configs" / "train.yaml"
 
 
@@ -105,8 +107,6 @@ def load_config(args: argparse.Namespace):
 
 def load_stream(args: argparse.Namespace):
     """The ``DatasetConfig`` to generate on the fly (``--generate``), or None (``--data``)."""
-    from cdiflow.errors import InputError
-
     if args.generate is None:
         if args.preset or args.generate_config:
             raise InputError("--preset and --generate-config go with --generate N")
@@ -118,9 +118,6 @@ def load_stream(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-    import os
-
     import ray
 
     from cdiflow.pipelines.cluster import check_mlflow, connect

@@ -22,6 +22,7 @@ MASK_COLUMN = "mask"  # (P, P) uint8, 1 = measured; only in masked data sets (re
 
 def has_mask(paths: list[str | Path]) -> bool:
     """Whether the shards carry a ``mask`` column (read from the first shard's footer)."""
+    # lazy: torch, pyarrow; the Ray driver code (pipelines.train, tune) stays torch-free
     from cdiflow.formats.dataset import shard_metadata
 
     schema, _rows, _identity = shard_metadata(paths[0])
@@ -30,6 +31,7 @@ def has_mask(paths: list[str | Path]) -> bool:
 
 def list_shards(root: str | Path | Location, split: str) -> list[Path | str]:
     """The split's shard files in order (URIs for object storage); ``DatasetError`` if none."""
+    # lazy: torch, pyarrow; the Ray driver code (pipelines.train, tune) stays torch-free
     from cdiflow.formats.dataset import list_shards as shards_of
 
     shards = shards_of(root, split)
@@ -40,6 +42,7 @@ def list_shards(root: str | Path | Location, split: str) -> list[Path | str]:
 
 def validate_split(root: str | Path | Location, split: str) -> int:
     """Check the split fully (manifest, schema, checksums, no NaN/inf); return its rows."""
+    # lazy: torch, pyarrow; the Ray driver code (pipelines.train, tune) stays torch-free
     from cdiflow.formats.dataset import validate_split as validate
 
     rows = validate(root, split).count(split)
@@ -56,6 +59,7 @@ def read_split_arrays(
     ``mask`` (rows, P, P), 1.0 = measured, is there when the shards have one. Reads with
     plain pyarrow (evaluation is one process); stops after ``limit`` rows.
     """
+    # lazy: torch, pyarrow; the Ray driver code (pipelines.train, tune) stays torch-free
     from cdiflow.formats.dataset import read_shard, shard_locations
 
     shards = shard_locations(root, split)

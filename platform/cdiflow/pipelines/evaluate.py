@@ -25,6 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from cdiflow.formats.location import Location
+from cdiflow.models.reconstructor import CNNReconstructor
+from cdiflow.pipelines.data import read_split_arrays, validate_split
+from cdiflow.pipelines.tracking import EXPERIMENT, RunLogger, configure, experiment_id, load_model
+from cdiflow.reports.evaluation import chi2_histograms, sample_panel
+from cdiflow.train.loop import per_pattern_metrics
+
 PANEL_SAMPLES = 6
 
 
@@ -35,8 +42,6 @@ def predict(
 
     ``mask`` ((P, P) or (B, P, P), nonzero = measured) reaches a model with a mask channel.
     """
-    from cdiflow.models.reconstructor import CNNReconstructor
-
     cnn = CNNReconstructor(model, batch_size=batch_size)
     mask = None if mask is None else np.asarray(mask) != 0
     return cnn.predict(np.ascontiguousarray(modulus), mask).numpy()
@@ -51,8 +56,6 @@ def load_predictions(
     ``MLFLOW_TRACKING_URI`` or the workspace's store, or a weights file. ``mask`` as in
     ``predict``.
     """
-    from cdiflow.pipelines.tracking import configure, load_model
-
     uri = configure(workspace) if ref.startswith("models:/") else None
     model, _config, _provenance = load_model(ref, uri)
     out = predict(model, modulus, mask)
@@ -74,8 +77,6 @@ def pattern_errors(model, arrays: dict[str, np.ndarray], batch_size: int = 256):
     during training).
     """
     import torch
-
-    from cdiflow.train.loop import per_pattern_metrics
 
     device = next(model.parameters()).device
     count = arrays["modulus"].shape[0]
@@ -119,11 +120,6 @@ def evaluate_model(
 
     Returns the summary dict that is written to ``out_dir/evaluation.json``.
     """
-    from cdiflow.formats.location import Location
-    from cdiflow.pipelines.data import read_split_arrays, validate_split
-    from cdiflow.pipelines.tracking import load_model
-    from cdiflow.reports.evaluation import chi2_histograms, sample_panel
-
     validate_split(data_dir, split)
     model, config, provenance = load_model(ref, uri=uri)
     arrays = read_split_arrays(data_dir, split, limit=limit)
@@ -167,8 +163,6 @@ def evaluate_model(
 def _log_evaluation(summary, out: Path, uri, provenance) -> str | None:
     """One MLflow run with the numbers and figures, tagged with the model version."""
     import mlflow
-
-    from cdiflow.pipelines.tracking import EXPERIMENT, RunLogger, experiment_id
 
     uri = uri or mlflow.get_tracking_uri()
     workspace = None

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 import ray
+from tqdm import tqdm
 
 from cdiflow import __version__
 from cdiflow.config import require
@@ -189,7 +190,6 @@ def _run_shards(
 ) -> dict[str, ShardInfo]:
     if not todo:
         return {}
-    from tqdm import tqdm
 
     context = ray.data.DataContext.get_current()
     context.enable_progress_bars = False  # ours counts shards

@@ -35,6 +35,8 @@ from typing import TYPE_CHECKING
 from cdiflow.config import require
 from cdiflow.errors import CdiflowError, InputError
 from cdiflow.formats.location import Location
+from cdiflow.pipelines.cluster import train_env_defaults
+from cdiflow.pipelines.data import has_mask, list_shards, validate_split
 from cdiflow.pipelines.tracking_store import (
     RunLogger,
     configure,
@@ -105,8 +107,6 @@ def check_dataset(data: str | Path | Location | DatasetConfig) -> dict[str, int]
     For generated data (a ``DatasetConfig``, valid by construction): the patterns per
     epoch and the fixed validation set.
     """
-    from cdiflow.pipelines.data import validate_split
-
     if is_generated(data):
         return {split: data.count(split) for split in ("train", "val")}
     return {split: validate_split(data, split) for split in ("train", "val")}
@@ -160,8 +160,6 @@ def run_training(
     """
     import ray
 
-    from cdiflow.pipelines.cluster import train_env_defaults
-
     stream = data_dir if is_generated(data_dir) else None
     data_dir = stream if stream is not None else Location.parse(data_dir).value
     train_rows = (rows or check_dataset(data_dir))["train"]
@@ -192,8 +190,6 @@ def run_training(
 
 def _shards_and_job(job: TrainJobConfig, stream: DatasetConfig | None, data_dir):
     """The shard paths (None on the fly) and the job with ``mask_channel`` set for the data."""
-    from cdiflow.pipelines.data import has_mask, list_shards
-
     if stream is not None:
         workers, per_epoch = job.scaling.workers, stream.count("train")
         require(

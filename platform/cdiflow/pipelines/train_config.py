@@ -69,12 +69,14 @@ class RunSettings(Config):
 
 
 def _model_config_type():
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.models import ModelConfig
 
     return ModelConfig
 
 
 def _train_config_type():
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.train.config import TrainConfig
 
     return TrainConfig

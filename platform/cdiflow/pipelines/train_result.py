@@ -9,14 +9,17 @@ inside functions.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from cdiflow.errors import InputError, NonFiniteScore
+from cdiflow.pipelines.data import read_split_arrays
 from cdiflow.pipelines.registry import load_model, register_weights
 from cdiflow.pipelines.tracking_store import MODEL_NAME, RunLogger
 from cdiflow.pipelines.train_config import WEIGHTS_FILE
+from cdiflow.reports.evaluation import training_curves
 
 
 @dataclasses.dataclass(frozen=True)
@@ -48,8 +51,6 @@ def _log_training_curves(uri: str, run_id: str) -> None:
     """The run's loss and chi^2 curves as ``figures/training_curves.png``."""
     import matplotlib.pyplot as plt
 
-    from cdiflow.reports.evaluation import training_curves
-
     logger = RunLogger(uri, run_id)
     history = {
         name: [(m.step, m.value) for m in logger.client.get_metric_history(run_id, name)]
@@ -72,14 +73,12 @@ def eval_fingerprint(data_dir, split: str = "val") -> str:
     patterns written by another writer version get a new one, which only costs a
     rescore of the champion, never a wrong comparison.
     """
-    import hashlib
-
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.formats.dataset import read_manifest
     from cdiflow.formats.layout import DatasetConfig
+    from cdiflow.pipelines.train_stream import generated_fingerprint
 
     if isinstance(data_dir, DatasetConfig):
-        from cdiflow.pipelines.train_stream import generated_fingerprint
-
         return generated_fingerprint(data_dir, split)
     digest = hashlib.sha256(f"cdiflow eval set: {split}\n".encode())
     for info in read_manifest(data_dir).shards[split]:
@@ -89,8 +88,8 @@ def eval_fingerprint(data_dir, split: str = "val") -> str:
 
 def val_arrays(data_dir) -> dict:
     """The val split as float32 arrays (``mask`` too when masked), read or generated."""
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.formats.layout import DatasetConfig
-    from cdiflow.pipelines.data import read_split_arrays
     from cdiflow.pipelines.train_stream import generated_arrays
 
     if isinstance(data_dir, DatasetConfig):
@@ -111,6 +110,7 @@ def champion_rescorer(uri: str, data_dir, batch_size: int = 256):
     def rescore(version: str) -> float:
         import torch
 
+        # lazy: torch; the Ray driver (pipelines.train) stays torch-free
         from cdiflow.train.loop import evaluate, recalibrate_batchnorm
 
         device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from cdiflow.pipelines.data import MASK_COLUMN, TENSOR_COLUMNS, has_mask, read_parquet_dataset
 from cdiflow.pipelines.tracking_store import RunLogger
 from cdiflow.pipelines.train_config import (
     SCORE_METRIC,
@@ -71,6 +72,7 @@ def train_worker(loop_config: dict) -> None:
     import ray.train.torch
     import torch
 
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.models import build_model
     from cdiflow.train.loop import fit
 
@@ -129,6 +131,7 @@ def _stream_batches(job: TrainJobConfig, stream: dict, rank: int, world: int):
     """``epoch -> batches`` of new generated patterns: this rank's part of epoch ``epoch``."""
     import torch
 
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.formats.layout import DatasetConfig
     from cdiflow.pipelines.train_stream import epoch_positions, generated_split
 
@@ -198,6 +201,7 @@ def _epoch_reporter(job: TrainJobConfig, rank: int, bare, device, val_batches, l
 
 def _validate(job: TrainJobConfig, bare, device, batches: list) -> dict[str, float]:
     """Validation metrics (``val_*`` and the champion score) of the bare module."""
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.train.loop import evaluate, recalibrate_batchnorm
 
     # Short runs leave BN running averages far behind the weights (the eval model then
@@ -216,6 +220,7 @@ def _checkpoint(folder: Path, end, bare, job: TrainJobConfig):
     import ray.train
     import torch
 
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.models import save_weights
 
     torch.save(end.state(), folder / STATE_FILE)
@@ -225,8 +230,6 @@ def _checkpoint(folder: Path, end, bare, job: TrainJobConfig):
 
 def _read_split(paths: list[Path | str]):
     """The split's training columns (``mask`` too when the shards have one) on Ray Data."""
-    from cdiflow.pipelines.data import MASK_COLUMN, TENSOR_COLUMNS, has_mask, read_parquet_dataset
-
     columns = [*TENSOR_COLUMNS, *([MASK_COLUMN] if has_mask(paths) else [])]
     return read_parquet_dataset(paths).select_columns(columns)
 
@@ -235,6 +238,7 @@ def _datasets(shards: dict[str, list] | None, stream) -> dict:
     """The trainer's datasets: the shards' splits, or (on the fly) the generated val set."""
     if stream is None:
         return {split: _read_split(shards[split]) for split in ("train", "val")}
+    # lazy: torch; the Ray driver (pipelines.train) stays torch-free
     from cdiflow.pipelines.train_stream import generated_split
 
     return {"val": generated_split(stream, "val", 0, stream.count("val"))}
@@ -262,8 +266,6 @@ def build_trainer(
     """
     from ray.train import CheckpointConfig, DataConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
-
-    from cdiflow.pipelines.data import has_mask
 
     masked = stream.generator.has_mask if stream is not None else has_mask(shards["train"])
     job = for_data(job, masked)
