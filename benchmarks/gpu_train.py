@@ -35,6 +35,7 @@ from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
 from cdiflow.models.weights import load_weights
 from cdiflow.physics.generator import GeneratorConfig
+from cdiflow.pipelines.tracking_store import git_sha
 from cdiflow.train import (
     TrainConfig,
     evaluate,
@@ -427,6 +428,7 @@ def main(argv=None) -> dict:
         "test_by_preset": by_preset,
         "inference_patterns_per_s": speeds,
         "total_seconds": time.perf_counter() - t_start,
+        "git_sha": git_sha(Path(__file__).resolve().parent),
         "loadavg": os.getloadavg(),
         "history": run["history"],
     }

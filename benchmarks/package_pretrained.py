@@ -31,6 +31,7 @@ from cdiflow import pretrained  # noqa: E402
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.models import ModelConfig, build_model, load_weights, save_weights  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
+from cdiflow.pipelines.tracking_store import git_sha  # noqa: E402
 
 MAX_BYTES = 8 * 2**20
 
@@ -60,6 +61,23 @@ def model_from(args, result: dict):
     return model.eval(), config
 
 
+def scores_by_preset(model, seed: int, patterns: int) -> dict:
+    """Mean test chi^2 (modulus, amplitude, phase, twin-aware) on both presets' held-out
+    patterns (indices 0.., never trained on), as ``gpu_train.py`` scores them."""
+    from cdiflow.losses import LossWeights
+    from cdiflow.train.data import generate_tensors, ordered_batches
+    from cdiflow.train.loop import evaluate
+
+    presets = {"paper": GeneratorConfig(), "realistic": GeneratorConfig.realistic()}
+    out = {}
+    for name, config in presets.items():
+        data = generate_tensors(config, seed, range(patterns))
+        metrics = evaluate(model, ordered_batches(data, 250), "cpu", LossWeights())
+        out[name] = {k: v for k, v in metrics.items() if k.startswith("chi2_")}
+        out[name]["patterns"] = patterns
+    return out
+
+
 def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", help="gpu_train --save-weights file")
@@ -67,6 +85,16 @@ def main(argv=None) -> dict:
     p.add_argument("--result", required=True, help="gpu_train --out JSON")
     p.add_argument("--out", default=str(pretrained.WEIGHTS))
     p.add_argument("--train-json", default=str(HERE / "results" / "pretrained_train.json"))
+    p.add_argument(
+        "--trained-at",
+        help="git SHA the run was trained at (default: the results JSON's, else HEAD)",
+    )
+    p.add_argument(
+        "--previous-card",
+        help="the card of the model this run started from (gpu_train --init-weights): its "
+        "training is kept in the new card as the earlier leg",
+    )
+    p.add_argument("--test-patterns", type=int, default=1000, help="per preset, for the card")
     args = p.parse_args(argv)
     result = json.loads(Path(args.result).read_text())
     model, config = model_from(args, result)
@@ -98,9 +126,14 @@ def main(argv=None) -> dict:
             "steps": last.get("steps"),
             "final_validation": {k: v for k, v in last.items() if k.startswith("val_chi2")},
             "results": _shown(Path(args.train_json)),
+            "git_sha": args.trained_at or result.get("git_sha") or git_sha(ROOT),
         },
+        "test_by_preset": scores_by_preset(model, run["seed"], args.test_patterns),
         "scores": "benchmarks/results/pretrained.json (benchmarks/pretrained_eval.py)",
     }
+    if args.previous_card:
+        earlier = json.loads(Path(args.previous_card).read_text())
+        card["training"]["previous"] = earlier["training"]
     atomic_write_json(out.with_suffix(".json"), card)
     atomic_write_json(args.train_json, result)
     print(f"wrote {out} ({size / 2**20:.2f} MiB) and its card; val chi2 {metadata['val_chi2']:.4f}")
