@@ -8,15 +8,17 @@ failed scans. A failure at any stage sets ``status="failed"`` with a one-line
 ``reason``, an ``error_kind`` and the ``stage``, and later stages pass the row through:
 one bad scan never stops the others.
 
-Stages (planning in ``scan_plan``, refinement in ``scan_refine``, the row and batch
-helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them):
+Stages (planning in ``scan_plan``, the CNN in ``scan_cnn``, refinement in
+``scan_refine``, the row and batch helpers and ``ReconstructConfig`` in ``scan_rows``;
+this module re-exports them):
 
 1. ``plan_scans``: sources (beamtime folders, folders of scan files, single sources)
    -> scan items, each with a sanitised, unique output ``key``;
 2. ``read_and_preprocess``: one item -> row with the 64 x 64 modulus and mask the CNN
    sees, and the refinement pattern (``refine_modulus``, ``refine_mask``: R x R,
    ``--refine-size``);
-3. ``predict_batch``: CNN amplitude + phase for the ok rows of a batch, and its chi^2;
+3. ``predict_batch`` (``scan_cnn``): CNN amplitude + phase for the ok rows of a batch,
+   and its chi^2; with ``--adapt`` from a copy of the CNN adapted to the patterns;
 4. ``refine_batch``: iterative refinement from several starts per scan (default: the
    CNN's and three random phases in its support, the paper's schedule and shrink-wrap,
    batched per refinement size); the best run is the answer, and the runs together give
@@ -28,7 +30,6 @@ helpers and ``ReconstructConfig`` in ``scan_rows``; this module re-exports them)
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 import time
@@ -52,9 +53,7 @@ from cdiflow.formats.results import (
     result_path,
     write_scan_result,
 )
-from cdiflow.models.adapt import adapt
-from cdiflow.models.reconstructor import CNNReconstructor
-from cdiflow.physics.farfield import PAPER
+from cdiflow.pipelines.scan_cnn import predict_batch
 from cdiflow.pipelines.scan_plan import plan_scans
 from cdiflow.pipelines.scan_refine import object_images, refine_batch, upper_bound_side
 from cdiflow.pipelines.scan_rows import (
@@ -63,13 +62,10 @@ from cdiflow.pipelines.scan_rows import (
     batch_to_rows,
     empty_row,
     fail,
-    fail_in_batch,
     kind_of,
-    ok_mask,
     reason_of,
     result_size,
     rows_to_batch,
-    writable,
 )
 from cdiflow.reports.beamtime import save_preview
 
@@ -164,79 +160,6 @@ def read_and_preprocess(
     row["parameters"] = json.dumps(params, sort_keys=True, default=str)
     row["oversampling_y"], row["oversampling_x"] = (float(o) for o in params["oversampling"])
     return row
-
-
-# --- 3. CNN ------------------------------------------------------------------------------
-
-
-def predict_batch(
-    model, batch: dict, model_info: str = "{}", device: str = "cpu", config=None
-) -> dict:
-    """Run the CNN on the ok rows: ``cnn_amplitude``, ``cnn_phase`` (target p in (0, 1)),
-    ``cnn_chi2`` (eq. 5 of the CNN object's |F| against the pattern, scale fitted, over
-    measured pixels) and ``t_cnn`` (seconds per pattern). ``model_info`` (JSON) is
-    recorded in every row.
-
-    With ``config.adapt.steps`` > 0 the CNN is first adapted to the patterns
-    (``adapt_patterns``); the answer is the adapted CNN's, ``cnn_chi2`` stays the
-    shipped CNN's and ``adapted_cnn_chi2`` is the adapted one's.
-    """
-    import torch
-
-    batch = writable(batch)
-    batch["model"] = np.array([model_info] * len(batch["key"]), dtype=object)
-    ok = np.flatnonzero(ok_mask(batch))
-    if len(ok) == 0:
-        return batch
-    t0 = time.perf_counter()
-    try:
-        modulus = torch.from_numpy(batch["modulus"][ok]).float()
-        mask = torch.from_numpy(batch["mask"][ok])
-        amp, target, fit = _cnn_answer(model, modulus, mask, device)
-        if config is not None and config.adapt.steps > 0:
-            adapted = adapt_patterns(model, modulus, mask, config, device)
-            batch["adapted_cnn_chi2"][ok] = adapted[2].numpy()
-            amp, target = adapted[0], adapted[1]
-    except Exception as exc:  # noqa: BLE001 - a CNN failure fails these scans, not the job
-        for i in ok:
-            fail_in_batch(batch, int(i), "cnn", exc)
-        return batch
-    per = (time.perf_counter() - t0) / len(ok)
-    batch["cnn_amplitude"][ok] = amp.numpy()
-    batch["cnn_phase"][ok] = target.numpy()
-    batch["cnn_chi2"][ok] = fit.numpy()
-    batch["t_cnn"][ok] = per
-    return batch
-
-
-def _cnn_answer(model, modulus, mask, device: str):
-    """The CNN's amplitude, phase target and scale-fitted chi^2 over measured pixels."""
-    out = CNNReconstructor(model, device).predict(modulus, mask)
-    amp, target = out[:, 0], out[:, 1]
-    predicted = PAPER.modulus_of_targets(amp, target)
-    return amp, target, PAPER.chi2(predicted, modulus, mask=mask, fit_scale=True)
-
-
-def adapt_patterns(model, modulus, mask, config, device: str):
-    """Adapt a copy of the CNN to the patterns (per scan or per batch, ``adapt_scope``)
-    and return its amplitude, phase target and chi^2 for each of them.
-
-    Runs with gradients even inside the caller's ``inference_mode`` (the CNN actor's).
-    """
-    import torch
-
-    settings = dataclasses.replace(config.adapt, device=config.adapt.device or device)
-    groups = [[i] for i in range(len(modulus))]
-    if config.adapt_scope == "batch":
-        groups = [list(range(len(modulus)))]
-    amp, target, chi2 = [], [], []
-    with torch.inference_mode(False), torch.enable_grad():
-        m, w = modulus.clone(), mask.clone()  # normal tensors, not inference ones
-        for rows in groups:
-            net, _info = adapt(model, m[rows], w[rows], config=settings)
-            a, t, c = _cnn_answer(net, m[rows], w[rows], device)
-            amp.append(a), target.append(t), chi2.append(c)
-    return torch.cat(amp), torch.cat(target), torch.cat(chi2)
 
 
 # --- 5. results ----------------------------------------------------------------------------
