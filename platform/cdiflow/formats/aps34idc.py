@@ -318,6 +318,33 @@ def correct_frames(raw: np.ndarray, dark: np.ndarray, gain: np.ndarray) -> np.nd
     return corrected
 
 
+def _check_entry(beamtime: Beamtime, entry: ScanEntry) -> None:
+    """Refuse, before reading any frame, an entry that is not a whole 34-ID-C scan."""
+    if entry.folder is None:
+        what = "spec entry has no data folder" if entry.spec else "no such scan"
+        raise ScanNotFound(beamtime.root, f"scan {entry.number}: {what}")
+    if entry.spec is None:
+        raise ScanNotFound(entry.folder, "data folder without a spec entry", kind="no_spec")
+    if not entry.frame_paths:
+        contents = sorted(p.name for p in entry.folder.iterdir())[:3]
+        raise NotAScan(
+            entry.folder, f"no {entry.folder.name}_NNNNN.tif frames (holds {contents or 'nothing'})"
+        )
+    _check_sequence(entry)
+
+
+def _roi_origin(entry: ScanEntry, shape, detector, roi_offset) -> tuple[int, int]:
+    """(row, col) of the frames on the detector; ``wrong_shape`` when they do not fit."""
+    try:
+        r0, c0 = roi_offset or roi_offset_from_spec(entry.spec, shape, detector)
+    except ValueError as exc:
+        raise ScanDataError(entry.folder, str(exc), kind="wrong_shape") from None
+    if r0 < 0 or c0 < 0 or r0 + shape[0] > detector[0] or c0 + shape[1] > detector[1]:
+        fit = f"frames {shape} at offset {(r0, c0)} do not fit the detector {detector}"
+        raise ScanDataError(entry.folder, fit, kind="wrong_shape")
+    return r0, c0
+
+
 def read_scan(
     beamtime: Beamtime,
     entry: ScanEntry,
@@ -346,36 +373,15 @@ def read_scan(
     ScanNotFound, NotAScan, ScanDataError, CalibrationMissing, ScanReadError,
     SourceTooLarge
     """
-    if entry.folder is None:
-        what = "spec entry has no data folder" if entry.spec else "no such scan"
-        raise ScanNotFound(beamtime.root, f"scan {entry.number}: {what}")
-    if entry.spec is None:
-        raise ScanNotFound(entry.folder, "data folder without a spec entry", kind="no_spec")
-    if not entry.frame_paths:
-        contents = sorted(p.name for p in entry.folder.iterdir())[:3]
-        raise NotAScan(
-            entry.folder, f"no {entry.folder.name}_NNNNN.tif frames (holds {contents or 'nothing'})"
-        )
-    _check_sequence(entry)
+    _check_entry(beamtime, entry)
     raw = check_frames_array(read_frames(entry.frame_paths, max_bytes), entry.folder)
     cal = calibration if calibration is not None else load_calibration(beamtime)
-    shape = raw.shape[1:]
-    try:
-        r0, c0 = roi_offset or roi_offset_from_spec(entry.spec, shape, cal.dark.shape)
-    except ValueError as exc:
-        raise ScanDataError(entry.folder, str(exc), kind="wrong_shape") from None
-    if r0 < 0 or c0 < 0 or r0 + shape[0] > cal.dark.shape[0] or c0 + shape[1] > cal.dark.shape[1]:
-        raise ScanDataError(
-            entry.folder,
-            f"frames {shape} at offset {(r0, c0)} do not fit the detector {cal.dark.shape}",
-            kind="wrong_shape",
-        )
-    window = (slice(r0, r0 + shape[0]), slice(c0, c0 + shape[1]))
-    corrected = correct_frames(raw, cal.dark[window], cal.gain[window])
+    r0, c0 = _roi_origin(entry, raw.shape[1:], cal.dark.shape, roi_offset)
+    window = (slice(r0, r0 + raw.shape[1]), slice(c0, c0 + raw.shape[2]))
     return Scan(
         name=entry.name,
         source=str(entry.folder),
-        frames=corrected,
+        frames=correct_frames(raw, cal.dark[window], cal.gain[window]),
         raw=raw,
         bad_pixels=cal.bad[window].copy(),
         metadata={

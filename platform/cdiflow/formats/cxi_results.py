@@ -104,43 +104,57 @@ def write_cxi_result(
             f"need a 2-D object and support of one shape and a 2-D mask, got object "
             f"{obj.shape}, support {support.shape}, mask {measured.shape}"
         )
-    gzip = {"compression": "gzip", "compression_opts": 4}
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic.atomic_path(path) as tmp, h5py.File(tmp, "w") as h5:
-        h5.create_dataset("cxi_version", data=CXI_VERSION)
-        h5.attrs["cxi_version"] = CXI_VERSION
-        h5.attrs["creator"] = "cdiflow"
-        h5.attrs["default"] = "entry_1"
-        entry = h5.create_group("entry_1")
-        entry.attrs["NX_class"] = "NXentry"
-        entry.attrs["default"] = "data_1"
-        sample = entry.create_group("sample_1")
-        sample.attrs["NX_class"] = "NXsample"
-        sample.create_dataset("name", data=str(scan))
-
-        image = entry.create_group("image_1")
-        _nxdata(image)
-        image.create_dataset("data", data=obj, **gzip)
-        image.create_dataset("data_type", data="complex")
-        image.create_dataset("data_space", data="real")
-        image.create_dataset("support", data=support.astype(np.uint8), **gzip)
-        image.create_dataset("mask", data=cxi_mask(measured), **gzip)
-        image["mask"].attrs["note"] = (
-            "detector mask of the phased pattern (not of data): 0 measured, "
-            "1 = CXI PIXEL_IS_INVALID (not measured)"
-        )
+        _write_root(h5, scan)
+        image = _write_image(h5["entry_1"], obj, support, measured)
         _process(image.create_group("process_1"), process, chi2)
-
-        instrument = entry.create_group("instrument_1")
-        instrument.attrs["NX_class"] = "NXinstrument"
-        detector = instrument.create_group("detector_1")
-        detector.attrs["NX_class"] = "NXdetector"
-        detector["mask"] = image["mask"]  # a hard link: one dataset, two names
-
-        data = entry.create_group("data_1")
-        _nxdata(data)
-        data["data"] = h5py.SoftLink("/entry_1/image_1/data")
+        _write_links(h5["entry_1"], image)
     return path
+
+
+def _write_root(h5, scan: str) -> None:
+    """The file's CXI version and ``/entry_1`` with its sample name (created first)."""
+    h5.create_dataset("cxi_version", data=CXI_VERSION)
+    h5.attrs["cxi_version"] = CXI_VERSION
+    h5.attrs["creator"] = "cdiflow"
+    h5.attrs["default"] = "entry_1"
+    entry = h5.create_group("entry_1")
+    entry.attrs["NX_class"] = "NXentry"
+    entry.attrs["default"] = "data_1"
+    sample = entry.create_group("sample_1")
+    sample.attrs["NX_class"] = "NXsample"
+    sample.create_dataset("name", data=str(scan))
+
+
+def _write_image(entry, obj: np.ndarray, support: np.ndarray, measured: np.ndarray):
+    """``image_1``: the object, its support and the detector mask; returns the group."""
+    gzip = {"compression": "gzip", "compression_opts": 4}
+    image = entry.create_group("image_1")
+    _nxdata(image)
+    image.create_dataset("data", data=obj, **gzip)
+    image.create_dataset("data_type", data="complex")
+    image.create_dataset("data_space", data="real")
+    image.create_dataset("support", data=support.astype(np.uint8), **gzip)
+    image.create_dataset("mask", data=cxi_mask(measured), **gzip)
+    image["mask"].attrs["note"] = (
+        "detector mask of the phased pattern (not of data): 0 measured, "
+        "1 = CXI PIXEL_IS_INVALID (not measured)"
+    )
+    return image
+
+
+def _write_links(entry, image) -> None:
+    """The detector's mask and ``data_1``: links into ``image_1``, no second copy."""
+    instrument = entry.create_group("instrument_1")
+    instrument.attrs["NX_class"] = "NXinstrument"
+    detector = instrument.create_group("detector_1")
+    detector.attrs["NX_class"] = "NXdetector"
+    detector["mask"] = image["mask"]  # a hard link: one dataset, two names
+
+    data = entry.create_group("data_1")
+    _nxdata(data)
+    data["data"] = h5py.SoftLink("/entry_1/image_1/data")
 
 
 def _nxdata(group) -> None:

@@ -127,40 +127,48 @@ def read_spec(path: str | Path) -> dict[int, SpecScan]:
     for lineno, line in enumerate(text.splitlines(), start=1):
         if line.startswith("#S "):
             close()
-            words = line[3:].split(maxsplit=1)
-            if not words or not words[0].isdigit():
-                raise ScanReadError(path, f"line {lineno}: '#S' without a scan number", "bad_spec")
-            command = words[1].strip() if len(words) > 1 else ""
-            current = {
-                "number": int(words[0]),
-                "command": command,
-                "planned_points": _planned_points(command),
-                "points": 0,
-                "rois": [],
-                "line": lineno,
-            }
-            continue
-        if current is None:
-            continue
-        if line and not line.startswith("#"):
-            current["points"] += 1
-        elif line.startswith("#D "):
-            current["date"] = line[3:].strip()
-        elif line.startswith("#L "):
-            current["labels"] = tuple(line[3:].split("  "))
-        elif line.startswith("#Readout"):
-            values = _ints(line.split()[1:], "#Readout", path, lineno)
-            if len(values) == 4:
-                current["readout"] = tuple(values)
-        elif line.startswith("#UIMDET"):
-            current["detector"] = line[len("#UIMDET") :].strip().rstrip(":")
-        elif m := re.match(r"#UIMR(\d+)\s+(.*)", line):
-            values = _ints(m.group(2).split()[:4], "#UIMR", path, lineno)
-            if len(values) == 4:
-                current["rois"].append(DetectorROI(int(m.group(1)), *values))
+            current = _new_block(line, lineno, path)
+        elif current is not None:  # lines before the first ``#S`` belong to no scan
+            _read_line(current, line, lineno, path)
     close()
     for number, scan in scans.items():
         scans[number] = dataclasses.replace(scan, rois=tuple(scan.rois))
     if not scans:
         raise ScanReadError(path, "no '#S' scan in the spec file", kind="bad_spec")
     return scans
+
+
+def _new_block(line: str, lineno: int, path: Path) -> dict:
+    """The fields of the scan an ``#S`` line opens; its other lines fill them in."""
+    words = line[3:].split(maxsplit=1)
+    if not words or not words[0].isdigit():
+        raise ScanReadError(path, f"line {lineno}: '#S' without a scan number", "bad_spec")
+    command = words[1].strip() if len(words) > 1 else ""
+    return {
+        "number": int(words[0]),
+        "command": command,
+        "planned_points": _planned_points(command),
+        "points": 0,
+        "rois": [],
+        "line": lineno,
+    }
+
+
+def _read_line(current: dict, line: str, lineno: int, path: Path) -> None:
+    """One line inside a scan block: a data point or a header cdiflow uses, else nothing."""
+    if line and not line.startswith("#"):
+        current["points"] += 1
+    elif line.startswith("#D "):
+        current["date"] = line[3:].strip()
+    elif line.startswith("#L "):
+        current["labels"] = tuple(line[3:].split("  "))
+    elif line.startswith("#Readout"):
+        values = _ints(line.split()[1:], "#Readout", path, lineno)
+        if len(values) == 4:
+            current["readout"] = tuple(values)
+    elif line.startswith("#UIMDET"):
+        current["detector"] = line[len("#UIMDET") :].strip().rstrip(":")
+    elif m := re.match(r"#UIMR(\d+)\s+(.*)", line):
+        values = _ints(m.group(2).split()[:4], "#UIMR", path, lineno)
+        if len(values) == 4:
+            current["rois"].append(DetectorROI(int(m.group(1)), *values))
