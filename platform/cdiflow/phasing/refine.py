@@ -148,11 +148,40 @@ def refine(
     batch = len(modulus)
     if len(start) != batch:
         raise InputError(f"{batch} patterns but a start for {len(start)}")
-    errors: list[CdiflowError | None] = [None] * batch
+    errors, checked = _checked(modulus, start, physics.pattern_size, strict)
+    good = [i for i in range(batch) if errors[i] is None]
+    out = _empty_result(batch, len(schedule), physics.pattern_size, snapshots)
+    if good:
+        dev = torch.device(device or "cpu")
+        idx = torch.tensor(good)
+        res = run_schedule(
+            torch.stack(checked).to(dev),
+            start.object[idx].to(dev),
+            start.support[idx].to(dev),
+            schedule,
+            mask=_rows_of(mask, idx, dev),
+            beta=_select(beta, idx),
+            shrinkwrap=shrinkwrap,
+            upper_bound=_upper_bound(upper_bound, physics, idx).to(dev),
+            snapshots=snapshots,
+            physics=physics,
+        )
+        _fill(out, res, idx)
+        for j, i in enumerate(good):
+            if bool(res.collapsed[j]):
+                errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
+                if strict:
+                    raise errors[i]
+    return dataclasses.replace(out, errors=tuple(errors))
+
+
+def _checked(modulus, start: Start, size: int, strict: bool):
+    """Per pattern None or its input error, and the patterns that passed, as tensors."""
+    errors: list[CdiflowError | None] = [None] * len(modulus)
     checked = []
-    for i in range(batch):
+    for i in range(len(modulus)):
         try:
-            pattern = check_pattern(modulus[i], physics.pattern_size)
+            pattern = check_pattern(modulus[i], size)
             _check_start(start, i)
         except InputError as exc:
             errors[i] = exc
@@ -160,9 +189,12 @@ def refine(
                 raise
             continue
         checked.append(pattern)
-    good = [i for i in range(batch) if errors[i] is None]
-    n_iter, p = len(schedule), physics.pattern_size
-    out = RefineResult(
+    return errors, checked
+
+
+def _empty_result(batch: int, n_iter: int, p: int, snapshots) -> RefineResult:
+    """Zeros and NaN for every pattern: what a failed pattern keeps."""
+    return RefineResult(
         obj=torch.zeros(batch, p, p, dtype=torch.complex64),
         final_obj=torch.zeros(batch, p, p, dtype=torch.complex64),
         support=torch.zeros(batch, p, p, dtype=torch.bool),
@@ -172,39 +204,26 @@ def refine(
         errors=(),
         snapshots={k: torch.zeros(batch, p, p, dtype=torch.complex64) for k in snapshots},
     )
-    if good:
-        dev = torch.device(device or "cpu")
-        idx = torch.tensor(good)
-        sub_mask = None
-        if mask is not None:
-            sub_mask = torch.as_tensor(mask, dtype=torch.bool)
-            sub_mask = sub_mask[idx] if sub_mask.ndim == 3 else sub_mask
-        res = run_schedule(
-            torch.stack(checked).to(dev),
-            start.object[idx].to(dev),
-            start.support[idx].to(dev),
-            schedule,
-            mask=None if sub_mask is None else sub_mask.to(dev),
-            beta=_select(beta, idx),
-            shrinkwrap=shrinkwrap,
-            upper_bound=_upper_bound(upper_bound, physics, idx).to(dev),
-            snapshots=snapshots,
-            physics=physics,
-        )
-        for k, v in res.snapshots.items():
-            out.snapshots[k][idx] = v.cpu().to(torch.complex64)
-        out.obj[idx] = res.best_obj.cpu().to(torch.complex64)
-        out.final_obj[idx] = res.obj.cpu().to(torch.complex64)
-        out.support[idx] = res.support.cpu()
-        out.chi2[idx] = res.chi2.cpu()
-        out.best_chi2[idx] = res.best_chi2.cpu()
-        out.final_chi2[idx] = res.final_chi2.cpu()
-        for j, i in enumerate(good):
-            if bool(res.collapsed[j]):
-                errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
-                if strict:
-                    raise errors[i]
-    return dataclasses.replace(out, errors=tuple(errors))
+
+
+def _rows_of(mask, index: torch.Tensor, device):
+    """The mask of the patterns that run: (P, P) as it is, (B, P, P) cut to them."""
+    if mask is None:
+        return None
+    m = torch.as_tensor(mask, dtype=torch.bool)
+    return (m[index] if m.ndim == 3 else m).to(device)
+
+
+def _fill(out: RefineResult, res, index: torch.Tensor) -> None:
+    """Write the engine's results for the patterns that ran into ``out`` (CPU, complex64)."""
+    for k, v in res.snapshots.items():
+        out.snapshots[k][index] = v.cpu().to(torch.complex64)
+    out.obj[index] = res.best_obj.cpu().to(torch.complex64)
+    out.final_obj[index] = res.obj.cpu().to(torch.complex64)
+    out.support[index] = res.support.cpu()
+    out.chi2[index] = res.chi2.cpu()
+    out.best_chi2[index] = res.best_chi2.cpu()
+    out.final_chi2[index] = res.final_chi2.cpu()
 
 
 class IterativeReconstructor:
