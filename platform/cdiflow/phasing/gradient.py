@@ -258,13 +258,39 @@ def gradient_refine(
     config = config or GradientConfig()
     _check(modulus, start, support, mask, physics)
     problem, x0 = _prepare(modulus, start, support, mask, physics, config)
+    params, best_x, best, curve, iterations = _descend(problem, x0, config)
+    batch = modulus.shape[0]
+    x = problem.object(params)
+    with torch.no_grad():
+        final = problem.loss(x)[1]
+    best_x, best, _ = _keep_best(x, final, best_x, best, 0.0, ties=True)
+    chi2 = torch.stack(curve, 1) if curve else final.float()[:, None]
+    return GradientResult(
+        obj=x,
+        best_obj=best_x,
+        support=problem.s,
+        chi2=chi2,
+        final_chi2=final.float(),
+        best_chi2=best.float(),
+        collapsed=torch.zeros(batch, dtype=torch.bool, device=modulus.device),
+        iterations=iterations,
+    )
+
+
+def _descend(problem: _Problem, x0: torch.Tensor, config: GradientConfig):
+    """Adam steps from ``x0`` until ``config.steps`` or every pattern stalled.
+
+    Returns (last parameters, best object so far, its chi^2, chi^2 per step as a list,
+    steps taken per pattern). A pattern whose chi^2 has not fallen by ``rel_tol`` for
+    ``patience`` steps stops (its parameters freeze) while the others go on.
+    """
     params = problem.params(x0)
     adam = _Adam.like(params, config)
-    batch = modulus.shape[0]
-    active = torch.ones(batch, dtype=torch.bool, device=modulus.device)
-    stall = torch.zeros(batch, dtype=torch.long, device=modulus.device)
+    batch, device = x0.shape[0], problem.m.device
+    active = torch.ones(batch, dtype=torch.bool, device=device)
+    stall = torch.zeros(batch, dtype=torch.long, device=device)
     iterations = torch.zeros_like(stall)
-    best_x, best = x0, torch.full((batch,), math.inf, device=modulus.device)
+    best_x, best = x0, torch.full((batch,), math.inf, device=device)
     curve: list[torch.Tensor] = []
     for _ in range(config.steps):
         params.requires_grad_(True)
@@ -281,21 +307,7 @@ def gradient_refine(
             break
         params = adam.step(params, grad, active)
         iterations += active
-    x = problem.object(params)
-    with torch.no_grad():
-        final = problem.loss(x)[1]
-    best_x, best, _ = _keep_best(x, final, best_x, best, 0.0, ties=True)
-    chi2 = torch.stack(curve, 1) if curve else final.float()[:, None]
-    return GradientResult(
-        obj=x,
-        best_obj=best_x,
-        support=problem.s,
-        chi2=chi2,
-        final_chi2=final.float(),
-        best_chi2=best.float(),
-        collapsed=torch.zeros(batch, dtype=torch.bool, device=modulus.device),
-        iterations=iterations,
-    )
+    return params, best_x, best, curve, iterations
 
 
 def _keep_best(x, err, best_x, best, rel_tol: float, ties: bool = False):

@@ -86,47 +86,21 @@ def train_one_epoch(
     device = torch.device(device)
     model.train()
     sums = torch.zeros(len(LOSS_KEYS), device=device, dtype=torch.float64)
-    # Non-finite loss detection without a host sync per step: the index of the first bad
-    # step (-1: none yet) and its loss stay on the device and are read every
-    # ``check_every`` steps and at the end (one host sync each). A per-step
-    # ``loss.item()`` would cost nothing on CPU, but on a GPU it stalls the host until the
-    # step has run, so the next step's kernels are no longer queued ahead; the deferred
-    # read costs three tiny device ops per step. Weights that a bad step corrupted in
-    # between are never checkpointed: we raise before the epoch returns.
-    first_bad = torch.full((), -1, device=device, dtype=torch.int64)
-    bad_loss = torch.zeros((), device=device, dtype=torch.float32)  # the loss at first_bad
+    watch = _NonFiniteWatch(device)
     count = 0
     start = time.perf_counter()
-
-    def raise_if_non_finite() -> None:
-        bad_step = int(first_bad.item())
-        if bad_step >= 0:
-            raise NonFiniteLoss(bad_step, float(bad_loss.item()))
-
     for step, batch in enumerate(batches):
         b = _to(batch, device)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            prediction = _predict(model, b)
-        terms = _loss(prediction, b, loss_weights)
-        optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        if grad_clip > 0:
-            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
+        terms = _train_step(model, b, optimizer, scheduler, loss_weights, autocast, grad_clip)
         n = b["modulus"].shape[0]
-        loss = terms["loss"].detach().float()
-        bad_here = (first_bad < 0) & ~torch.isfinite(loss)
-        first_bad = torch.where(bad_here, step, first_bad)
-        bad_loss = torch.where(bad_here, loss, bad_loss)
+        watch.record(step, terms["loss"].detach().float())
         sums += torch.stack([terms[k].detach().double() for k in LOSS_KEYS]) * n
         count += n
         if (step + 1) % max(1, check_every) == 0:
-            raise_if_non_finite()
+            watch.raise_if_non_finite()
     if count == 0:
         raise ValueError("train_one_epoch got no batches")
-    raise_if_non_finite()
+    watch.raise_if_non_finite()
     means = (sums / count).tolist()
     seconds = time.perf_counter() - start
     out = dict(zip(LOSS_NAMES, means, strict=True))
@@ -136,6 +110,60 @@ def train_one_epoch(
         patterns_per_s=count / max(seconds, 1e-9),
     )
     return out
+
+
+class _NonFiniteWatch:
+    """Non-finite loss detection without a host sync per step.
+
+    The index of the first bad step (-1: none yet) and its loss stay on the device and
+    are read every ``check_every`` steps and at the end (one host sync each). A per-step
+    ``loss.item()`` would cost nothing on CPU, but on a GPU it stalls the host until the
+    step has run, so the next step's kernels are no longer queued ahead; the deferred
+    read costs three tiny device ops per step. Weights that a bad step corrupted in
+    between are never checkpointed: ``train_one_epoch`` raises before it returns.
+    """
+
+    def __init__(self, device: torch.device):
+        self.first_bad = torch.full((), -1, device=device, dtype=torch.int64)
+        self.bad_loss = torch.zeros((), device=device, dtype=torch.float32)  # at first_bad
+
+    def record(self, step: int, loss: torch.Tensor) -> None:
+        """Remember ``step`` and ``loss`` if the loss is the epoch's first non-finite one."""
+        bad_here = (self.first_bad < 0) & ~torch.isfinite(loss)
+        self.first_bad = torch.where(bad_here, step, self.first_bad)
+        self.bad_loss = torch.where(bad_here, loss, self.bad_loss)
+
+    def raise_if_non_finite(self) -> None:
+        """Read the device flags (one host sync); ``NonFiniteLoss`` naming the bad step."""
+        bad_step = int(self.first_bad.item())
+        if bad_step >= 0:
+            raise NonFiniteLoss(bad_step, float(self.bad_loss.item()))
+
+
+def _train_step(
+    model: nn.Module,
+    b: Batch,
+    optimizer: torch.optim.Optimizer,
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None,
+    loss_weights: LossWeights,
+    autocast: bool,
+    grad_clip: float,
+) -> dict[str, torch.Tensor]:
+    """One optimiser step on a batch already on the device; returns the loss terms.
+
+    Only the model runs under bf16 autocast: the loss is computed in float32.
+    """
+    with torch.autocast(b["modulus"].device.type, dtype=torch.bfloat16, enabled=autocast):
+        prediction = _predict(model, b)
+    terms = _loss(prediction, b, loss_weights)
+    optimizer.zero_grad(set_to_none=True)
+    terms["loss"].backward()
+    if grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimizer.step()
+    if scheduler is not None:
+        scheduler.step()
+    return terms
 
 
 @torch.no_grad()
