@@ -81,6 +81,30 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
     add_workspace(parser)
     add_address(parser)
     add_verbose(parser)
+    _add_refinement_flags(parser)
+    parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
+    parser.add_argument(
+        "--max-source-mib",
+        type=float,
+        help="refuse (a failed row, nothing read) a scan whose data is above this many MiB "
+        "(default 2048): a worker holds a scan whole, plus a float32 copy",
+    )
+    _add_detector_flags(parser)
+    parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
+    parser.add_argument(
+        "--local", action="store_true", help="run in this process without Ray (debugging)"
+    )
+    parser.add_argument(
+        "--force",
+        action="store_true",
+        help="redo every scan, also those finished with the same model, config and input",
+    )
+    parser.set_defaults(run=run)
+    return parser
+
+
+def _add_refinement_flags(parser: argparse.ArgumentParser) -> None:
+    """How each scan is refined: schedules, starts, adaptation of the CNN."""
     parser.add_argument(
         "--schedule",
         help="phasing schedule of the random starts, e.g. '5*(100*HIO+20*ER)' (default: the "
@@ -118,25 +142,6 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         help="refinement runs per scan (default 4): the --start and random phases inside "
         "the CNN support; the best by chi2 is kept, their agreement goes into the verdict",
     )
-    parser.add_argument("--seed", type=int, help="seed of random starts (default 0)")
-    parser.add_argument(
-        "--max-source-mib",
-        type=float,
-        help="refuse (a failed row, nothing read) a scan whose data is above this many MiB "
-        "(default 2048): a worker holds a scan whole, plus a float32 copy",
-    )
-    _add_detector_flags(parser)
-    parser.add_argument("--config", type=Path, help="YAML ReconstructConfig")
-    parser.add_argument(
-        "--local", action="store_true", help="run in this process without Ray (debugging)"
-    )
-    parser.add_argument(
-        "--force",
-        action="store_true",
-        help="redo every scan, also those finished with the same model, config and input",
-    )
-    parser.set_defaults(run=run)
-    return parser
 
 
 def _add_detector_flags(parser: argparse.ArgumentParser) -> None:
