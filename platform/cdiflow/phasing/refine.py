@@ -167,12 +167,17 @@ def refine(
             physics=physics,
         )
         _fill(out, res, idx)
-        for j, i in enumerate(good):
-            if bool(res.collapsed[j]):
-                errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
-                if strict:
-                    raise errors[i]
+        _record_collapses(errors, res.collapsed, good, strict)
     return dataclasses.replace(out, errors=tuple(errors))
+
+
+def _record_collapses(errors: list, collapsed: torch.Tensor, good: list[int], strict: bool):
+    """A ``SupportCollapsed`` for each pattern whose shrink-wrap collapsed."""
+    for j, i in enumerate(good):
+        if bool(collapsed[j]):
+            errors[i] = SupportCollapsed(f"pattern {i}: shrink-wrap left an empty support")
+            if strict:
+                raise errors[i]
 
 
 def _checked(modulus, start: Start, size: int, strict: bool):
