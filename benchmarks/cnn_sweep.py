@@ -10,9 +10,12 @@ amplitude error times GFLOP (lower is better: accuracy per FLOP). ``--docs`` rew
 the table in ``docs/training.md`` between its markers from the JSON.
 
 Equal wall time on a CPU favours small models (more steps); that is the budget a CPU
-user has. On a GPU the ranking can differ, so the machine is recorded with the numbers.
+user has, but on a shared machine the steps it buys vary with the load, so ``--steps N``
+trains every configuration for the same N steps (equal samples seen; the FLOP per
+pattern then ranks the cost). On a GPU the ranking can differ, so the machine is
+recorded with the numbers.
 
-    PYTHONPATH=platform python benchmarks/cnn_sweep.py --budget-s 300 --parallel 2
+    PYTHONPATH=platform python benchmarks/cnn_sweep.py --steps 600 --parallel 2
     PYTHONPATH=platform python benchmarks/cnn_sweep.py --smoke --out /tmp/s.json
     python benchmarks/cnn_sweep.py --docs           # table only, from the JSON
 """
@@ -48,6 +51,13 @@ GRID = (
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--budget-s", type=float, default=300.0, help="training seconds each")
+    p.add_argument(
+        "--steps",
+        type=int,
+        default=0,
+        help="train each for exactly this many steps instead (the budget is then only a "
+        "cap): equal work on a loaded machine, where equal time is not",
+    )
     p.add_argument("--patterns", type=int, default=32768, help="distinct training patterns")
     p.add_argument("--test-patterns", type=int, default=500)
     p.add_argument("--parallel", type=int, default=2, help="configurations at once")
@@ -65,6 +75,7 @@ def _command(args, config: dict, out: Path) -> list[str]:
     cmd += ["--width", str(config["width"]), "--depth", str(config["depth"])]
     cmd += ["--optimizer", config.get("optimizer", "adamw"), "--lr", str(config.get("lr", 3e-3))]
     cmd += ["--budget-s", str(args.budget_s), "--batch-size", "64", "--eval-every", "500"]
+    cmd += ["--max-steps", str(args.steps)]
     cmd += ["--initial-patterns", str(args.patterns), "--max-patterns", str(args.patterns)]
     return [*cmd, "--test-patterns", str(args.test_patterns)]
 
@@ -92,7 +103,7 @@ def table(result: dict) -> str:
     lines = [
         f"Measured by `benchmarks/cnn_sweep.py` on {result['machine']}, {result['date'][:10]}, "
         f"load {result['load_before'][0]:.1f}: each configuration trained "
-        f"{result['args']['budget_s']:.0f} s (one thread, batch 64, one-cycle LR, AdamW unless "
+        f"{_budget(result['args'])} (one thread, batch 64, one-cycle LR, AdamW unless "
         "named `-sgd`, "
         f"twin-invariant loss, {result['args']['patterns']:,} patterns of the paper's "
         f"preset), scored on {result['args']['test_patterns']} held-out patterns of each "
@@ -111,6 +122,12 @@ def table(result: dict) -> str:
             f"| {row['twin_aware_amplitude_x_gflop']:.5f} |"
         )
     return "\n".join(lines)
+
+
+def _budget(args: dict) -> str:
+    if args.get("steps"):
+        return f"{args['steps']} steps"
+    return f"{args['budget_s']:.0f} s"
 
 
 def write_docs(result: dict, doc: Path = DOC) -> None:

@@ -56,6 +56,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", default=None, help="write the results JSON here")
     p.add_argument("--budget-s", type=float, default=300.0, help="training time budget")
     p.add_argument("--target-chi2", type=float, default=0.019)
+    p.add_argument(
+        "--max-steps",
+        type=int,
+        default=0,
+        help="stop after this many steps (0: no limit); the LR cycle then ends at them",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--data", default=None, help="Parquet dataset folder (else generate)")
     p.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1))
@@ -230,9 +236,11 @@ def train(args, model, stream, val, device) -> dict:
         )
     start = time.perf_counter()
 
-    def by_time(_step: int) -> float:  # one-cycle over the time budget, not over steps
-        progress = min(1.0, (time.perf_counter() - start) / args.budget_s)
-        return lr_factor(config, int(progress * config.epochs * 1000), 1000)
+    def by_time(step: int) -> float:  # one-cycle over the time budget (or --max-steps)
+        progress = (time.perf_counter() - start) / args.budget_s
+        if args.max_steps:  # equal steps for every model of a sweep, whatever the load
+            progress = max(progress, step / args.max_steps)
+        return lr_factor(config, int(min(1.0, progress) * config.epochs * 1000), 1000)
 
     autocast = device.type == "cuda"
     gen = torch.Generator().manual_seed(args.seed)
@@ -252,7 +260,10 @@ def train(args, model, stream, val, device) -> dict:
     while owed or not (history and time.perf_counter() - start >= args.budget_s):
         deadline = float("inf") if owed else start + args.budget_s
         owed = False
-        batches = stream.batches(args.eval_every, gen, deadline=deadline)
+        round_steps = args.eval_every
+        if args.max_steps:
+            round_steps = max(1, min(round_steps, args.max_steps - steps))
+        batches = stream.batches(round_steps, gen, deadline=deadline)
         stats = train_one_epoch(
             model, batches, optimizer, scheduler, config.loss, device, autocast, config.grad_clip
         )
@@ -284,7 +295,9 @@ def train(args, model, stream, val, device) -> dict:
             reached = elapsed
             break
         stream.absorb()
-        if time.perf_counter() - start >= args.budget_s:
+        if time.perf_counter() - start >= args.budget_s or (
+            args.max_steps and steps >= args.max_steps
+        ):
             break
     return {"history": history, "time_to_target_s": reached, "train_seconds": elapsed}
 

@@ -59,3 +59,12 @@ def test_init_weights_starts_from_the_saved_model(tmp_path):
     saved = module.load_weights(weights)[0].state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[key]), key
+
+
+def test_max_steps_stops_the_run_at_that_many_steps(tmp_path):
+    spec = importlib.util.spec_from_file_location("gpu_train_steps", BENCHMARK)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    result = module.main(["--smoke", "--max-steps", "3", "--budget-s", "60"])
+    assert result["history"][-1]["steps"] == 3
+    assert result["train_seconds"] < 60
