@@ -121,6 +121,7 @@ def refine(
     snapshots: tuple[int, ...] = (),
     strict: bool = False,
     physics: FarField = PAPER,
+    threads: int | None = None,
 ) -> RefineResult:
     """Refine a batch of patterns from ``start`` with ``schedule`` (paper: 600 ER/HIO).
 
@@ -128,21 +129,18 @@ def refine(
     ----------
     modulus : (B, P, P) array/tensor or a sequence of B (P, P) arrays: centred sqrt(I).
     start : a ``Start`` of B patterns (``cdiflow.phasing.starts``).
-    schedule : ``Schedule`` or string; default ``PAPER_SCHEDULE``. ``ADAM`` steps are
-        gradient steps on the object (``cdiflow.phasing.segments``).
+    schedule : ``Schedule`` or string (``ADAM`` steps: gradient steps, ``phasing.segments``).
     mask : optional (P, P) or (B, P, P) bool, True where measured.
     beta : HIO/RAAR feedback parameter: a float or one value per pattern (B,).
     shrinkwrap : shrink-wrap settings (None: fixed support).
-    upper_bound : (P, P) or (B, P, P) bool (one per pattern: a batch may mix upper
-        bounds); default the object box of ``physics`` (32 x 32 of 64 x 64).
-    device : where to run (default: CPU).
-    snapshots : iterations whose iterate to keep (see ``run_phasing``).
-    strict : raise the first pattern's error instead of recording it (single-pattern use).
-    physics : the geometry (pattern size P and object box); default the paper's.
-
-    Returns
-    -------
-    RefineResult; ``errors[i]`` is None or the typed error for pattern i.
+    upper_bound : (P, P) or (B, P, P) bool (a batch may mix upper bounds); default the
+        object box of ``physics`` (32 x 32 of 64 x 64).
+    device, snapshots : where to run (default CPU); iterations whose iterate to keep.
+    strict, physics : raise the first pattern's error instead of recording it; the
+        geometry (pattern size P and object box), default the paper's.
+    threads : the engine as this many single-threaded workers on slices of the batch
+        (``run_phasing``); None: torch's own threads.
+    Returns ``RefineResult``; ``errors[i]`` is None or the typed error for pattern i.
     """
     schedule = as_schedule(schedule)
     batch = len(modulus)
@@ -165,6 +163,7 @@ def refine(
             upper_bound=_upper_bound(upper_bound, physics, idx).to(dev),
             snapshots=snapshots,
             physics=physics,
+            threads=threads,
         )
         _fill(out, res, idx)
         _record_collapses(errors, res.collapsed, good, strict)

@@ -87,13 +87,18 @@ def run_schedule(
     snapshots: tuple[int, ...] = (),
     gradient: GradientConfig = DEFAULT_GRADIENT,
     physics: FarField = PAPER,
+    threads: int | None = None,
 ) -> PhasingResult:
-    """``run_phasing`` for any schedule; arguments as there, ``gradient`` for ADAM steps."""
+    """``run_phasing`` for any schedule; arguments as there, ``gradient`` for ADAM steps.
+
+    ``threads`` goes to the projection segments (``run_phasing``'s single-threaded
+    workers on slices of the batch, which do not stall on a loaded machine).
+    """
     segments = split(schedule)
     if len(segments) == 1 and not segments[0].gradient:
         return run_phasing(
             modulus, start, support, schedule, mask=mask, beta=beta, shrinkwrap=shrinkwrap,
-            upper_bound=upper_bound, snapshots=snapshots,
+            upper_bound=upper_bound, snapshots=snapshots, threads=threads,
         )  # fmt: skip
     if snapshots:
         raise InputError("snapshots need a schedule of projections only (no ADAM steps)")
@@ -106,6 +111,7 @@ def run_schedule(
             res = run_phasing(
                 modulus, x, s, seg.schedule, mask=mask, beta=beta,
                 shrinkwrap=shifted(shrinkwrap, seg.first), upper_bound=upper_bound,
+                threads=threads,
             )  # fmt: skip
         # The next segment polishes this one's best iterate inside that iterate's own
         # support: the last iterate of HIO or of a late shrink-wrap update can be far

@@ -58,3 +58,12 @@ def test_snapshots_need_projections_only(exact_batch):
     start = random_phase_rectangle(6, torch.Generator().manual_seed(0))
     with pytest.raises(InputError):
         refine(modulus.float(), start, "5*ER+5*ADAM", shrinkwrap=None, snapshots=(3,), strict=True)
+
+
+def test_refine_with_engine_threads_gives_what_one_thread_gives(exact_batch):
+    _obj, modulus = exact_batch
+    start = random_phase_rectangle(6, torch.Generator().manual_seed(3))
+    one = refine(modulus.float(), start, "10*HIO+5*ER", shrinkwrap=None)
+    split_ = refine(modulus.float(), start, "10*HIO+5*ER", shrinkwrap=None, threads=2)
+    torch.testing.assert_close(split_.obj, one.obj, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(split_.best_chi2, one.best_chi2, rtol=1e-4, atol=1e-7)
