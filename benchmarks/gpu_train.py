@@ -33,6 +33,7 @@ import torch
 from cdiflow.formats.atomic import atomic_path, atomic_write_json
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
+from cdiflow.models.cnn import with_mask_channel
 from cdiflow.models.weights import load_weights
 from cdiflow.physics.generator import GeneratorConfig
 from cdiflow.pipelines.tracking_store import git_sha
@@ -94,7 +95,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--init-weights",
         default=None,
         help="start from these saved weights (a fresh LR cycle: a warm restart); "
-        "--width/--depth then come from the file",
+        "--width/--depth then come from the file; with --preset realistic a model without "
+        "a mask channel gains one, its weights at zero (it starts as the loaded model)",
     )
     p.add_argument(
         "--preset",
@@ -364,6 +366,9 @@ def initial_model(args):
     """A fresh model of --width/--depth, or the one saved at --init-weights."""
     if args.init_weights:
         model, mconfig, _meta = load_weights(args.init_weights)
+        if args.preset == "realistic":  # the realistic data come with a mask to read
+            model = with_mask_channel(model)
+            mconfig = model.config
         args.width, args.depth = mconfig.base_width, mconfig.depth
         return model, mconfig
     mask_channel = args.preset == "realistic"

@@ -27,6 +27,7 @@ at batch 256, ~75% of the machine's fp32 matmul rate; w = 8 and 12 are no faster
 from __future__ import annotations
 
 import copy
+import dataclasses
 
 import torch
 from torch import nn
@@ -144,3 +145,24 @@ def inference_model(model: nn.Module) -> PhaseRetrievalCNN:
         if isinstance(module, nn.LeakyReLU):
             module.inplace = True
     return fast.to(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def with_mask_channel(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
+    """A copy of ``model`` that also takes the mask, and answers exactly as ``model`` does.
+
+    The new input channel's weights start at zero, so the copy's output does not depend
+    on the mask until training moves them: a warm start for the realistic preset from a
+    model trained on the paper's mask-free patterns. A model that has the channel already
+    is returned as is.
+    """
+    if model.config.mask_channel:
+        return model
+    config = dataclasses.replace(model.config, mask_channel=True)
+    widened = PhaseRetrievalCNN(config).to(next(model.parameters()).device)
+    state = model.state_dict()
+    first = "encoder.0.0.convs.0.weight"  # block 0, its 3x3 unit, its conv
+    weight = state[first]
+    state[first] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
+    widened.load_state_dict(state, strict=True)
+    return widened.train(model.training)

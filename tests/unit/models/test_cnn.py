@@ -158,3 +158,23 @@ def test_seeded_build_is_reproducible_and_leaves_global_rng_alone():
     assert torch.equal(torch.random.get_rng_state(), state)
     pa, pb, pc = (torch.cat([p.flatten() for p in m.parameters()]) for m in (a, b, c))
     assert torch.equal(pa, pb) and not torch.equal(pa, pc)
+
+
+def test_with_mask_channel_answers_as_the_source_until_trained():
+    from cdiflow.models.cnn import with_mask_channel
+
+    source = build_model(ModelConfig(base_width=4, depth=2), seed=3).eval()
+    widened = with_mask_channel(source).eval()
+    assert widened.config.mask_channel and not source.config.mask_channel
+    gen = torch.Generator().manual_seed(0)
+    modulus = torch.rand(3, 64, 64, generator=gen)
+    mask = torch.rand(3, 64, 64, generator=gen) > 0.3
+    with torch.no_grad():
+        expected = source(modulus)
+        assert torch.equal(widened(modulus, mask), expected)
+    # the new channel is a real input: a gradient reaches its weights
+    widened.train()
+    widened(modulus, mask).sum().backward()
+    grad = widened.encoder[0][0].convs[0].weight.grad[:, 1]
+    assert grad.abs().sum() > 0
+    assert with_mask_channel(widened) is widened
