@@ -63,8 +63,8 @@ def parse_args(argv=None):
 
 def read_scan(data: Path, preprocess: dict):
     """(row, ReconstructConfig) of scan 54 under these preprocessing overrides."""
-    from cdiflow.formats.preprocess import PreprocessConfig
-    from cdiflow.pipelines.scan_steps import ReconstructConfig, plan_scans, read_and_preprocess
+    from cdiflow.beamtime.preprocess import PreprocessConfig
+    from cdiflow.beamtime.steps import ReconstructConfig, plan_scans, read_and_preprocess
 
     config = ReconstructConfig(preprocess=PreprocessConfig(**preprocess))
     items = [i for i in plan_scans([data]) if i["number"] == 54]
@@ -76,7 +76,7 @@ def read_scan(data: Path, preprocess: dict):
 
 def cnn_chi2(model, row) -> tuple[float, torch.Tensor, torch.Tensor]:
     """The job's CNN step on one row: (cnn_chi2, amplitude, phase target)."""
-    from cdiflow.pipelines.scan_steps import predict_batch, rows_to_batch
+    from cdiflow.beamtime.steps import predict_batch, rows_to_batch
 
     batch = predict_batch(model, rows_to_batch([row]))
     return float(batch["cnn_chi2"][0]), batch["cnn_amplitude"], batch["cnn_phase"]
@@ -84,9 +84,9 @@ def cnn_chi2(model, row) -> tuple[float, torch.Tensor, torch.Tensor]:
 
 def refine_all(row, config, amp0, target0, amp1, target1, args) -> dict:
     """Refined chi^2 from the adapted, original and random starts, per schedule."""
+    from cdiflow.beamtime.steps import upper_bound_side
     from cdiflow.phasing.shrinkwrap import square_support
     from cdiflow.phasing.starts import cnn_start, random_phase_rectangle
-    from cdiflow.pipelines.scan_steps import upper_bound_side
 
     side = upper_bound_side(config, row["parameters"])
     thr = config.support_threshold

@@ -89,8 +89,8 @@ def main(argv=None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
+    from cdiflow.beamtime.steps import ReconstructConfig
     from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-    from cdiflow.pipelines.scan_steps import ReconstructConfig
 
     scans, frames = (6, 8) if args.smoke else (args.scans, args.frames)
     schedule = "2*(20*HIO+10*ER)" if args.smoke else args.schedule

@@ -39,13 +39,13 @@ def best_times(functions: dict, repeats: int) -> dict:
 def measure(root: Path, repeats: int) -> dict:
     import tifffile
 
+    from cdiflow.beamtime.preprocess import preprocess
     from cdiflow.formats.aps34idc import (
         discover_beamtime,
         load_calibration,
         read_frames,
         read_scan,
     )
-    from cdiflow.formats.preprocess import preprocess
 
     beamtime = discover_beamtime(root)
     entry = beamtime.scans()[0]

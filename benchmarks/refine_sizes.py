@@ -45,15 +45,15 @@ def measure(size: int, scans: int, schedule: str, threads: int) -> dict:
     import torch
 
     torch.set_num_threads(threads)
-    from cdiflow.formats.preprocess import PreprocessConfig
-    from cdiflow.physics.beamtime import ForwardCDIConfig, forward_cdi_frame
-    from cdiflow.pipelines.scan_steps import (
+    from cdiflow.beamtime.preprocess import PreprocessConfig
+    from cdiflow.beamtime.steps import (
         ReconstructConfig,
         plan_scans,
         read_and_preprocess,
         refine_batch,
         rows_to_batch,
     )
+    from cdiflow.physics.beamtime import ForwardCDIConfig, forward_cdi_frame
 
     half = size // 2
     frame_config = ForwardCDIConfig(

@@ -1,7 +1,7 @@
 """Real scan 54 (APS 34-ID-C): CNN chi^2, and refinement from random vs CNN starts.
 
 The scan is read and preprocessed exactly as the beamtime job does
-(``cdiflow.pipelines.scan_steps``), the CNN predicts once, then the same phasing engine
+(``cdiflow.beamtime.steps``), the CNN predicts once, then the same phasing engine
 refines from (one batch each, same schedule, same upper bound):
 
 - ``random-rectangle``: random phase in the 32 x 32 box (the paper's start (i); the
@@ -98,10 +98,7 @@ def load_cnn(ref: str | None, workspace: Path):
 def main(argv=None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    from cdiflow.phasing.refine import refine
-    from cdiflow.phasing.shrinkwrap import square_support
-    from cdiflow.phasing.starts import random_phase_cnn_support, random_phase_rectangle
-    from cdiflow.pipelines.scan_steps import (
+    from cdiflow.beamtime.steps import (
         ReconstructConfig,
         object_images,
         plan_scans,
@@ -111,6 +108,9 @@ def main(argv=None) -> int:
         unwrapped_phase,
         upper_bound_side,
     )
+    from cdiflow.phasing.refine import refine
+    from cdiflow.phasing.shrinkwrap import square_support
+    from cdiflow.phasing.starts import random_phase_cnn_support, random_phase_rectangle
 
     if not (args.data / "example.spec").is_file():
         print(f"scan 54 data not found at {args.data}; nothing to measure", file=sys.stderr)
@@ -214,7 +214,7 @@ def _cnn(amp, target, thr):
 
 
 def _save_images(folder: Path, result, side: int, object_images, unwrapped_phase) -> None:
-    from cdiflow.reports.beamtime import save_image
+    from cdiflow.beamtime.report import save_image
 
     amplitude, phase, support = object_images(result.obj[:1], result.support[:1], side)
     # show the box the object occupies (support bounding box plus a margin)

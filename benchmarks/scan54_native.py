@@ -1,7 +1,7 @@
 """Real scan 54 (APS 34-ID-C) refined at 64 x 64 and at native size (issue 13).
 
 The scan is read, preprocessed, predicted and refined exactly as the beamtime job does
-(``cdiflow.pipelines.scan_steps``: four starts per scan, the paper's 600 ER/HIO
+(``cdiflow.beamtime.steps``: four starts per scan, the paper's 600 ER/HIO
 iterations with shrink-wrap, the run of least chi^2 kept, a verdict), once per case:
 
 - ``64``: the CNN's 64 x 64 pattern (the window and binning chosen from the measured
@@ -47,8 +47,8 @@ def parse_args(argv=None):
 
 
 def case_config(name: str, schedule: str):
-    from cdiflow.formats.preprocess import PreprocessConfig
-    from cdiflow.pipelines.scan_steps import ReconstructConfig
+    from cdiflow.beamtime.preprocess import PreprocessConfig
+    from cdiflow.beamtime.steps import ReconstructConfig
 
     base = ReconstructConfig(schedule=schedule)
     if name == "64":
@@ -65,7 +65,7 @@ def case_config(name: str, schedule: str):
 
 
 def run_case(name, item, model, schedule, device) -> dict:
-    from cdiflow.pipelines.scan_steps import (
+    from cdiflow.beamtime.steps import (
         batch_to_rows,
         predict_batch,
         read_and_preprocess,
@@ -114,9 +114,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
+    from cdiflow.beamtime.steps import plan_scans
     from cdiflow.formats.atomic import atomic_write_json
     from cdiflow.models import inference_model
-    from cdiflow.pipelines.scan_steps import plan_scans
     from cdiflow.pipelines.tracking import git_sha, load_model, model_reference
 
     if not (args.data / "example.spec").is_file():

@@ -269,7 +269,7 @@ def test_generate_train_register_reconstruct_with_ray_job_submit(tmp_path):
         rows = list(csv.DictReader((out / "summary.csv").open()))
         assert len(rows) == 2 and all(r["status"] == "ok" for r in rows), rows
         assert (out / "report.html").is_file()
-        from cdiflow.formats.results import read_scan_result
+        from cdiflow.beamtime.results import read_scan_result
 
         _, attrs = read_scan_result(out / rows[0]["result"])
         assert attrs["model"]["version"] == champion.version

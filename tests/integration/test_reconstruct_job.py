@@ -6,8 +6,8 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from cdiflow.beamtime.steps import ReconstructConfig
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
-from cdiflow.pipelines.scan_steps import ReconstructConfig
 from cdiflow.testing import write_corrupt_beamtime
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,7 @@ def test_job_on_ray_isolates_bad_scans_and_resumes(local_ray, tmp_path, monkeypa
     assert sum(1 for line in lines if line.startswith("[")) == len(outcome.rows)  # progress
     assert any(f"models:/cdiflow-cnn/{version}" in line for line in lines)  # alias pinned
 
-    from cdiflow.formats.results import read_scan_result
+    from cdiflow.beamtime.results import read_scan_result
 
     ok = outcome.ok[0]
     arrays, attrs = read_scan_result(out / ok["result"])
@@ -88,8 +88,8 @@ def test_job_on_ray_isolates_bad_scans_and_resumes(local_ray, tmp_path, monkeypa
 def test_native_refinement_of_mixed_sizes_on_ray(local_ray, tmp_path, monkeypatch):
     """Refinement patterns of 64 and 256 pixels (and a failed row) share Ray Data
     batches: the ragged columns come through, each scan refined at its own size."""
-    from cdiflow.formats.preprocess import PreprocessConfig
-    from cdiflow.formats.results import read_scan_result
+    from cdiflow.beamtime.preprocess import PreprocessConfig
+    from cdiflow.beamtime.results import read_scan_result
     from cdiflow.physics.beamtime import ForwardCDIConfig, forward_cdi_frame
     from cdiflow.physics.generator import GeneratorConfig, generate_samples
     from cdiflow.pipelines.reconstruct import reconstruct_beamtime

@@ -177,7 +177,7 @@ def _with_guess_schedule(config, schedule: str | None):
 
 def load_config(args: argparse.Namespace):
     """The validated ``ReconstructConfig``: YAML file (optional), then flags on top."""
-    from cdiflow.pipelines.scan_steps import ReconstructConfig
+    from cdiflow.beamtime.config import ReconstructConfig
 
     overrides = {
         "schedule": args.schedule,

@@ -29,6 +29,7 @@ from cdiflow.formats.aps34idc import _SCAN_FOLDER, discover_beamtime, read_scan
 from cdiflow.formats.masks import check_mask_shape, mask_in_hdf5, only_dataset
 from cdiflow.formats.scan import (  # noqa: F401 - HDF5_SUFFIXES, TIFF_SUFFIXES re-exported
     HDF5_SUFFIXES,
+    SCAN_SUFFIXES,
     TIFF_SUFFIXES,
     NotAScan,
     Scan,
@@ -66,6 +67,8 @@ def open_scan(source: str | Path, max_bytes: int | None = None) -> Scan:
     if not path.exists():
         raise ScanReadError(path, "file not found", kind="not_found")
     suffix = path.suffix.lower()
+    if suffix not in SCAN_SUFFIXES:
+        raise NotAScan(path, f"unknown scan file type {suffix!r}")
     file_mask, mask_where = None, ""
     if suffix in HDF5_SUFFIXES:
         data, where, file_mask, mask_where = read_hdf5_dataset(path, key, max_bytes)
@@ -73,10 +76,8 @@ def open_scan(source: str | Path, max_bytes: int | None = None) -> Scan:
         data, where = read_tiff_stack(path, max_bytes=max_bytes), str(path)
     elif suffix == ".npy":
         data, where = _read_npy(path, max_bytes), str(path)
-    elif suffix == ".npz":
+    else:  # .npz, the last of SCAN_SUFFIXES
         data, where = _read_npz(path, key, max_bytes)
-    else:
-        raise NotAScan(path, f"unknown scan file type {suffix!r}")
     frames = check_frames_array(data, where)
     metadata = {"layout": suffix.lstrip("."), "source": where}
     bad = np.zeros(frames.shape[1:], dtype=bool)

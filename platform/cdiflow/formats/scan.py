@@ -23,6 +23,9 @@ from cdiflow.errors import ScanError
 MIB = 2**20  # bytes in a MiB: the unit of the source size limit (``--max-source-mib``)
 HDF5_SUFFIXES = {".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi"}
 TIFF_SUFFIXES = {".tif", ".tiff"}
+NUMPY_SUFFIXES = {".npy", ".npz"}
+# Every file suffix that is a scan (``formats.generic.open_scan``; folders of scan files).
+SCAN_SUFFIXES = frozenset(HDF5_SUFFIXES | TIFF_SUFFIXES | NUMPY_SUFFIXES)
 
 
 class ScanReadError(ScanError):

@@ -30,11 +30,11 @@ from pathlib import Path
 
 import numpy as np
 
+from cdiflow.beamtime.results import atomic_write_bytes
+from cdiflow.beamtime.results import scan_key as safe_name
 from cdiflow.config import Config, require
 from cdiflow.errors import InputError, ModelNotFound
 from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
-from cdiflow.formats.results import atomic_write_bytes
-from cdiflow.formats.results import scan_key as safe_name
 from cdiflow.pipelines.cluster import connect
 from cdiflow.pipelines.tracking import (
     CHAMPION,
@@ -264,9 +264,9 @@ def _model(config, workspace: Path, uri: str, say, seconds: dict) -> tuple[str, 
 def _reconstruct_all(config, workspace: Path, beamtimes, version: str, say) -> dict:
     """Step 4: the synthetic beamtime and every ``beamtimes`` folder; a summary per folder."""
     # lazy: torch, like ray and mlflow here
+    from cdiflow.beamtime.config import ReconstructConfig
     from cdiflow.phasing.shrinkwrap import ShrinkWrap
     from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-    from cdiflow.pipelines.scan_steps import ReconstructConfig
 
     synthetic = _synthetic_beamtime(config, workspace / "beamtimes")
     recon = ReconstructConfig(

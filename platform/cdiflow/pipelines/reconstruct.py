@@ -10,7 +10,7 @@
       -> map(finish_scan)                     HDF5 + PNG per scan, returns summary rows
     driver: progress lines, summary.parquet / summary.csv, report.html
 
-The per-scan work lives in ``cdiflow.pipelines.scan_steps`` (plain functions); this
+The per-scan work lives in ``cdiflow.beamtime.steps`` (plain functions); this
 module is the glue. Which model runs is settled in ``reconstruct_model``; the progress
 lines, tables and report come from ``reconstruct_tables``. Resumable: a scan whose
 result file is complete, and was made by the same model version, reconstruction config
@@ -34,6 +34,14 @@ from pathlib import Path
 from typing import Any
 
 from cdiflow import __version__
+from cdiflow.beamtime.steps import (
+    ReconstructConfig,
+    finish_scan,
+    predict_batch,
+    read_and_preprocess,
+    refine_batch,
+    run_items_locally,
+)
 from cdiflow.errors import OutputDirError
 from cdiflow.models import inference_model
 from cdiflow.pipelines.cluster import connect, use_assigned_cpus
@@ -44,14 +52,6 @@ from cdiflow.pipelines.reconstruct_tables import (
     plan_line,
     progress_line,
     write_tables,
-)
-from cdiflow.pipelines.scan_steps import (
-    ReconstructConfig,
-    finish_scan,
-    predict_batch,
-    read_and_preprocess,
-    refine_batch,
-    run_items_locally,
 )
 from cdiflow.pipelines.tracking import git_sha, load_model, model_reference
 

@@ -9,14 +9,14 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from cdiflow.formats.results import (
+from cdiflow.beamtime.results import (
     SCANS_DIR,
     read_completed_summary,
     result_path,
     stale_reason,
 )
+from cdiflow.beamtime.steps import plan_scans
 from cdiflow.pipelines.reconstruct_model import pin_model, resolve_model
-from cdiflow.pipelines.scan_steps import plan_scans
 from cdiflow.pipelines.tracking import model_reference
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cdiflow import __version__
-from cdiflow.formats.results import write_summary
-from cdiflow.pipelines.scan_steps import ReconstructConfig
-from cdiflow.reports.beamtime import write_report
+from cdiflow.beamtime.config import ReconstructConfig
+from cdiflow.beamtime.report import write_report
+from cdiflow.beamtime.results import write_summary
 
 
 @dataclasses.dataclass(frozen=True)

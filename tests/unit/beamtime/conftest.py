@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from cdiflow.beamtime.steps import ReconstructConfig
 from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
-from cdiflow.pipelines.scan_steps import ReconstructConfig
 from cdiflow.testing import write_corrupt_beamtime
 
 # A short schedule keeps the tests fast; the default (the paper's 600) is benchmarked.

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from cdiflow.formats.results import SCANS_DIR
-from cdiflow.pipelines.scan_steps import plan_scans, run_items_locally
+from cdiflow.beamtime.results import SCANS_DIR
+from cdiflow.beamtime.steps import plan_scans, run_items_locally
 
 
 def _run(sources, model, config, out, selection=None):

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from cdiflow import PATTERN_SIZE
+from cdiflow.beamtime.cxi import MASK_INVALID
+from cdiflow.beamtime.results import read_scan_result
+from cdiflow.beamtime.steps import RESULT_SIZE, ReconstructConfig
 from cdiflow.cli import main
-from cdiflow.formats.cxi_results import MASK_INVALID
-from cdiflow.formats.results import read_scan_result
 from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-from cdiflow.pipelines.scan_steps import RESULT_SIZE, ReconstructConfig
 
 SCHEDULE = "2*(15*HIO+10*ER)"
 KEY = "Synth26-1a_S0001"

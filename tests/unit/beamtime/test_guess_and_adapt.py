@@ -5,10 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from cdiflow.models.adapt import AdaptConfig
-from cdiflow.phasing.settings import SEEDED_SETTINGS, RefineSettings
-from cdiflow.physics.generator import GeneratorConfig, generate_samples
-from cdiflow.pipelines.scan_steps import (
+from cdiflow.beamtime.steps import (
     ReconstructConfig,
     batch_to_rows,
     plan_scans,
@@ -17,6 +14,9 @@ from cdiflow.pipelines.scan_steps import (
     refine_batch,
     rows_to_batch,
 )
+from cdiflow.models.adapt import AdaptConfig
+from cdiflow.phasing.settings import SEEDED_SETTINGS, RefineSettings
+from cdiflow.physics.generator import GeneratorConfig, generate_samples
 
 GUESS = RefineSettings("12*ER", 0.5, None)
 

@@ -13,14 +13,9 @@ import numpy as np
 import pytest
 import torch
 
-from cdiflow.formats.preprocess import PreprocessConfig
-from cdiflow.phasing.compare import image_errors
-from cdiflow.phasing.shrinkwrap import ShrinkWrap
-from cdiflow.physics.beamtime import ForwardCDIConfig, forward_cdi_frame
-from cdiflow.physics.fft import pad_centre
-from cdiflow.physics.generator import GeneratorConfig, generate_samples
-from cdiflow.pipelines import scan_refine
-from cdiflow.pipelines.scan_steps import (
+from cdiflow.beamtime import refine as scan_refine
+from cdiflow.beamtime.preprocess import PreprocessConfig
+from cdiflow.beamtime.steps import (
     ReconstructConfig,
     batch_to_rows,
     plan_scans,
@@ -30,7 +25,12 @@ from cdiflow.pipelines.scan_steps import (
     result_size,
     rows_to_batch,
 )
-from cdiflow.pipelines.scan_verdict import object_error
+from cdiflow.beamtime.verdict import object_error
+from cdiflow.phasing.compare import image_errors
+from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.physics.beamtime import ForwardCDIConfig, forward_cdi_frame
+from cdiflow.physics.fft import pad_centre
+from cdiflow.physics.generator import GeneratorConfig, generate_samples
 
 FCDI = ForwardCDIConfig()
 # Blind: random phases inside the autocorrelation support, four starts, the paper's 600

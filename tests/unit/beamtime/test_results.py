@@ -6,21 +6,21 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from cdiflow.errors import OutputDirError
-from cdiflow.formats.results import (
+from cdiflow.beamtime.results import (
     read_completed_summary,
     read_scan_result,
     result_path,
     scan_key,
     write_summary,
 )
-from cdiflow.pipelines.scan_steps import (
+from cdiflow.beamtime.steps import (
     empty_row,
     finish_scan,
     plan_scans,
     run_items_locally,
     unwrapped_phase,
 )
+from cdiflow.errors import OutputDirError
 
 HOSTILE = ["../../x", "..", "/etc/passwd", "a/../../b", "", "~root", "a\x00b", "-rf", "é é"]
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 
-from cdiflow.pipelines.scan_steps import (
+from cdiflow.beamtime.steps import (
     ReconstructConfig,
     plan_scans,
     read_and_preprocess,
@@ -26,7 +26,9 @@ def test_scan54_reads_and_preprocesses(scan54):
     assert 2.3 < row["oversampling_y"] < 4.5 and 2.3 < row["oversampling_x"] < 4.5
     assert row["modulus"].shape == (64, 64) and row["modulus"].max() == 1.0
     # the object is wider than the 32-pixel box: the automatic upper bound makes room
-    assert upper_bound_side(ReconstructConfig(), row["parameters"]) > 32
+    extent = (row["object_extent_y"], row["object_extent_x"])
+    assert extent == tuple(params["refine"]["object_extent"])  # typed, from the record
+    assert upper_bound_side(ReconstructConfig(), extent) > 32
 
 
 def test_scan54_reconstructs(scan54, tiny_model, fast_config, tmp_path):
@@ -39,8 +41,7 @@ def test_scan54_reconstructs(scan54, tiny_model, fast_config, tmp_path):
 
 def test_upper_bound_rule():
     def side(extent, fixed=0):
-        params = json.dumps({"object_extent": extent})
-        return upper_bound_side(ReconstructConfig(upper_bound=fixed), params)
+        return upper_bound_side(ReconstructConfig(upper_bound=fixed), tuple(extent))
 
     assert side([26.0, 32.5]) == 50  # scan 54
     assert side([10.0, 12.0]) == 32  # never below the object box

@@ -16,9 +16,9 @@ import pyarrow.parquet as pq
 import pytest
 import tifffile
 
-from cdiflow.formats.results import SCANS_DIR, result_path, scan_key
+from cdiflow.beamtime.results import SCANS_DIR, result_path, scan_key
+from cdiflow.beamtime.steps import plan_scans
 from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-from cdiflow.pipelines.scan_steps import plan_scans
 
 LONG = "x" * 240  # with ".npy" near the 255-byte limit of a file name
 

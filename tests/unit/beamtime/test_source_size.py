@@ -14,13 +14,13 @@ import pyarrow.parquet as pq
 import pytest
 import tifffile
 
+from cdiflow.beamtime.steps import ReconstructConfig
 from cdiflow.cli import main
 from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
 from cdiflow.formats.generic import open_scan
 from cdiflow.formats.scan import SourceTooLarge
 from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
 from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-from cdiflow.pipelines.scan_steps import ReconstructConfig
 
 STACK = np.random.default_rng(0).poisson(5.0, (8, 64, 64)).astype(np.float32)  # 0.125 MiB
 LIMIT_MIB = 0.05

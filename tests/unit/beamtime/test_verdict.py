@@ -21,15 +21,9 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from cdiflow.cli import build_parser
-from cdiflow.formats.preprocess import PreprocessConfig
-from cdiflow.metrics import twin
-from cdiflow.phasing.schedule import parse
-from cdiflow.phasing.shrinkwrap import ShrinkWrap
-from cdiflow.physics.generator import GeneratorConfig, generate_samples
-from cdiflow.pipelines import scan_refine
-from cdiflow.pipelines.reconstruct import reconstruct_beamtime
-from cdiflow.pipelines.scan_steps import (
+from cdiflow.beamtime import refine as scan_refine
+from cdiflow.beamtime.preprocess import PreprocessConfig
+from cdiflow.beamtime.steps import (
     ReconstructConfig,
     plan_scans,
     predict_batch,
@@ -37,7 +31,7 @@ from cdiflow.pipelines.scan_steps import (
     refine_batch,
     rows_to_batch,
 )
-from cdiflow.pipelines.scan_verdict import (
+from cdiflow.beamtime.verdict import (
     REASONS,
     VerdictConfig,
     chi2_change,
@@ -45,6 +39,12 @@ from cdiflow.pipelines.scan_verdict import (
     object_error,
     verdict,
 )
+from cdiflow.cli import build_parser
+from cdiflow.metrics import twin
+from cdiflow.phasing.schedule import parse
+from cdiflow.phasing.shrinkwrap import ShrinkWrap
+from cdiflow.physics.generator import GeneratorConfig, generate_samples
+from cdiflow.pipelines.reconstruct import reconstruct_beamtime
 
 # 64 x 64 NPY patterns are phased as they are: crop 64, no binning.
 AS_IS = PreprocessConfig(crop=64, bin=1)
@@ -226,7 +226,7 @@ def test_convergence_and_the_reasons():
 
 
 def _run_steps(items, model, config):
-    from cdiflow.pipelines.scan_steps import batch_to_rows
+    from cdiflow.beamtime.steps import batch_to_rows
 
     rows = [read_and_preprocess(item, config) for item in items]
     batch = predict_batch(model, rows_to_batch(rows))

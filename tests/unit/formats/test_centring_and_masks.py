@@ -8,7 +8,8 @@ import pytest
 import tifffile
 import torch
 
-from cdiflow.formats.centring import choose_binning, find_centre, window_at
+from cdiflow.beamtime.centring import choose_binning, find_centre, window_at
+from cdiflow.beamtime.preprocess import PreprocessConfig, preprocess
 from cdiflow.formats.generic import open_scan
 from cdiflow.formats.masks import (
     MaskError,
@@ -16,7 +17,6 @@ from cdiflow.formats.masks import (
     gap_mask,
     read_mask_file,
 )
-from cdiflow.formats.preprocess import PreprocessConfig, preprocess
 from cdiflow.formats.scan import Scan
 from cdiflow.physics.fft import centred_fft2, pad_centre
 

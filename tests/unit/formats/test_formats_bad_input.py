@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from cdiflow.beamtime.preprocess import preprocess
 from cdiflow.errors import InputError, ScanError
 from cdiflow.formats.aps34idc import discover_beamtime, read_scan
 from cdiflow.formats.generic import open_scan
-from cdiflow.formats.preprocess import preprocess
 
 KINDS = (
     "truncated_tiff",

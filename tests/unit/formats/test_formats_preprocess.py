@@ -6,9 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cdiflow.errors import ConfigError
-from cdiflow.formats.aps34idc import discover_beamtime, read_scan
-from cdiflow.formats.preprocess import (
+from cdiflow.beamtime.preprocess import (
     PreprocessConfig,
     crop_and_bin,
     estimate_oversampling,
@@ -16,6 +14,8 @@ from cdiflow.formats.preprocess import (
     preprocess,
     saturation_mask,
 )
+from cdiflow.errors import ConfigError
+from cdiflow.formats.aps34idc import discover_beamtime, read_scan
 from cdiflow.formats.scan import SaturatedPeak, Scan, ScanDataError
 from cdiflow.physics.fft import centred_fft2, normalise_modulus, pad_centre
 from cdiflow.physics.generator import sample_volumes

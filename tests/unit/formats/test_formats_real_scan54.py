@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import tifffile
 
+from cdiflow.beamtime.preprocess import PreprocessConfig, preprocess
 from cdiflow.formats.aps34idc import discover_beamtime, load_calibration, read_scan
 from cdiflow.formats.generic import open_scan
-from cdiflow.formats.preprocess import PreprocessConfig, preprocess
 
 # tests/unit/formats/<this file> -> parents[3] is the repository root.
 REAL_SCAN54 = Path(__file__).resolve().parents[3] / ".." / "shared" / "data" / "aps-34idc-scan54"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from cdiflow.formats.results import REPORT_HTML, atomic_write_bytes
+from cdiflow.beamtime.results import REPORT_HTML, atomic_write_bytes
 
 
 def _figure(width: float, height: float):

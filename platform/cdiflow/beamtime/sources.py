@@ -1,19 +1,31 @@
-"""Planning a beamtime reconstruction: sources -> scan items with safe, unique keys."""
+"""What a source is, and how its scans are read: sources -> scan items -> ``Scan``.
+
+``plan_scans`` decides once what kind each source is (a 34-ID-C beamtime folder, a
+folder of scan files, one file or ``file.h5:/dataset``) and records it in the item's
+``kind``; ``read_scan_item`` reads an item by that kind. Which files are scans is one
+suffix list, ``cdiflow.formats.scan.SCAN_SUFFIXES``, which the file reader
+(``formats.generic.open_scan``) dispatches on too.
+"""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections import Counter
 from pathlib import Path
 
-from cdiflow.formats.aps34idc import discover_beamtime, scan_fingerprint
-from cdiflow.formats.generic import source_fingerprint
-from cdiflow.formats.results import scan_key
-from cdiflow.formats.scan import ScanError
-from cdiflow.pipelines.scan_rows import kind_of, reason_of
+from cdiflow.beamtime.results import scan_key
+from cdiflow.beamtime.rows import kind_of, reason_of
+from cdiflow.formats.aps34idc import (
+    discover_beamtime,
+    load_calibration,
+    read_scan,
+    scan_fingerprint,
+)
+from cdiflow.formats.generic import open_scan, source_fingerprint
+from cdiflow.formats.scan import SCAN_SUFFIXES, ScanError
 
 _MAX_NUMBER = 2**63 - 1  # scan numbers go into an int64 column
-GENERIC_SUFFIXES = (".h5", ".hdf5", ".hdf", ".nxs", ".nx5", ".cxi", ".tif", ".tiff", ".npy", ".npz")
 
 
 def plan_scans(sources: list[str | Path], selection: list[int] | None = None) -> list[dict]:
@@ -163,7 +175,7 @@ def _shown(text) -> str:
 def _items_of_source(source: str, selection: list[int] | None) -> list[dict]:
     path = Path(source)
     if path.is_dir() and _is_generic_folder(path):
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in GENERIC_SUFFIXES)
+        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SCAN_SUFFIXES)
         if selection is not None:
             wanted = set(selection)
             files = [p for p in files if _trailing_number(p.stem) in wanted]
@@ -211,7 +223,7 @@ def _is_generic_folder(path: Path) -> bool:
     """A folder of scan files: no spec file, and at least one file of a scan type."""
     if any(path.glob("*.spec")):
         return False
-    return any(p.suffix.lower() in GENERIC_SUFFIXES for p in path.iterdir() if p.is_file())
+    return any(p.suffix.lower() in SCAN_SUFFIXES for p in path.iterdir() if p.is_file())
 
 
 def _trailing_number(stem: str) -> int | None:
@@ -228,3 +240,40 @@ def _trailing_number(stem: str) -> int | None:
         return None
     number = int(significant or "0")
     return number if number <= _MAX_NUMBER else None
+
+
+# --- reading a planned item ----------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=4)
+def _beamtime(root: str, token: str):
+    """Discovery of a beamtime, cached per worker process and job (``token``)."""
+    return discover_beamtime(root)
+
+
+@functools.lru_cache(maxsize=4)
+def _calibration(root: str, token: str):
+    """Dark + whitefield of a beamtime, loaded once per worker process and job."""
+    return load_calibration(_beamtime(root, token))
+
+
+def read_scan_item(item: dict, token: str = "", max_bytes: int | None = None):
+    """Read one planned item as a ``cdiflow.formats.scan.Scan`` (raises ``ScanError``).
+
+    A source whose data is above ``max_bytes`` raises ``SourceTooLarge`` unread.
+    """
+    if item["kind"] == "aps34idc":
+        beamtime = _beamtime(item["root"], token)
+        entry = next(
+            (e for e in beamtime.scans([item["number"]]) if e.number == item["number"]), None
+        )
+        calibration = _calibration_or_raise(item, token, entry)
+        return read_scan(beamtime, entry, calibration=calibration, max_bytes=max_bytes)
+    return open_scan(item["source"], max_bytes=max_bytes)
+
+
+def _calibration_or_raise(item: dict, token: str, entry):
+    # A scan without data fails as "no data" before the calibration is blamed.
+    if entry is None or entry.folder is None or entry.spec is None or not entry.frame_paths:
+        return None  # read_scan raises the precise error before it needs calibration
+    return _calibration(item["root"], token)

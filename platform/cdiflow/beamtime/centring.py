@@ -217,7 +217,7 @@ def crop_and_bin(
     """Centre ``crop`` x ``crop`` on ``peak`` (peak -> index crop // 2), then bin.
 
     The old fixed rule, kept for callers that name the window by its peak pixel; the
-    preprocessing itself cuts ``cdiflow.formats.centring.Window`` s (``cut_window``:
+    preprocessing itself cuts ``cdiflow.beamtime.centring.Window`` s (``cut_window``:
     same binning, outside the frame and fully masked bins unmeasured, partly masked
     bins rescaled).
     """

@@ -1,10 +1,4 @@
-"""Rows, batches and the config of the per-scan steps of a beamtime reconstruction.
-
-A *row* is a dict of scalars and arrays for one scan; a *batch* is a dict of stacked
-numpy arrays (Ray Data's ``batch_format="numpy"``). Every row carries every column from
-the first stage on (``empty_row``), so the table schema never changes between ok and
-failed scans; ``fail`` and ``fail_in_batch`` mark a scan failed with a one-line reason.
-"""
+"""``ReconstructConfig``: how the scans of a beamtime are reconstructed."""
 
 from __future__ import annotations
 
@@ -12,31 +6,21 @@ import dataclasses
 import hashlib
 import json
 
-import numpy as np
-
 from cdiflow import OBJECT_SIZE, PATTERN_SIZE
+from cdiflow.beamtime.preprocess import PreprocessConfig
+from cdiflow.beamtime.verdict import VerdictConfig
 from cdiflow.config import Config, require
-from cdiflow.errors import CdiflowError
-from cdiflow.formats.preprocess import PreprocessConfig
 from cdiflow.formats.scan import MIB
 from cdiflow.models.adapt import AdaptConfig
 from cdiflow.phasing.schedule import parse
 from cdiflow.phasing.settings import GUESS_KINDS, SEEDED_SETTINGS, RefineSettings
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
-from cdiflow.pipelines.scan_verdict import VerdictConfig
 
 STARTS = ("cnn", "random-cnn-support", "random-rectangle", "autocorrelation")
 ADAPT_SCOPES = ("scan", "batch")
 # Fields of ReconstructConfig that do not change a scan's answer: not in config_hash
 # (the source size limit only refuses scans, and a failed scan is always redone).
 NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib", "refine_pixels")
-RESULT_SIZE = 56  # side of the stored object images at 64 x 64: the largest upper bound
-
-
-def result_size(pattern_size: int) -> int:
-    """Side of the stored object images for a refinement pattern of ``pattern_size``:
-    ``RESULT_SIZE`` at 64, scaled with the size (224 at 256)."""
-    return max(1, RESULT_SIZE * int(pattern_size) // PATTERN_SIZE)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,7 +34,7 @@ class ReconstructConfig(Config):
     starts : runs per scan (``--starts``): the ``start`` above and ``starts - 1`` random
         phases inside the CNN support, all refined in one batched call; the run of
         least chi^2 is the answer, the best few give the consensus of the verdict
-        (``cdiflow.pipelines.scan_verdict``). 1: one run, no consensus.
+        (``cdiflow.beamtime.verdict``). 1: one run, no consensus.
     seed : base seed of the random starts: scan ``key`` draws every random start from
         one ``torch.Generator`` seeded with ``(seed, hash(key))``.
     support_threshold : CNN amplitude binarisation threshold (fraction of its maximum).
@@ -154,145 +138,3 @@ class ReconstructConfig(Config):
     def iterations(self) -> int:
         """Length of the ``chi2_curve`` column: the longest schedule of any run."""
         return max(self.run_settings(run).iterations for run in range(min(self.starts, 2)))
-
-
-def empty_row(item: dict, iterations: int) -> dict:
-    """A row with every column of every stage (zeros / NaN), from a planned item."""
-    p, n, r = PATTERN_SIZE, OBJECT_SIZE, RESULT_SIZE
-    nan = float("nan")
-    return {
-        "scan": item["scan"],
-        "key": item["key"],
-        "number": int(item["number"]),
-        "source": item["source"],
-        "input_fingerprint": item.get("input_fingerprint", ""),
-        "status": "ok",
-        "verdict": "",
-        "reason": "",
-        "error_kind": "",
-        "stage": "",
-        "modulus": np.zeros((p, p), np.float32),
-        "mask": np.zeros((p, p), bool),
-        # the refinement pattern (R x R, preprocess.refine_size; rows of one batch may
-        # differ in R, so the column may be ragged: a numpy object array)
-        "refine_modulus": np.zeros((1, 1), np.float32),
-        "refine_mask": np.zeros((1, 1), bool),
-        "refine_size": 0,
-        "parameters": "{}",
-        "oversampling_y": nan,
-        "oversampling_x": nan,
-        "frames": 0,
-        "raw_bytes": 0,
-        "cnn_amplitude": np.zeros((n, n), np.float32),
-        "cnn_phase": np.zeros((n, n), np.float32),
-        "cnn_chi2": nan,
-        "amplitude": np.zeros((r, r), np.float32),
-        "phase": np.zeros((r, r), np.float32),
-        "support": np.zeros((r, r), bool),
-        "upper_bound": 0,
-        "chi2_curve": np.full((iterations,), nan, np.float32),
-        "refined_chi2": nan,
-        "iterations": 0,
-        "adapted_cnn_chi2": nan,
-        "starts": 0,
-        "consensus_error": nan,
-        "support_fraction": nan,
-        "chi2_converged": False,
-        "model": "{}",
-        "t_read": 0.0,
-        "t_preprocess": 0.0,
-        "t_cnn": 0.0,
-        "t_refine": 0.0,
-    }
-
-
-def fail(row: dict, stage: str, exc: BaseException | str, kind: str = "") -> dict:
-    """Mark ``row`` failed at ``stage`` with a one-line reason (in place; returns it)."""
-    row["status"] = "failed"
-    row["verdict"] = "failed"
-    row["stage"] = stage
-    row["reason"] = exc if isinstance(exc, str) else reason_of(exc)
-    row["error_kind"] = kind or ("" if isinstance(exc, str) else kind_of(exc))
-    return row
-
-
-def reason_of(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    if not isinstance(exc, CdiflowError):  # unexpected: say what it was
-        text = f"{type(exc).__name__}: {text}"
-    return text[:500]
-
-
-def kind_of(exc: BaseException) -> str:
-    kind = getattr(exc, "kind", None)
-    return str(kind) if isinstance(kind, str) else type(exc).__name__
-
-
-# --- batches -----------------------------------------------------------------------------
-
-
-def rows_to_batch(rows: list[dict]) -> dict[str, np.ndarray]:
-    """Rows -> a numpy batch (what Ray Data's ``map_batches`` passes).
-
-    Arrays of one shape are stacked; arrays of different shapes (refinement patterns of
-    different sizes) become a 1-D object array of arrays, as Ray Data passes a ragged
-    tensor column.
-    """
-    batch = {}
-    for name in rows[0]:
-        values = [r[name] for r in rows]
-        if isinstance(values[0], str):
-            batch[name] = np.array(values, dtype=object)
-            continue
-        arrays = [np.asarray(v) for v in values]
-        if len({a.shape for a in arrays}) == 1:
-            batch[name] = np.stack(arrays)
-        else:
-            batch[name] = ragged(arrays)
-    return batch
-
-
-def ragged(arrays: list[np.ndarray]) -> np.ndarray:
-    """A 1-D object array holding ``arrays`` as they are (no stacking)."""
-    out = np.empty(len(arrays), dtype=object)
-    for i, a in enumerate(arrays):
-        out[i] = a
-    return out
-
-
-def set_cell(batch: dict, name: str, i: int, value: np.ndarray) -> None:
-    """``batch[name][i] = value``, turning the column ragged when the shape differs."""
-    column = batch[name]
-    if column.dtype != object and column.shape[1:] != np.shape(value):
-        column = batch[name] = ragged(list(column))
-    column[i] = value
-
-
-def batch_to_rows(batch: dict[str, np.ndarray]) -> list[dict]:
-    """A numpy batch -> rows (scalars as Python values)."""
-    size = len(batch["key"])
-    rows = []
-    for i in range(size):
-        row = {}
-        for name, column in batch.items():
-            value = column[i]
-            row[name] = value.item() if isinstance(value, np.generic) else value
-        rows.append(row)
-    return rows
-
-
-def ok_mask(batch: dict) -> np.ndarray:
-    return np.array([s == "ok" for s in batch["status"]], dtype=bool)
-
-
-def fail_in_batch(batch: dict, i: int, stage: str, exc: BaseException) -> None:
-    batch["status"][i] = "failed"
-    batch["verdict"][i] = "failed"
-    batch["stage"][i] = stage
-    batch["reason"][i] = reason_of(exc)
-    batch["error_kind"][i] = kind_of(exc)
-
-
-def writable(batch: dict) -> dict:
-    """Copies of the columns, so a stage may write into arrays Ray handed it read-only."""
-    return {k: np.array(v, copy=True) for k, v in batch.items()}

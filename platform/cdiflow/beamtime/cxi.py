@@ -84,7 +84,7 @@ def write_cxi_result(
 
     Parameters
     ----------
-    path : the final ``scans/<key>.cxi`` path (from ``cdiflow.formats.results.result_path``).
+    path : the final ``scans/<key>.cxi`` path (from ``cdiflow.beamtime.results.result_path``).
     obj : (S, S) complex object box, centred (written as complex64).
     support : (S, S) bool, the final support.
     measured : (P, P) bool, True where the detector pixel was measured.

@@ -13,10 +13,10 @@ import time
 
 import numpy as np
 
+from cdiflow.beamtime.rows import fail_in_batch, ok_mask, writable
 from cdiflow.models.adapt import adapt
 from cdiflow.models.reconstructor import CNNReconstructor
 from cdiflow.physics.farfield import PAPER
-from cdiflow.pipelines.scan_rows import fail_in_batch, ok_mask, writable
 
 
 def predict_batch(

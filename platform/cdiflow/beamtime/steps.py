@@ -8,21 +8,21 @@ failed scans. A failure at any stage sets ``status="failed"`` with a one-line
 ``reason``, an ``error_kind`` and the ``stage``, and later stages pass the row through:
 one bad scan never stops the others.
 
-Stages (planning in ``scan_plan``, the CNN in ``scan_cnn``, refinement in
-``scan_refine``, the row and batch helpers and ``ReconstructConfig`` in ``scan_rows``;
-this module re-exports them):
+Stages (planning and reading in ``sources``, the CNN in ``cnn``, refinement in
+``refine``, the columns in ``schema``, the row helpers in ``rows``, ``ReconstructConfig``
+in ``config``; this module re-exports what callers use):
 
 1. ``plan_scans``: sources (beamtime folders, folders of scan files, single sources)
    -> scan items, each with a sanitised, unique output ``key``;
 2. ``read_and_preprocess``: one item -> row with the 64 x 64 modulus and mask the CNN
    sees, and the refinement pattern (``refine_modulus``, ``refine_mask``: R x R,
    ``--refine-size``);
-3. ``predict_batch`` (``scan_cnn``): CNN amplitude + phase for the ok rows of a batch,
+3. ``predict_batch`` (``cnn``): CNN amplitude + phase for the ok rows of a batch,
    and its chi^2; with ``--adapt`` from a copy of the CNN adapted to the patterns;
 4. ``refine_batch``: iterative refinement from several starts per scan (default: the
    CNN's and three random phases in its support, the paper's schedule and shrink-wrap,
    batched per refinement size); the best run is the answer, and the runs together give
-   the ``verdict`` (``ok`` or ``suspect: <reason>``, ``scan_verdict``);
+   the ``verdict`` (``ok`` or ``suspect: <reason>``, ``verdict``);
 5. ``finish_scan``: unwrap the phase, write the PNG preview, the CXI result and the
    HDF5 result (last: its ``complete`` flag marks the scan finished), return the
    summary row.
@@ -30,7 +30,6 @@ this module re-exports them):
 
 from __future__ import annotations
 
-import functools
 import json
 import time
 import traceback
@@ -42,32 +41,22 @@ import numpy as np
 from skimage.restoration import unwrap_phase
 
 from cdiflow import __version__
-from cdiflow.formats.aps34idc import discover_beamtime, load_calibration, read_scan
-from cdiflow.formats.cxi_results import CXIProcess, write_cxi_result
-from cdiflow.formats.generic import open_scan
-from cdiflow.formats.preprocess import preprocess
-from cdiflow.formats.results import (
-    PREVIEWS_DIR,
-    SCANS_DIR,
-    SUMMARY_COLUMNS,
-    result_path,
-    write_scan_result,
-)
-from cdiflow.pipelines.scan_cnn import predict_batch
-from cdiflow.pipelines.scan_plan import plan_scans
-from cdiflow.pipelines.scan_refine import object_images, refine_batch, upper_bound_side
-from cdiflow.pipelines.scan_rows import (
+from cdiflow.beamtime.cnn import predict_batch
+from cdiflow.beamtime.config import ReconstructConfig
+from cdiflow.beamtime.cxi import CXIProcess, write_cxi_result
+from cdiflow.beamtime.preprocess import preprocess
+from cdiflow.beamtime.refine import object_images, refine_batch, upper_bound_side
+from cdiflow.beamtime.report import save_preview
+from cdiflow.beamtime.results import PREVIEWS_DIR, SCANS_DIR, result_path, write_scan_result
+from cdiflow.beamtime.rows import batch_to_rows, fail, kind_of, reason_of, rows_to_batch
+from cdiflow.beamtime.schema import (
+    HDF5_ARRAYS,
     RESULT_SIZE,
-    ReconstructConfig,
-    batch_to_rows,
+    SUMMARY_SCALARS,
     empty_row,
-    fail,
-    kind_of,
-    reason_of,
     result_size,
-    rows_to_batch,
 )
-from cdiflow.reports.beamtime import save_preview
+from cdiflow.beamtime.sources import plan_scans, read_scan_item
 
 __all__ = [  # the stages, and the row helpers tests and benchmarks use
     "RESULT_SIZE",
@@ -86,40 +75,6 @@ __all__ = [  # the stages, and the row helpers tests and benchmarks use
     "unwrapped_phase",
     "upper_bound_side",
 ]
-
-
-@functools.lru_cache(maxsize=4)
-def _beamtime(root: str, token: str):
-    """Discovery of a beamtime, cached per worker process and job (``token``)."""
-    return discover_beamtime(root)
-
-
-@functools.lru_cache(maxsize=4)
-def _calibration(root: str, token: str):
-    """Dark + whitefield of a beamtime, loaded once per worker process and job."""
-    return load_calibration(_beamtime(root, token))
-
-
-def read_scan_item(item: dict, token: str = "", max_bytes: int | None = None):
-    """Read one planned item as a ``cdiflow.formats.scan.Scan`` (raises ``ScanError``).
-
-    A source whose data is above ``max_bytes`` raises ``SourceTooLarge`` unread.
-    """
-    if item["kind"] == "aps34idc":
-        beamtime = _beamtime(item["root"], token)
-        entry = next(
-            (e for e in beamtime.scans([item["number"]]) if e.number == item["number"]), None
-        )
-        calibration = _calibration_or_raise(item, token, entry)
-        return read_scan(beamtime, entry, calibration=calibration, max_bytes=max_bytes)
-    return open_scan(item["source"], max_bytes=max_bytes)
-
-
-def _calibration_or_raise(item: dict, token: str, entry):
-    # A scan without data fails as "no data" before the calibration is blamed.
-    if entry is None or entry.folder is None or entry.spec is None or not entry.frame_paths:
-        return None  # read_scan raises the precise error before it needs calibration
-    return _calibration(item["root"], token)
 
 
 def read_and_preprocess(
@@ -157,8 +112,12 @@ def read_and_preprocess(
     row["refine_size"] = int(pre.refine_modulus.shape[-1])
     params = dict(pre.parameters)
     params["source"] = pre.source
-    row["parameters"] = json.dumps(params, sort_keys=True, default=str)
+    row["parameters"] = json.dumps(params, sort_keys=True, default=str)  # provenance only
     row["oversampling_y"], row["oversampling_x"] = (float(o) for o in params["oversampling"])
+    row["refine_scale"] = float(params["refine"]["scale"])
+    extent = params["refine"].get("object_extent") or [0.0, 0.0]
+    row["object_extent_y"], row["object_extent_x"] = (float(e) for e in extent)
+    row["pattern_counts"] = float(params.get("pattern_counts", float("nan")))
     return row
 
 
@@ -175,11 +134,6 @@ def unwrapped_phase(phase: np.ndarray, support: np.ndarray) -> np.ndarray:
     inside = values[support]
     values -= np.float32(np.round(np.nanmedian(inside) / (2 * np.pi)) * 2 * np.pi)
     return values
-
-
-# The summary columns a worker fills in; the writer adds t_write, result, preview,
-# skipped and the provenance (model_version, config_hash, input_fingerprint).
-SUMMARY_SCALARS = SUMMARY_COLUMNS[: SUMMARY_COLUMNS.index("t_write")]
 
 
 def summary_of(row: dict) -> dict:
@@ -245,19 +199,7 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
     _write_cxi(cxi_path, row, provenance)  # before the .h5, whose flag says "finished"
     write_scan_result(
         h5_path,
-        arrays={
-            "amplitude": np.asarray(row["amplitude"], np.float32),
-            "phase": np.asarray(row["phase"], np.float32),
-            "phase_unwrapped": unwrapped,
-            "support": support,
-            "chi2": np.asarray(row["chi2_curve"], np.float32),
-            "modulus": np.asarray(row["modulus"], np.float32),
-            "mask": np.asarray(row["mask"], bool),
-            "refine_modulus": np.asarray(row["refine_modulus"], np.float32),
-            "refine_mask": np.asarray(row["refine_mask"], bool),
-            "cnn_amplitude": np.asarray(row["cnn_amplitude"], np.float32),
-            "cnn_phase": np.asarray(row["cnn_phase"], np.float32),
-        },
+        arrays=dict(_stored_arrays(row), phase_unwrapped=unwrapped),
         provenance={
             "preprocessing": json.loads(row["parameters"]),
             "model": json.loads(row["model"]),
@@ -279,8 +221,16 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
     return relative
 
 
+def _stored_arrays(row: dict) -> dict[str, np.ndarray]:
+    """The row's arrays under their HDF5 names (``schema.HDF5_ARRAYS``)."""
+    return {
+        name: np.asarray(row[column.name], np.dtype(column.dtype))
+        for name, column in HDF5_ARRAYS.items()
+    }
+
+
 def _write_cxi(path: Path, row: dict, provenance: dict) -> None:
-    """The CXI copy of the answer (``cdiflow.formats.cxi_results``)."""
+    """The CXI copy of the answer (``cdiflow.beamtime.cxi``)."""
     amplitude = np.asarray(row["amplitude"], np.float32)
     phase = np.asarray(row["phase"], np.float32)
     configuration = provenance.get("reconstruction", {})

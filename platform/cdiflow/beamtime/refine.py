@@ -8,37 +8,30 @@ autocorrelation support) and ``starts - 1`` random phases inside that support. S
 one size are refined together, in calls of at most ``config.refine_pixels`` pattern
 pixels (``cdiflow.phasing.refine.refine``, each pattern with its own upper bound, which
 scales with the size); per scan the run of least chi^2 is the answer and the runs
-together give the verdict columns (``cdiflow.pipelines.scan_verdict``).
+together give the verdict columns (``cdiflow.beamtime.verdict``).
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import time
 
 import numpy as np
 
 from cdiflow import OBJECT_SIZE, PATTERN_SIZE
+from cdiflow.beamtime.centring import fill_unmeasured
+from cdiflow.beamtime.config import ReconstructConfig
+from cdiflow.beamtime.rows import fail_in_batch, ok_mask, set_cell, writable
+from cdiflow.beamtime.schema import RESULT_SIZE, result_size
+from cdiflow.beamtime.verdict import assess
 from cdiflow.errors import PhasingError
-from cdiflow.formats.centring import fill_unmeasured
 from cdiflow.phasing.refine_groups import refine_grouped
 from cdiflow.phasing.schedule import parse
 from cdiflow.phasing.shrinkwrap import square_support
 from cdiflow.phasing.starts import Start
 from cdiflow.physics.farfield import FarField, object_from_targets
 from cdiflow.physics.fft import centred_ifft2, crop_centre, pad_centre
-from cdiflow.pipelines.scan_rows import (
-    RESULT_SIZE,
-    ReconstructConfig,
-    fail_in_batch,
-    ok_mask,
-    result_size,
-    set_cell,
-    writable,
-)
-from cdiflow.pipelines.scan_verdict import assess
 
 
 def start_seed(seed: int, key: str) -> int:
@@ -137,7 +130,7 @@ def autocorrelation_support(modulus, mask, threshold: float):
     """(R, R) bool, centred: the pattern's autocorrelation support, halved.
 
     The autocorrelation |centred_ifft2(I)| (unmeasured pixels filled in,
-    ``cdiflow.formats.centring.fill_unmeasured``) of an object of support
+    ``cdiflow.beamtime.centring.fill_unmeasured``) of an object of support
     S spans S - S; the region around the centre above ``threshold`` x its maximum,
     shrunk by 2 about the centre, is a support of the object's size: the blind start.
     """
@@ -158,17 +151,18 @@ def autocorrelation_support(modulus, mask, threshold: float):
     return torch.from_numpy(halved)
 
 
-def upper_bound_side(config: ReconstructConfig, parameters: str, size: int = PATTERN_SIZE) -> int:
+def upper_bound_side(
+    config: ReconstructConfig, extent: tuple[float, float], size: int = PATTERN_SIZE
+) -> int:
     """Side of the square upper-bound support for one scan refined at ``size``.
 
     A fixed ``config.upper_bound`` (64-pixel units) scales by size / 64; automatic (0):
-    1.5 x the larger object extent estimated on the refinement pattern, rounded up to
+    1.5 x the larger of ``extent`` (the object extent estimated on the refinement
+    pattern, pixels per axis: the row's ``object_extent_y``, ``object_extent_x``), rounded up to
     even, within [size / 2, ``result_size(size)``] ([32, 56] at 64).
     """
     if config.upper_bound:
         return int(round(config.upper_bound * size / PATTERN_SIZE))
-    params = json.loads(parameters)
-    extent = (params.get("refine") or params).get("object_extent") or [0, 0]
     side = int(np.ceil(1.5 * max(float(e) for e in extent) / 2.0)) * 2
     least = OBJECT_SIZE * size // PATTERN_SIZE
     return int(min(max(side, least), result_size(size)))
@@ -203,10 +197,11 @@ def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, device
 
     t0 = time.perf_counter()
     s = config.starts
-    sides = [upper_bound_side(config, batch["parameters"][i], size) for i in rows]
+    extents = zip(batch["object_extent_y"][rows], batch["object_extent_x"][rows], strict=True)
+    sides = [upper_bound_side(config, extent, size) for extent in extents]
     patterns = [(batch["refine_modulus"][i], batch["refine_mask"][i]) for i in rows]
     try:
-        scales = [json.loads(batch["parameters"][i])["refine"]["scale"] for i in rows]
+        scales = [float(batch["refine_scale"][i]) for i in rows]
         start = make_starts(
             config,
             batch["cnn_amplitude"][rows],
@@ -264,7 +259,8 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     batch["iterations"][i] = int(iterations[b])
     ran = int(iterations[b])
     batch["upper_bound"][i] = side
-    photons = json.loads(batch["parameters"][i]).get("pattern_counts")
+    photons = float(batch["pattern_counts"][i])
+    photons = photons if math.isfinite(photons) else None  # NaN: counts not known
     found = assess(
         {
             "obj": result.obj[runs],

@@ -37,6 +37,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from cdiflow.beamtime.schema import BY_NAME, PROVENANCE_COLUMNS, SUMMARY_COLUMNS, summary_value
 from cdiflow.errors import OutputDirError
 from cdiflow.formats import atomic
 
@@ -47,54 +48,11 @@ SUMMARY_PARQUET = "summary.parquet"
 SUMMARY_CSV = "summary.csv"
 REPORT_HTML = "report.html"
 
-# What made a row: the model (``sha256:<hex>`` of a weights file or the pinned
-# ``models:/NAME/VERSION``), the hash of the reconstruction config (``config_hash`` of
-# ``ReconstructConfig``) and a cheap fingerprint of the input files (sizes, mtimes and
-# paths). A finished scan is kept on a re-run only when all three match (``stale_reason``).
-PROVENANCE_COLUMNS = ("model_version", "config_hash", "input_fingerprint")
 _CHANGED = {
     "model_version": "model changed",
     "config_hash": "config changed",
     "input_fingerprint": "input changed",
 }
-
-# How far to trust an ok scan (``cdiflow.pipelines.scan_verdict``): ``verdict`` is "ok",
-# "suspect: <reason>[; <reason>]" or "failed"; ``starts`` the refinement runs that
-# finished; ``consensus_error`` the mean pairwise aligned complex-object error of the best
-# runs (0: they agree; NaN with one start); ``support_fraction`` the final support's share
-# of the upper bound; ``chi2_converged`` whether the answer's chi^2 stopped falling.
-VERDICT_COLUMNS = ("verdict", "starts", "consensus_error", "support_fraction", "chi2_converged")
-
-# Columns of the summary table, in order (values are scalars; timings in seconds).
-SUMMARY_COLUMNS = (
-    "scan",
-    "key",
-    "number",
-    "source",
-    "status",
-    "reason",
-    "error_kind",
-    "stage",
-    "cnn_chi2",
-    "adapted_cnn_chi2",
-    "refined_chi2",
-    "iterations",
-    *VERDICT_COLUMNS,
-    "oversampling_y",
-    "oversampling_x",
-    "upper_bound",
-    "frames",
-    "raw_bytes",
-    "t_read",
-    "t_preprocess",
-    "t_cnn",
-    "t_refine",
-    "t_write",
-    "result",
-    "preview",
-    "skipped",
-    *PROVENANCE_COLUMNS,
-)
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 _MAX_KEY = 80
@@ -234,27 +192,16 @@ def read_scan_result(path: str | Path) -> tuple[dict[str, np.ndarray], dict[str,
 
 
 def summary_table(rows: list[dict[str, Any]]):
-    """Rows -> a ``pyarrow.Table`` with ``SUMMARY_COLUMNS`` in order (missing -> null)."""
+    """Rows -> a ``pyarrow.Table`` with ``SUMMARY_COLUMNS`` in order, typed by the schema
+    (missing and NaN -> null)."""
     import pyarrow as pa
 
-    columns = {name: [row.get(name) for row in rows] for name in SUMMARY_COLUMNS}
-    for name in ("number", "frames", "raw_bytes", "upper_bound", "starts", "iterations"):
-        columns[name] = [None if v is None else int(v) for v in columns[name]]
-    columns["chi2_converged"] = [None if v is None else bool(v) for v in columns["chi2_converged"]]
-    floats = [
-        c for c in SUMMARY_COLUMNS if c.startswith(("t_", "cnn_", "adapted_", "refined_", "overs"))
-    ]
-    floats += ["consensus_error", "support_fraction"]
-    for name in floats:
-        columns[name] = [_float_or_none(v) for v in columns[name]]
-    return pa.table(columns)
-
-
-def _float_or_none(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if np.isfinite(value) else None
+    return pa.table(
+        {
+            name: [summary_value(BY_NAME[name], row.get(name)) for row in rows]
+            for name in SUMMARY_COLUMNS
+        }
+    )
 
 
 def write_summary(out: str | Path, rows: list[dict[str, Any]]) -> tuple[Path, Path]:

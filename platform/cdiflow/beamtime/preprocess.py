@@ -9,7 +9,7 @@ Steps (pure functions; ``preprocess`` chains them):
    calibration-bad, dead, hot, saturated; a saturated Bragg peak is a failure (its
    modulus is unknown, so no reconstruction is trustworthy);
 4. find the centre: the pattern's centre of symmetry, sub-pixel
-   (``cdiflow.formats.centring.find_centre``), not the brightest pixel;
+   (``cdiflow.beamtime.centring.find_centre``), not the brightest pixel;
 5. mark unmeasured what the detector did not see: the connected zero-count region at
    the centre (a beamstop) and rows / columns without counts (detector gaps);
 6. estimate the oversampling at native resolution from the autocorrelation support:
@@ -36,8 +36,7 @@ from typing import Any
 import numpy as np
 
 from cdiflow import PATTERN_SIZE
-from cdiflow.config import Config, require
-from cdiflow.formats.centring import (  # noqa: F401 - re-exported
+from cdiflow.beamtime.centring import (  # noqa: F401 - re-exported
     Window,
     centre_of_mass,
     crop_and_bin,
@@ -47,6 +46,7 @@ from cdiflow.formats.centring import (  # noqa: F401 - re-exported
     find_centre,
     plan_windows,
 )
+from cdiflow.config import Config, require
 from cdiflow.formats.masks import (  # noqa: F401 - re-exported
     beamstop_mask,
     check_mask_shape,
@@ -67,7 +67,7 @@ class PreprocessConfig(Config):
 
     # CNN pattern: ``crop`` detector pixels per axis around the centre, binned ``bin``
     # x ``bin`` (crop // bin = 64). 0 (default): chosen from the measured oversampling
-    # (``cdiflow.formats.centring.choose_binning``): the largest bin that keeps at least
+    # (``cdiflow.beamtime.centring.choose_binning``): the largest bin that keeps at least
     # ``min_oversampling`` per axis with the window inside the frame. bin > 0, crop 0:
     # crop = 64 x bin.
     crop: int = 0
