@@ -32,6 +32,7 @@ import torch
 
 from cdiflow.config import Config, require
 from cdiflow.errors import InputError
+from cdiflow.phasing.runner import PhasingResult
 from cdiflow.physics.farfield import PAPER, FarField
 from cdiflow.physics.farfield import chi2 as chi2_of
 from cdiflow.reconstruction import Reconstruction
@@ -97,32 +98,17 @@ class GradientConfig(Config):
         require(self.poisson_floor > 0, "poisson_floor must be > 0")
 
 
-@dataclasses.dataclass(frozen=True)
-class GradientResult:
-    """What ``gradient_refine`` returns (fields as ``runner.PhasingResult``, plus iterations).
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class GradientResult(PhasingResult):
+    """What ``gradient_refine`` returns: a ``runner.PhasingResult`` plus ``iterations``.
 
-    Attributes
-    ----------
-    obj : (B, P, P) complex, centred: the last iterate (zero outside the support).
-    best_obj : (B, P, P) complex, centred: the iterate of least chi^2 (the answer).
-    support : (B, P, P) bool, centred: the support (fixed).
-    chi2 : (B, T) float32: chi^2 of the iterate entering each step, T the steps the batch
-        ran; after a pattern stopped its (unchanging) chi^2 is repeated.
-    final_chi2, best_chi2 : (B,) float32: chi^2 of ``obj`` and ``best_obj``.
-    collapsed : (B,) bool, always False (the support never changes); kept so that code
-        written for the engine's result reads this one.
-    iterations : (B,) int64: Adam steps each pattern ran before it stopped.
+    Its ``support`` is the fixed support (so ``collapsed`` is always False), and ``chi2``
+    is (B, T) for the T steps the batch ran: after a pattern stopped its (unchanging)
+    chi^2 is repeated. ``iterations`` : (B,) int64, the Adam steps each pattern ran
+    before it stopped.
     """
 
-    obj: torch.Tensor
-    best_obj: torch.Tensor
-    support: torch.Tensor
-    chi2: torch.Tensor
-    final_chi2: torch.Tensor
-    best_chi2: torch.Tensor
-    collapsed: torch.Tensor
     iterations: torch.Tensor
-    snapshots: dict = dataclasses.field(default_factory=dict)
 
 
 def data_loss(
