@@ -25,6 +25,21 @@ def tiny_dataset(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
+def local_ray(no_ray_auth):
+    """A local Ray (2 CPUs, 150 MiB object store, no dashboard) for one test module."""
+    import ray
+
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        object_store_memory=150 * 1024 * 1024,
+        _node_ip_address="127.0.0.1",
+    )
+    yield ray
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
 def no_ray_auth():
     """Token auth off for the small throwaway Ray clusters of these tests (as unit tests do:
     it also keeps ~/.ray untouched). Set only while the fixture lives; the cluster tests

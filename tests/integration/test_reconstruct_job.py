@@ -16,15 +16,6 @@ pytestmark = pytest.mark.integration
 FAST = ReconstructConfig(schedule="2*(15*HIO+10*ER)", shrinkwrap=ShrinkWrap(start=10), guess=None)
 
 
-@pytest.fixture(scope="module")
-def local_ray():
-    import ray
-
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=150 * 1024**2)
-    yield
-    ray.shutdown()
-
-
 def _register_champion(workspace, tmp_path) -> str:
     from cdiflow.models import ModelConfig, build_model, save_weights
     from cdiflow.pipelines.tracking import RunLogger, configure, experiment_id, register_weights

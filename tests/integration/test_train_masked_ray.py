@@ -18,20 +18,6 @@ pytestmark = pytest.mark.integration
 TINY = {"model": {"base_width": 4, "depth": 2}, "train": {"batch_size": 16, "epochs": 1}}
 
 
-@pytest.fixture(scope="module")
-def local_ray(no_ray_auth):
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=150 * 1024 * 1024,
-        _node_ip_address="127.0.0.1",
-    )
-    yield ray
-    ray.shutdown()
-
-
 @pytest.fixture
 def tiny_config(tmp_path):
     path = tmp_path / "train.yaml"

@@ -17,20 +17,6 @@ pytestmark = pytest.mark.integration
 TINY = {"model": {"base_width": 4, "depth": 2}, "train": {"batch_size": 16}}
 
 
-@pytest.fixture(scope="module")
-def local_ray(no_ray_auth):
-    import ray
-
-    ray.init(
-        num_cpus=2,
-        include_dashboard=False,
-        object_store_memory=150 * 1024 * 1024,
-        _node_ip_address="127.0.0.1",
-    )
-    yield ray
-    ray.shutdown()
-
-
 def _train_workers() -> list:
     """Ray Train worker processes started by this test process (never anyone else's)."""
     import psutil
