@@ -71,7 +71,10 @@ def shifted(shrinkwrap: ShrinkWrap | None, offset: int) -> ShrinkWrap | None:
     start = shrinkwrap.start - offset
     if start < 0:  # the first update of the whole timetable that falls in the segment
         start %= shrinkwrap.every
-    return dataclasses.replace(shrinkwrap, start=start)
+    stop = shrinkwrap.stop - offset if shrinkwrap.stop else 0
+    if shrinkwrap.stop and stop <= 0:  # frozen before the segment: no update in it
+        return None
+    return dataclasses.replace(shrinkwrap, start=start, stop=stop)
 
 
 def run_schedule(

@@ -37,6 +37,9 @@ class ShrinkWrap(Config):
     sigma : Gaussian blur width in pixels.
     threshold : relative threshold on the blurred amplitude, in (0, 1).
     min_pixels : fewer pixels than this after an update is a collapse.
+    stop : first iteration at which the support is no longer updated (0: never stops).
+        A support frozen for the last iterations lets ER settle in one support instead
+        of chasing a support that still moves with every update.
     """
 
     start: int = 100
@@ -44,6 +47,7 @@ class ShrinkWrap(Config):
     sigma: float = 1.0
     threshold: float = 0.1
     min_pixels: int = 4
+    stop: int = 0
 
     def validate(self) -> None:
         require(self.start >= 0, f"shrink-wrap start must be >= 0, got {self.start}")
@@ -51,9 +55,12 @@ class ShrinkWrap(Config):
         require(self.sigma > 0, f"shrink-wrap sigma must be > 0, got {self.sigma}")
         require(0 < self.threshold < 1, f"threshold must be in (0, 1), got {self.threshold}")
         require(self.min_pixels >= 1, f"min_pixels must be >= 1, got {self.min_pixels}")
+        require(self.stop >= 0, f"shrink-wrap stop must be >= 0 (0: never), got {self.stop}")
 
     def due(self, iteration: int) -> bool:
         """True if the support is updated at the start of ``iteration`` (0-based)."""
+        if self.stop and iteration >= self.stop:
+            return False
         return iteration >= self.start and (iteration - self.start) % self.every == 0
 
 

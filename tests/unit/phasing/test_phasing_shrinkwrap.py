@@ -70,3 +70,17 @@ def test_runner_flags_collapse_per_pattern_and_others_go_on(exact_batch):
     res = run_phasing(mod, obj, support, "20*ER", shrinkwrap=sw, upper_bound=upper)
     assert res.collapsed.tolist() == [False] * 5 + [True]
     assert torch.all(res.best_chi2[:5] < 1e-6)
+
+
+def test_stop_freezes_the_support_from_that_iteration_on():
+    from cdiflow.phasing.segments import shifted
+
+    sw = ShrinkWrap(start=20, every=10, stop=60)
+    assert [k for k in range(100) if sw.due(k)] == [20, 30, 40, 50]
+    assert [k for k in range(100) if ShrinkWrap(start=20, every=10).due(k)][-1] == 90
+    # a later segment keeps the same timetable, in its own iteration numbers
+    later = shifted(sw, 35)
+    assert [k + 35 for k in range(65) if later.due(k)] == [40, 50]
+    assert shifted(sw, 60) is None and shifted(sw, 80) is None
+    with pytest.raises(ConfigError):
+        ShrinkWrap(stop=-1)
