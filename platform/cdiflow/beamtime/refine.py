@@ -173,12 +173,12 @@ def refine_batch(batch: dict, config: ReconstructConfig, device: str = "cpu") ->
 
     Sets, from each scan's run of least chi^2: ``amplitude`` and ``phase`` (radians,
     global phase removed) of the central box (``result_size`` of the refinement size),
-    ``support``, ``chi2_curve`` (per iteration), ``refined_chi2`` (chi^2 of the best
-    support-consistent iterate), ``upper_bound``; from all its runs the verdict columns
-    ``starts`` (runs finished), ``consensus_error``, ``support_fraction``,
-    ``chi2_converged`` and ``verdict``; and ``t_refine`` (seconds per scan). A scan
-    fails only when every one of its runs failed (support collapse, bad start); one bad
-    scan never fails the others.
+    ``support``, ``chi2_curve`` (per iteration; every start's in ``start_chi2_curves``),
+    ``refined_chi2`` (chi^2 of the best support-consistent iterate), ``upper_bound``;
+    from all its runs the verdict columns ``starts`` (runs finished),
+    ``consensus_error``, ``support_fraction``, ``chi2_converged`` and ``verdict``; and
+    ``t_refine`` (seconds per scan). A scan fails only when every one of its runs
+    failed (support collapse, bad start); one bad scan never fails the others.
     """
     batch = writable(batch)
     ok = np.flatnonzero(ok_mask(batch))
@@ -255,6 +255,9 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     set_cell(batch, "support", i, support[0])
     batch["refine_size"][i] = size
     batch["chi2_curve"][i] = result.chi2[b].numpy()  # NaN after a shorter schedule's end
+    curves = result.chi2[runs].numpy().astype(np.float32)
+    curves[~np.isfinite(chi2)] = np.nan  # a failed start has no curve
+    batch["start_chi2_curves"][i] = curves  # every start's, the answer's is row ``best``
     batch["refined_chi2"][i] = float(result.best_chi2[b])
     batch["iterations"][i] = int(iterations[b])
     ran = int(iterations[b])

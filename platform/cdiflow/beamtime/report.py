@@ -1,10 +1,10 @@
-"""Figures and the HTML report of a beamtime reconstruction (matplotlib, Agg backend).
+"""The HTML report of a beamtime reconstruction, and small figures (matplotlib, Agg).
 
-``save_preview`` draws one scan (pattern, amplitude, unwrapped phase) as a small PNG;
 ``write_report`` writes ``report.html`` next to the summary table: counts, the suspect
 scans in their own section (ok scans whose verdict is ``suspect: <reason>``, with the
 numbers the verdict was judged on), the table (one row per scan, failed rows with their
-reason) and the previews as thumbnails.
+reason) and each scan's figure (``cdiflow.beamtime.report_figure.save_preview``) at a
+readable width, each a link to the full PNG. ``save_image`` draws one labelled image.
 Every text that came from a file name or an error message is HTML-escaped.
 """
 
@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from cdiflow.beamtime.results import REPORT_HTML, atomic_write_bytes
 
@@ -29,68 +28,6 @@ def _figure(width: float, height: float):
     from matplotlib.figure import Figure
 
     return Figure(figsize=(width, height), dpi=100)
-
-
-def _colour(image: np.ndarray, cmap: str, percentiles=(0.0, 100.0)) -> np.ndarray:
-    """(H, W) float with NaN -> (H, W, 3) uint8 through a colormap (NaN: white).
-
-    The colour range spans the given percentiles of the finite values, so a few
-    outlier pixels (an edge pixel of an unwrapped phase) do not wash out the rest.
-    """
-    import matplotlib
-
-    finite = np.isfinite(image)
-    lo, hi = np.percentile(image[finite], percentiles) if finite.any() else (0.0, 1.0)
-    lo, hi = float(lo), float(hi)
-    scaled = np.clip((np.where(finite, image, lo) - lo) / (hi - lo if hi > lo else 1.0), 0, 1)
-    rgb = (matplotlib.colormaps[cmap](scaled)[..., :3] * 255).astype(np.uint8)
-    rgb[~finite] = 255
-    return rgb
-
-
-def save_preview(
-    path: str | Path,
-    amplitude: np.ndarray,
-    phase_unwrapped: np.ndarray,
-    modulus: np.ndarray | None = None,
-    title: str = "",
-    zoom: int = 3,
-) -> Path:
-    """Write a PNG preview: log pattern (if given) | amplitude | unwrapped phase.
-
-    Drawn straight from the arrays (colormapped, enlarged ``zoom`` x, side by side):
-    about 100 times cheaper than a matplotlib figure, which matters at one per scan.
-    The report's caption carries the scan name and chi^2 (``title`` is unused here).
-
-    Parameters
-    ----------
-    amplitude : (N, N) float, centred; colormap gray.
-    phase_unwrapped : (N, N) float radians, NaN outside the support (white); viridis.
-    modulus : (P, P) float, centred, max 1; drawn as log10 intensity (magma).
-    """
-    panels = []
-    if modulus is not None:
-        intensity = np.asarray(modulus, np.float64) ** 2
-        positive = intensity[intensity > 0]
-        floor = max(float(positive.min()) if positive.size else 1e-9, 1e-9)
-        panels.append(_colour(np.log10(np.maximum(intensity, floor)), "magma"))
-    panels.append(_colour(np.asarray(amplitude, np.float64), "gray"))
-    panels.append(_colour(np.asarray(phase_unwrapped, np.float64), "viridis", (2.0, 98.0)))
-    height = max(p.shape[0] for p in panels) * zoom
-    gap = np.full((height, 4, 3), 255, np.uint8)
-    columns = []
-    for panel in panels:
-        big = panel.repeat(zoom, axis=0).repeat(zoom, axis=1)
-        top = (height - big.shape[0]) // 2
-        canvas = np.full((height, big.shape[1], 3), 255, np.uint8)
-        canvas[top : top + big.shape[0]] = big
-        columns += [canvas, gap]
-    image = np.concatenate(columns[:-1], axis=1)
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="PNG", compress_level=1)
-    path = Path(path)
-    atomic_write_bytes(path, buffer.getvalue())
-    return path
 
 
 def save_image(
@@ -165,8 +102,8 @@ _STYLE = """
 body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:3px 6px}tr.failed{background:#fde8e8}
 tr.suspect{background:#fff4d6}
-.thumbs{display:flex;flex-wrap:wrap;gap:10px}.thumbs figure{margin:0;font-size:12px}
-.thumbs img{height:150px}
+.thumbs{display:flex;flex-wrap:wrap;gap:16px}.thumbs figure{margin:0;font-size:13px}
+.thumbs img{width:min(100%, 900px);height:auto;border:1px solid #ddd}
 """
 
 
@@ -202,7 +139,7 @@ def _suspect_section(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def write_report(out: str | Path, rows: list[dict[str, Any]], header: dict[str, Any]) -> Path:
-    """Write ``out/report.html``: header facts, suspect scans, the table and thumbnails.
+    """Write ``out/report.html``: header facts, suspect scans, the table and the figures.
 
     ``rows`` are summary rows (``preview`` paths relative to ``out``); ``header`` maps
     labels to values (beamtime, model, schedule, counts, wall time).

@@ -30,7 +30,7 @@ def result_size(pattern_size: int) -> int:
 
 KINDS = ("str", "json", "int", "float", "bool", "array")
 # Array shapes, by name: (side names) resolved per row by ``_shape``.
-SHAPES = ("pattern", "object", "result", "curve", "ragged")
+SHAPES = ("pattern", "object", "result", "curve", "curves", "ragged")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,8 +41,9 @@ class Column:
     where : ``row`` (only in rows), ``summary`` (only in the summary table: the writer
         adds it) or ``both``.
     shape, dtype : of an ``array`` column: ``pattern`` (64 x 64), ``object`` (32 x 32),
-        ``result`` (``RESULT_SIZE`` squared), ``curve`` (one value per iteration) or
-        ``ragged`` (R x R refinement patterns, R varying by scan; 1 x 1 when empty).
+        ``result`` (``RESULT_SIZE`` squared), ``curve`` (one value per iteration),
+        ``curves`` (one curve per refinement start: starts x iterations) or ``ragged``
+        (R x R refinement patterns, R varying by scan; 1 x 1 when empty).
     hdf5 : the dataset name of the array in the per-scan HDF5 file ("" : not stored).
     """
 
@@ -95,6 +96,8 @@ COLUMNS = (
     _array("phase", "result", "float32", "phase"),
     _array("support", "result", "bool", "support"),
     _array("chi2_curve", "curve", "float32", "chi2"),
+    # every start's chi^2 per iteration, the answer's among them (NaN: a failed start)
+    _array("start_chi2_curves", "curves", "float32", "chi2_starts"),
     Column("refined_chi2", "float"),
     Column("iterations", "int"),
     # how far to trust an ok scan (``cdiflow.beamtime.verdict``)
@@ -137,22 +140,33 @@ PROVENANCE_COLUMNS = ("model_version", "config_hash", "input_fingerprint")
 HDF5_ARRAYS = {c.hdf5: c for c in COLUMNS if c.hdf5}
 
 
-def _shape(column: Column, iterations: int) -> tuple[int, ...]:
+def _shape(column: Column, iterations: int, starts: int = 1) -> tuple[int, ...]:
     p, n, r = PATTERN_SIZE, OBJECT_SIZE, RESULT_SIZE
-    sides = {"pattern": (p, p), "object": (n, n), "result": (r, r), "ragged": (1, 1)}
-    return (iterations,) if column.shape == "curve" else sides[column.shape]
+    sides = {
+        "pattern": (p, p),
+        "object": (n, n),
+        "result": (r, r),
+        "ragged": (1, 1),
+        "curve": (iterations,),
+        "curves": (starts, iterations),
+    }
+    return sides[column.shape]
 
 
-def _empty(column: Column, iterations: int):
+def _empty(column: Column, iterations: int, starts: int = 1):
     if column.kind == "array":
-        fill = np.nan if column.shape == "curve" else 0
-        return np.full(_shape(column, iterations), fill, np.dtype(column.dtype))
+        fill = np.nan if column.shape in ("curve", "curves") else 0
+        return np.full(_shape(column, iterations, starts), fill, np.dtype(column.dtype))
     return {"str": "", "json": "{}", "int": 0, "float": float("nan"), "bool": False}[column.kind]
 
 
-def empty_row(item: dict, iterations: int) -> dict:
-    """A row with every column of every stage (zeros / NaN / ""), from a planned item."""
-    row = {c.name: _empty(c, iterations) for c in COLUMNS if c.in_row}
+def empty_row(item: dict, iterations: int, starts: int = 1) -> dict:
+    """A row with every column of every stage (zeros / NaN / ""), from a planned item.
+
+    ``iterations`` sizes the chi^2 curves, ``starts`` (``ReconstructConfig.starts``) the
+    rows of ``start_chi2_curves``.
+    """
+    row = {c.name: _empty(c, iterations, starts) for c in COLUMNS if c.in_row}
     row.update(
         scan=item["scan"],
         key=item["key"],

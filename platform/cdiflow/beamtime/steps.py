@@ -23,9 +23,9 @@ in ``config``; this module re-exports what callers use):
    CNN's and three random phases in its support, the paper's schedule and shrink-wrap,
    batched per refinement size); the best run is the answer, and the runs together give
    the ``verdict`` (``ok`` or ``suspect: <reason>``, ``verdict``);
-5. ``finish_scan``: unwrap the phase, write the PNG preview, the CXI result and the
-   HDF5 result (last: its ``complete`` flag marks the scan finished), return the
-   summary row.
+5. ``finish_scan``: unwrap the phase, write the PNG figure (``report_figure``), the CXI
+   result and the HDF5 result (last: its ``complete`` flag marks the scan finished),
+   return the summary row.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ from cdiflow.beamtime.config import ReconstructConfig
 from cdiflow.beamtime.cxi import CXIProcess, write_cxi_result
 from cdiflow.beamtime.preprocess import preprocess
 from cdiflow.beamtime.refine import object_images, refine_batch, upper_bound_side
-from cdiflow.beamtime.report import save_preview
+from cdiflow.beamtime.report_figure import save_preview
 from cdiflow.beamtime.results import PREVIEWS_DIR, SCANS_DIR, result_path, write_scan_result
 from cdiflow.beamtime.rows import batch_to_rows, fail, kind_of, reason_of, rows_to_batch
 from cdiflow.beamtime.schema import (
@@ -85,7 +85,8 @@ def read_and_preprocess(
     Returns a row (``empty_row`` columns) with ``modulus``, ``mask``, ``parameters``
     (JSON), the oversampling per axis, the frame count, raw bytes and timings.
     """
-    row = empty_row(item, config.iterations if iterations is None else iterations)
+    iterations = config.iterations if iterations is None else iterations
+    row = empty_row(item, iterations, starts=config.starts)
     if item["kind"] == "invalid":
         return fail(row, "read", item["reason"], item["error_kind"])
     t0 = time.perf_counter()
@@ -188,13 +189,7 @@ def _write_outputs(row: dict, out: Path, provenance: dict, summary: dict) -> dic
         "result": h5_path.relative_to(out.resolve()).as_posix(),
         "preview": png_path.relative_to(out.resolve()).as_posix(),
     }
-    save_preview(
-        png_path,
-        np.asarray(row["amplitude"]),
-        unwrapped,
-        np.asarray(row["modulus"]),
-        title=f"{row['scan']}  chi2 {row['refined_chi2']:.3g}",
-    )
+    save_preview(png_path, row, unwrapped)
     stored = dict(summary, **relative, t_write=0.0, skipped=False)
     _write_cxi(cxi_path, row, provenance)  # before the .h5, whose flag says "finished"
     write_scan_result(

@@ -13,13 +13,16 @@ at the counter's ``saturation_level``. A beamline reader that subtracts the dark
 divides by the whitefield recovers the expected counts.
 
 Everything is a function of the numpy Generator passed in; no clock, no global RNG.
-Writing a beamtime to disk is the job of ``cdiflow.formats.aps34idc_writer``.
+Writing a beamtime to disk is the job of ``cdiflow.formats.aps34idc_writer``; its truth
+(``write_truth``) goes beside it, in ``BEAMTIME/truth/<scan name>.npz``, where the
+beamtime report finds it from the scan's source path (``truth_file``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 
@@ -158,6 +161,76 @@ def _scans(config, particle_seed, dark, white, rng) -> Iterator[SimulatedScan]:
         intensity = rocking_intensity(config, particle_seed, index)
         frames, peak = simulate_scan(config, intensity, dark, white, rng)
         yield SimulatedScan(frames, peak, config.frames // 2, particle_seed, index)
+
+
+TRUTH_DIR = "truth"
+
+
+def rocking_truth(config: SyntheticBeamtimeConfig, seed: int, index: int) -> np.ndarray:
+    """(F, N, N) complex64, centred: per frame, the 2D object that frame is the |FFT| of.
+
+    Frame f is the plane k_z = q = f - F // 2 (``rocking_intensity``): the projection
+    along z of the particle weighted by exp(-2 pi i q z / D), zero-padded to D pixels
+    (so a truth pixel is 1 / D of the detector pixel's reciprocal). Frame F // 2 is the
+    plain projection, the data set's ground truth.
+    """
+    import torch
+
+    d = config.diffraction_size
+    volume = sample_volumes(config.generator, seed, [index])[0]
+    n = volume.shape[-3]
+    z = torch.arange(n, dtype=torch.float64) - n // 2
+    q = torch.arange(config.frames, dtype=torch.float64) - config.frames // 2
+    ramps = torch.exp(-2j * np.pi * torch.outer(q, z) / d).to(volume.dtype)
+    return torch.einsum("qz,zyx->qyx", ramps, volume).numpy().astype(np.complex64)
+
+
+def write_truth(
+    root: str | Path, truth: dict[int, dict], config: SyntheticBeamtimeConfig
+) -> list[Path]:
+    """Write each scan's truth as ``root/truth/<name>.npz``; return the paths.
+
+    ``truth`` is what ``cdiflow.formats.aps34idc_writer.write_synthetic_beamtime``
+    returns for ``root`` (per scan number: ``name``, ``particle_seed``,
+    ``particle_index``, ``central_frame``). Each file holds ``amplitude`` and ``phase``
+    (radians), both (F, N, N) float32, one object per rocking frame (``rocking_truth``),
+    ``fourier_pixels`` (D: the truth's pixel is the real-space pixel of a D-pixel
+    detector crop) and ``central_frame``.
+    """
+    folder = Path(root) / TRUTH_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for info in truth.values():
+        obj = rocking_truth(config, int(info["particle_seed"]), int(info["particle_index"]))
+        path = folder / f"{info['name']}.npz"
+        np.savez(
+            path,
+            amplitude=np.abs(obj).astype(np.float32),
+            phase=np.angle(obj).astype(np.float32),
+            fourier_pixels=np.int64(config.diffraction_size),
+            central_frame=np.int64(info["central_frame"]),
+        )
+        paths.append(path)
+    return paths
+
+
+def truth_file(source: str) -> Path | None:
+    """The truth file of the scan read from ``source``, or None when there is none.
+
+    The rule: ``truth/<name>.npz`` in the source's folder or the folder above it, where
+    ``<name>`` is the source's file or folder name (for ``file.h5:/dataset``, the
+    file's). A 34-ID-C scan ``BEAMTIME/<detector>/<scan>`` finds
+    ``BEAMTIME/truth/<scan>.npz`` (``write_truth``); a scan file ``FOLDER/x.h5`` finds
+    ``FOLDER/truth/x.h5.npz``.
+    """
+    path = Path(str(source))
+    candidates = [path] if ":" not in str(source) else [path, Path(str(source).split(":")[0])]
+    for where in candidates:
+        for folder in (where.parent, where.parent.parent):
+            found = folder / TRUTH_DIR / f"{where.name}.npz"
+            if where.name and found.is_file():
+                return found
+    return None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -291,7 +291,56 @@ def _reconstruct_all(config, workspace: Path, beamtimes, version: str, say) -> d
     return results
 
 
+# Figures the training and evaluate steps leave in the workspace, by the file name MLflow
+# keeps them under (``<workspace>/mlartifacts/<run>/artifacts/<folder>/<name>``, the
+# embedded store's artifacts) or that ``cdiflow evaluate --out WORKSPACE/<folder>``
+# writes; the newest of each is shown, nothing is recomputed.
+INDEX_FIGURES = (
+    ("Training curves (loss and validation chi^2 per epoch)", "figures", "training_curves.png"),
+    ("Fig. 3: chi^2 histograms of the test set", "evaluation", "chi2_histograms.png"),
+    ("Fig. 4: test patterns, truth and CNN", "evaluation", "samples.png"),
+)
+
+
+def _index_figures(workspace: Path) -> list[tuple[str, str]]:
+    """(caption, path relative to ``workspace``) of each ``INDEX_FIGURES`` found."""
+    found = []
+    for caption, folder, name in INDEX_FIGURES:
+        paths = [
+            *workspace.glob(f"mlartifacts/*/artifacts/{folder}/{name}"),
+            *workspace.glob(f"mlartifacts/*/*/artifacts/{folder}/{name}"),
+            *workspace.glob(f"*/{name}"),
+        ]
+        paths = [p for p in paths if p.is_file()]
+        if paths:
+            newest = max(paths, key=lambda p: (p.stat().st_mtime, p.as_posix()))
+            found.append((caption, newest.relative_to(workspace).as_posix()))
+    return found
+
+
+def _figures_section(workspace: Path) -> str:
+    e = html.escape
+    figures = _index_figures(workspace)
+    if not figures:
+        return (
+            "<h2>Model</h2><p>No training or evaluation figures in this workspace (the "
+            "model was not trained here; <code>cdiflow evaluate</code> draws Fig. 3 and 4)."
+            "</p>"
+        )
+    parts = ["<h2>Model</h2>"]
+    for caption, rel in figures:
+        src = e(rel, quote=True)
+        parts.append(
+            f"<figure style='margin:0 0 1em 0'><a href='{src}'><img src='{src}' "
+            f"alt='{e(caption, quote=True)}' style='max-width:min(100%, 900px)'></a>"
+            f"<figcaption>{e(caption)}</figcaption></figure>"
+        )
+    return "".join(parts)
+
+
 def _write_index(workspace: Path, version: str, trained: bool, results: dict, seconds) -> Path:
+    """``WORKSPACE/report.html``: the model, its training and evaluation figures (those in
+    the workspace, ``INDEX_FIGURES``) and links to the beamtime reports."""
     e = html.escape
     items = []
     for name, info in results.items():
@@ -307,7 +356,8 @@ def _write_index(workspace: Path, version: str, trained: bool, results: dict, se
         f"<p>Model: cdiflow-cnn version {e(version)} "
         f"({'trained now' if trained else 'cached champion'}); MLflow store: "
         f"{e(str(workspace / 'mlflow.db'))}</p><p>Time: {e(timing)}</p>"
-        f"<h2>Beamtimes</h2><ul>{''.join(items)}</ul></body></html>\n"
+        f"<h2>Beamtimes</h2><ul>{''.join(items)}</ul>{_figures_section(workspace)}"
+        "</body></html>\n"
     )
     path = workspace / "report.html"
     atomic_write_bytes(path, page.encode())

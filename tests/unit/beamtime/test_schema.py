@@ -25,6 +25,8 @@ def test_empty_row_has_exactly_the_row_columns_with_their_types():
             assert type(value) is kind[column.kind], column.name
     assert row["chi2_curve"].shape == (12,) and np.isnan(row["chi2_curve"]).all()
     assert row["amplitude"].shape == (schema.RESULT_SIZE,) * 2
+    assert row["start_chi2_curves"].shape == (1, 12)  # one start unless told
+    assert np.isnan(row["start_chi2_curves"]).all()
     assert (row["number"], row["status"], row["input_fingerprint"]) == (7, "ok", "f")
 
 
@@ -52,3 +54,13 @@ def test_summary_columns_follow_the_schema_in_order_and_type():
 def test_every_stored_array_is_a_row_array(column):
     assert column.kind == "array" and column.in_row
     assert schema.HDF5_ARRAYS[column.hdf5] is column
+
+
+def test_start_curves_are_one_row_per_start_stored_as_chi2_starts():
+    row = schema.empty_row(ITEM, iterations=7, starts=4)
+    curves = row["start_chi2_curves"]
+    assert curves.shape == (4, 7) and curves.dtype == np.float32 and np.isnan(curves).all()
+    assert row["chi2_curve"].shape == (7,)
+    column = schema.HDF5_ARRAYS["chi2_starts"]
+    assert column.name == "start_chi2_curves" and column.shape in schema.SHAPES
+    assert "start_chi2_curves" not in schema.SUMMARY_COLUMNS
