@@ -68,6 +68,12 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--patterns, the paper's for random starts and the gentle 120-iteration one for "
         "CNN and NNS starts)",
     )
+    parser.add_argument(
+        "--gradient",
+        action="store_true",
+        help="with --patterns, also refine the CNN start by the gentle schedule then 100 "
+        "gradient (Adam) steps through the forward model: start 'cnn-gradient'",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--out", default="compare-init-results", help="output folder")
     parser.set_defaults(run=run)
@@ -290,6 +296,7 @@ def run_patterns(args) -> int:
         shrinkwrap=PAPER_SHRINKWRAP,
         batch_size=args.batch_size,
         indices=indices,
+        gradient=args.gradient,
         **_start_settings(args, predicted, nearest, schedule),
     )
     result = comparison_json(runs, indices)

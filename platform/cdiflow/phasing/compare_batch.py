@@ -30,7 +30,7 @@ from cdiflow.phasing.shrinkwrap import ShrinkWrap
 from cdiflow.phasing.starts import (
     DEFAULT_THRESHOLD,
     Start,
-    cnn_start,
+    from_prediction,
     nns_start,
     random_phase_cnn_support,
     random_phase_rectangle,
@@ -42,7 +42,9 @@ RANDOM_KINDS = ("random-rectangle", "random-cnn-support")
 BAND_PERCENTILES = (16.0, 50.0, 84.0)
 """Percentiles over the R runs kept per iteration: the Fig. 5(f) band and its median."""
 
-_KIND_IDS = {"random-rectangle": 1, "random-cnn-support": 2, "cnn": 3, "nns": 4}
+_KIND_IDS = {"random-rectangle": 1, "random-cnn-support": 2, "cnn": 3, "nns": 4, "cnn-gradient": 5}
+GUESS_KINDS = ("cnn", "cnn-gradient", "nns")
+"""The starts from a guess (one run per pattern): CNN, CNN + gradient steps, NNS."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -126,8 +128,9 @@ def _start_for(name, arrays, repeats, seed, rows, threshold, index) -> Start:
     """The start of kind ``name`` for the patterns ``index`` (``arrays``: CNN or NNS)."""
     if name in RANDOM_KINDS:
         return _random_start(name, index, repeats, seed, rows, arrays, threshold)
-    single = cnn_start if name == "cnn" else nns_start
-    return single(arrays[0][index], arrays[1][index], threshold)
+    if name == "nns":
+        return nns_start(arrays[0][index], arrays[1][index], threshold)
+    return from_prediction(arrays[0][index], arrays[1][index], threshold, name=name)
 
 
 def _refine_chunk(job: _Job, index: np.ndarray, start: Start, repeats: int) -> dict:
@@ -200,6 +203,7 @@ def compare_patterns(
     example: int = 0,
     indices=None,
     device=None,
+    gradient: bool = False,
 ) -> dict[str, StartRuns]:
     """Refine N patterns from the four starts of Fig. 5(f), batched.
 
@@ -223,10 +227,13 @@ def compare_patterns(
     indices : (N,) test-split index of each pattern, which seeds its random phases
         (default 0..N-1).
     device : where to run (default: CPU).
+    gradient : also run ``cnn-gradient``: the CNN start refined with ``settings`` of that
+        kind (by default the gentle schedule, then 100 Adam steps).
 
     Returns
     -------
-    {start name: StartRuns}, in the order (i), (ii), (iii), (iv) of those available.
+    {start name: StartRuns}, in the order (i), (ii), (iii), (iv) of those available, then
+    ``cnn-gradient``.
     """
     rows = np.arange(len(modulus)) if indices is None else np.asarray(indices, dtype=np.int64)
     _check(modulus, truth_amplitude, predicted, nearest, rows, repeats, batch_size, example)
@@ -239,7 +246,7 @@ def compare_patterns(
         device=device,
     )
     out = {}
-    for name, (arrays, r) in _kinds(predicted, nearest, repeats).items():
+    for name, (arrays, r) in _kinds(predicted, nearest, repeats, gradient).items():
         make = functools.partial(_start_for, name, arrays, r, seed, rows, threshold)
         out[name] = _run_kind(job, name, make, r)
     return out
@@ -251,7 +258,7 @@ def _uniform(schedule, shrinkwrap) -> Callable[[str], RefineSettings]:
     return lambda _kind: one
 
 
-def _kinds(predicted, nearest, repeats) -> dict[str, tuple]:
+def _kinds(predicted, nearest, repeats, gradient=False) -> dict[str, tuple]:
     """{start name: (its arrays, runs per pattern)} of the starts the inputs allow."""
     kinds = {"random-rectangle": (None, repeats)}
     if predicted is not None:
@@ -260,4 +267,6 @@ def _kinds(predicted, nearest, repeats) -> dict[str, tuple]:
         kinds["cnn"] = ((amp, phase), 1)
     if nearest is not None:
         kinds["nns"] = (tuple(np.asarray(a, dtype=np.float32) for a in nearest), 1)
+    if gradient and predicted is not None:
+        kinds["cnn-gradient"] = kinds["cnn"]
     return kinds

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cdiflow.phasing.compare_batch import BAND_PERCENTILES, RANDOM_KINDS, StartRuns
+from cdiflow.phasing.compare_batch import BAND_PERCENTILES, GUESS_KINDS, RANDOM_KINDS, StartRuns
 
 
 def row_median(values) -> np.ndarray:
@@ -104,18 +104,34 @@ def _start_record(runs: StartRuns, i: int) -> dict:
     return record
 
 
-def _versus_random(runs: dict[str, StartRuns]) -> dict[str, dict]:
-    """{random kind: ``summarise`` of the CNN start against it} (empty without a CNN)."""
-    if "cnn" not in runs:
+def _versus_random(runs: dict[str, StartRuns], guess: str = "cnn") -> dict[str, dict]:
+    """{random kind: ``summarise`` of the ``guess`` start against it} (empty without it)."""
+    if guess not in runs:
         return {}
-    cnn = runs["cnn"]
-    errors = {k: v[:, 0] for k, v in cnn.errors().items()}
+    start = runs[guess]
+    errors = {k: v[:, 0] for k, v in start.errors().items()}
     return {
         kind: summarise(
-            cnn.best_chi2[:, 0], cnn.chi2_curve, errors, runs[kind].best_chi2, runs[kind].errors()
+            start.best_chi2[:, 0],
+            start.chi2_curve,
+            errors,
+            runs[kind].best_chi2,
+            runs[kind].errors(),
         )
         for kind in RANDOM_KINDS
         if kind in runs
+    }
+
+
+def _guess_summary(versus: dict[str, dict]) -> dict:
+    """The fractions and iterations of one guess start against each random start."""
+    return {
+        kind: {
+            "fraction_below_random_median_chi2": s["fraction_below_median_chi2"],
+            "fraction_below_random_median_image_error": s["fraction_below_median_image_error"],
+            "iterations_to_random_median": s["iterations_to_median"],
+        }
+        for kind, s in versus.items()
     }
 
 
@@ -127,7 +143,8 @@ def comparison_json(runs: dict[str, StartRuns], indices) -> dict:
     starts; {median, mean, std, p16, p84, finite} over the R runs for a random start);
     ``cnn_iterations_to_random_median`` {random kind: 1-based iteration or None}. The
     summary holds, per random kind, the CNN fractions and ``iterations_to_random_median``
-    {median, nulls}; NaN is written as null.
+    {median, nulls}, and ``by_start`` the same for every guess start that ran
+    ({start: {random kind: {fractions, iterations}}}); NaN is written as null.
     """
     versus = _versus_random(runs)
     patterns = []
@@ -149,6 +166,10 @@ def comparison_json(runs: dict[str, StartRuns], indices) -> dict:
         },
         "iterations_to_random_median": {k: s["iterations_to_median"] for k, s in versus.items()},
         "failed_runs": {name: int(r.failed.sum()) for name, r in runs.items()},
+        # every guess start (CNN, CNN + gradient steps, NNS) scored the same way
+        "by_start": {
+            name: _guess_summary(_versus_random(runs, name)) for name in GUESS_KINDS if name in runs
+        },
     }
     return {"patterns": patterns, "summary": summary}
 

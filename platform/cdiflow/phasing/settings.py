@@ -42,10 +42,18 @@ PAPER_SETTINGS = RefineSettings()
 SEEDED_SETTINGS = RefineSettings("2*(40*HIO+20*ER)", 0.5, ShrinkWrap(start=20))
 """For a start that is a guess of the object (CNN, NNS): 120 gentle iterations."""
 
-GUESS_KINDS = ("cnn", "nns", "adapted-cnn")
+GRADIENT_SETTINGS = RefineSettings(
+    SEEDED_SETTINGS.schedule + "+100*ADAM", SEEDED_SETTINGS.beta, SEEDED_SETTINGS.shrinkwrap
+)
+"""A guess refined gently, then 100 gradient (Adam) steps through the forward model
+(``cdiflow.phasing.gradient``): the ``cnn-gradient`` start of ``compare-init``."""
+
+GUESS_KINDS = ("cnn", "nns", "adapted-cnn", "cnn-gradient")
 """Start kinds whose object is a guess of the answer rather than random phases."""
 
 
 def settings_for(start_kind: str) -> RefineSettings:
     """The default settings for a start of ``start_kind`` (a name from ``phasing.starts``)."""
+    if start_kind == "cnn-gradient":
+        return GRADIENT_SETTINGS
     return SEEDED_SETTINGS if start_kind in GUESS_KINDS else PAPER_SETTINGS

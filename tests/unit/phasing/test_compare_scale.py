@@ -217,3 +217,32 @@ def test_without_a_schedule_each_start_gets_its_default_settings(dataset, weight
     }
     with np.load(out / "compare_init_runs.npz") as npz:
         assert npz["cnn.chi2"].shape == (1, SEEDED_SETTINGS.iterations)
+
+
+def test_gradient_start_runs_beside_the_cnn_and_is_summarised(dataset, weights, tmp_path):
+    from cdiflow.phasing.settings import GRADIENT_SETTINGS
+
+    out = tmp_path / "cmp"
+    argv = ["compare-init", "--data", str(dataset / "test"), "--model", str(weights)]
+    argv += ["--patterns", "2", "--repeats", "1", "--gradient", "--out", str(out)]
+    assert main(argv) == 0
+    result = json.loads((out / "compare_init.json").read_text())
+    summary = result["summary"]
+    assert summary["starts"][-1] == "cnn-gradient"
+    assert summary["start_settings"]["cnn-gradient"] == GRADIENT_SETTINGS.to_dict()
+    assert set(summary["by_start"]) == {"cnn", "cnn-gradient"}
+    # the CNN's own entry in by_start is the headline summary
+    cnn = summary["by_start"]["cnn"]["random-rectangle"]
+    assert (
+        cnn["fraction_below_random_median_chi2"]
+        == (summary["fraction_cnn_below_random_median_chi2"]["random-rectangle"])
+    )
+    with np.load(out / "compare_init_runs.npz") as npz:
+        curve = npz["cnn-gradient.chi2"]
+        assert curve.shape == (2, GRADIENT_SETTINGS.iterations)
+        # the gradient steps start where the gentle schedule left off, and keep the best
+        gentle = npz["cnn.chi2"]
+        assert np.allclose(curve[:, : gentle.shape[1]], gentle, rtol=1e-4, equal_nan=True)
+        assert (npz["cnn-gradient.best_chi2"][:, 0] <= npz["cnn.best_chi2"][:, 0] + 1e-6).all()
+    for p in result["patterns"]:
+        assert set(p["starts"]) == {"random-rectangle", "random-cnn-support", "cnn", "cnn-gradient"}
