@@ -109,10 +109,11 @@ def write_synthetic_beamtime(
     frames), ``central_frame`` (the frame through k = 0), and the generator sample
     (``particle_seed``, ``particle_index``) whose projection is the ground truth.
     Scans are simulated and written one at a time; ``layout`` names them (default
-    ``Aps34idcLayout()``).
+    ``Aps34idcLayout()``). The ground-truth objects go to ``root/truth/<name>.npz``
+    (``cdiflow.physics.beamtime.write_truth``), where the beamtime report finds them.
     """
     # lazy: torch; the formats modules stay torch-free at import
-    from cdiflow.physics.beamtime import simulate_beamtime
+    from cdiflow.physics.beamtime import simulate_beamtime, write_truth
 
     layout = layout or Aps34idcLayout()
     root = Path(root)
@@ -135,4 +136,5 @@ def write_synthetic_beamtime(
                 "particle_seed": scan.particle_seed,
                 "particle_index": scan.particle_index,
             }
+    write_truth(root, truth, config)
     return truth

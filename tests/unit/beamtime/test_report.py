@@ -72,12 +72,15 @@ def check_page(page: Path) -> tuple[list[Path], list[Path]]:
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory, tiny_model, fast_config):
-    """A synthetic beamtime of two scans, the truth written for the first only, run
+    """A synthetic beamtime of two scans, its truth files kept for the first only, run
     through the per-scan pipeline and reported: (out, summary rows, truth numbers)."""
     base = tmp_path_factory.mktemp("report")
     root = base / "beamtime"
     truth = write_synthetic_beamtime(root, BEAMTIME, np.random.default_rng(3))
-    write_truth(root, {1: truth[1]}, BEAMTIME)
+    written = write_truth(root, {1: truth[1]}, BEAMTIME)  # what the writer wrote, again
+    assert [p.name for p in written] == [f"{truth[1]['name']}.npz"]
+    assert (root / "truth" / f"{truth[2]['name']}.npz").is_file()  # the writer's own
+    (root / "truth" / f"{truth[2]['name']}.npz").unlink()  # scan 2: a scan without truth
     out = base / "out"
     items = plan_scans([root])
     provenance = {"model_version": "m", "config_hash": "c"}
