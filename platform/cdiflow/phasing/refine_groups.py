@@ -47,10 +47,12 @@ def refine_grouped(
     upper_bound=None,
     device=None,
     physics: FarField = PAPER,
+    threads: int | None = None,
 ) -> GroupedResult:
     """Refine run i of ``modulus`` (B, P, P) from ``start`` with ``settings[i]``.
 
-    ``mask`` and ``upper_bound`` are (P, P) or one per run (B, P, P), as in ``refine``.
+    ``mask`` and ``upper_bound`` are (P, P) or one per run (B, P, P), and ``threads``
+    (CPU workers per call) is as in ``refine``.
     """
     modulus = torch.as_tensor(modulus)
     batch = len(modulus)
@@ -69,6 +71,7 @@ def refine_grouped(
             mask=_rows(mask, index),
             beta=s.beta,
             shrinkwrap=s.shrinkwrap,
+            threads=threads,
             upper_bound=_rows(upper_bound, index),
             device=device,
             physics=physics,

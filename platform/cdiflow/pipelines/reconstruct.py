@@ -98,9 +98,10 @@ class CNNPredictor:
 
 
 def refine_task(batch: dict, config: ReconstructConfig) -> dict:
-    """Ray Data task for CPU refinement: torch threads = the task's CPUs, then refine."""
-    use_assigned_cpus()
-    return refine_batch(batch, config, "cpu")
+    """Ray Data task for CPU refinement on the task's CPUs: one single-threaded engine
+    worker per CPU (``refine_batch(threads=...)``)."""
+    threads = use_assigned_cpus()
+    return refine_batch(batch, config, "cpu", threads=threads if threads > 1 else None)
 
 
 class Refiner:
