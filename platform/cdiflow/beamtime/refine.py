@@ -255,8 +255,9 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     best = int(np.nanargmin(chi2))
     b = first + best
     size = int(result.obj.shape[-1])
+    supports = result.answer_support[runs]  # each answer's own, not the final support
     amplitude, phase, support = object_images(
-        result.obj[b : b + 1], result.support[b : b + 1], side, result_size(size)
+        result.obj[b : b + 1], supports[best : best + 1], side, result_size(size)
     )
     set_cell(batch, "amplitude", i, amplitude[0])
     set_cell(batch, "phase", i, phase[0])
@@ -277,7 +278,7 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
             "obj": result.obj[runs],
             "chi2": chi2,
             "curve": result.chi2[runs].numpy()[:, :ran],  # the answer's own iterations
-            "support": result.support[runs].numpy(),
+            "support": supports.numpy(),
         },
         best,
         side * side,
