@@ -5,9 +5,11 @@ on), with the shipped model, in one process:
 
 - the four starts of Fig. 5(f) through ``compare_patterns``, each with its default
   settings (``cdiflow.phasing.settings``): the random starts ``--repeats`` times with
-  the paper's 600 iterations, the CNN start once with the gentle 120-iteration schedule;
+  the paper's 600 iterations, the CNN start once with the gentle 220-iteration schedule
+  (120 gentle iterations, then 100 ER in a frozen support);
 - variants of the CNN start's refinement, scored against the same random runs: the
-  paper's schedule, and the gentle schedule followed by gradient (ADAM) steps;
+  paper's schedule, the gentle 120 iterations alone (``gentle-120``), the default
+  (``gentle``), and the gentle 120 followed by 100 gradient (ADAM) steps;
 - time per pattern of random start + 600 iterations against CNN start + its schedule
   (batched, same batch size), and the ratio at equal chi^2: the random start's 600
   iterations against the iterations the CNN start needs to reach the random starts'
@@ -42,11 +44,13 @@ from cdiflow.phasing.compare_batch import compare_patterns  # noqa: E402
 from cdiflow.phasing.compare_summary import comparison_json, summarise  # noqa: E402
 from cdiflow.phasing.refine import refine  # noqa: E402
 from cdiflow.phasing.settings import (  # noqa: E402
+    GRADIENT_SETTINGS,
     PAPER_SETTINGS,
     SEEDED_SETTINGS,
     RefineSettings,
     settings_for,
 )
+from cdiflow.phasing.shrinkwrap import ShrinkWrap  # noqa: E402
 from cdiflow.phasing.starts import cnn_start, random_phase_rectangle  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
 from cdiflow.pipelines.tracking_store import git_sha  # noqa: E402
@@ -56,10 +60,9 @@ DEFAULT_WEIGHTS = ROOT / "platform" / "cdiflow" / "pretrained" / "cnn.pt"
 
 VARIANTS = {
     "paper": PAPER_SETTINGS,
+    "gentle-120": RefineSettings("2*(40*HIO+20*ER)", 0.5, ShrinkWrap(start=20)),
     "gentle": SEEDED_SETTINGS,
-    "gentle+adam": RefineSettings(
-        SEEDED_SETTINGS.schedule + "+100*ADAM", SEEDED_SETTINGS.beta, SEEDED_SETTINGS.shrinkwrap
-    ),
+    "gentle+adam": GRADIENT_SETTINGS,
 }
 """Refinements of the CNN start compared against the same random runs."""
 

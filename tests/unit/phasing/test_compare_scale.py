@@ -240,9 +240,10 @@ def test_gradient_start_runs_beside_the_cnn_and_is_summarised(dataset, weights, 
     with np.load(out / "compare_init_runs.npz") as npz:
         curve = npz["cnn-gradient.chi2"]
         assert curve.shape == (2, GRADIENT_SETTINGS.iterations)
-        # the gradient steps start where the gentle schedule left off, and keep the best
+        # both run the gentle 120 iterations, then 100 ER or 100 Adam steps from there
         gentle = npz["cnn.chi2"]
-        assert np.allclose(curve[:, : gentle.shape[1]], gentle, rtol=1e-4, equal_nan=True)
-        assert (npz["cnn-gradient.best_chi2"][:, 0] <= npz["cnn.best_chi2"][:, 0] + 1e-6).all()
+        assert np.allclose(curve[:, :120], gentle[:, :120], rtol=1e-4, equal_nan=True)
+        # the Adam steps never leave the answer worse than the iterate they started from
+        assert (npz["cnn-gradient.best_chi2"][:, 0] <= curve[:, 120] * (1 + 1e-5)).all()
     for p in result["patterns"]:
         assert set(p["starts"]) == {"random-rectangle", "random-cnn-support", "cnn", "cnn-gradient"}
