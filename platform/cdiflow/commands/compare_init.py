@@ -65,7 +65,7 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--schedule",
         default=None,
         help="one phasing schedule for every start (default: the paper's for --index; with "
-        "--patterns, the paper's for random starts and the gentle 120-iteration one for "
+        "--patterns, the paper's for random starts and the gentle 220-iteration one for "
         "CNN and NNS starts)",
     )
     parser.add_argument(

@@ -113,7 +113,8 @@ def _add_refinement_flags(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--guess-schedule",
         help="phasing schedule of the run from the CNN's guess (default: the gentle "
-        "'2*(40*HIO+20*ER)' at beta 0.5 measured for guessed starts; 'same' uses --schedule)",
+        "'2*(40*HIO+20*ER)+100*ER' at beta 0.5, the support frozen after iteration 120, "
+        "measured for guessed starts; 'same' uses --schedule)",
     )
     parser.add_argument(
         "--adapt",
@@ -164,7 +165,8 @@ def _add_detector_flags(parser: argparse.ArgumentParser) -> None:
 
 def _with_guess_schedule(config, schedule: str | None):
     """``--guess-schedule``: a schedule for the CNN's run (its beta and shrink-wrap stay
-    as configured, the guessed-start defaults unless the YAML says otherwise), or
+    as configured, the guessed-start defaults unless the YAML says otherwise, except the
+    default's support freeze at iteration 120, which belongs to its own schedule), or
     ``same`` for the random starts' settings."""
     from cdiflow.phasing.settings import SEEDED_SETTINGS
 
@@ -172,7 +174,10 @@ def _with_guess_schedule(config, schedule: str | None):
         return config
     if schedule == "same":
         return config.replace(guess=None)
-    return config.replace(guess=(config.guess or SEEDED_SETTINGS).replace(schedule=schedule))
+    guess = config.guess or SEEDED_SETTINGS
+    if guess.shrinkwrap is not None and guess == SEEDED_SETTINGS:
+        guess = guess.replace(shrinkwrap=guess.shrinkwrap.replace(stop=0))
+    return config.replace(guess=guess.replace(schedule=schedule))
 
 
 def load_config(args: argparse.Namespace):

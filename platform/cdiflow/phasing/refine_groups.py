@@ -1,7 +1,7 @@
 """Refine a batch whose runs need different settings: one ``refine`` call per setting.
 
 The beamtime job refines every scan from a CNN guess and from random starts at once. A
-guess wants the gentle 120-iteration schedule and random phases the paper's 600
+guess wants the gentle 220-iteration schedule and random phases the paper's 600
 (``cdiflow.phasing.settings``), so the runs are grouped by their settings, each group is
 one batched ``refine`` call, and the results are put back in the runs' order. Curves of
 the shorter schedules are padded with NaN to the longest; ``iterations`` says how many

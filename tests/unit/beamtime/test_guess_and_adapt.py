@@ -81,5 +81,6 @@ def test_adapt_and_guess_schedule_flags_reach_the_config():
     assert adapted.adapt.steps == 7 and adapted.adapt_scope == "batch"
     guess = config("--guess-schedule", "30*ER").guess
     assert guess.schedule == "30*ER" and guess.beta == SEEDED_SETTINGS.beta
+    assert guess.shrinkwrap.stop == 0  # the default's freeze belongs to its own schedule
     assert config("--guess-schedule", "same").guess is None
     assert config("--adapt", "7").config_hash != config().config_hash
