@@ -22,7 +22,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
-SECTIONS = ("shipped-model", "scan54", "benchmarks")
+SECTIONS = ("shipped-model", "scan54", "scan54-report", "benchmarks")
 sys.path.insert(0, str(HERE))
 
 import readme_benchmarks  # noqa: E402
@@ -170,6 +170,27 @@ def scan54_section() -> str:
     )
 
 
+def scan54_report_section() -> str:
+    """The beamtime job's own figure of scan 54 and its caption, from ``scan54_report.json``."""
+    report = _load("scan54_report.json")
+    row, config = report["row"], report["config"]
+    model = report["model"].get("ref", "?")
+    return (
+        "What `cdiflow reconstruct` writes for every scan (`previews/<scan>.png`, beside the "
+        "CXI and HDF5 results and the HTML report), here for scan 54 with the default "
+        f"settings and the model `{model}` (`benchmarks/scan54_report.py`): the pattern "
+        "phased (grey: unmeasured), amplitude and phase with the support outline, and the "
+        f"chi^2 curves of its {row['starts']} starts (the CNN's, refined with "
+        f"`{config['guess']['schedule']}`, and random phases in its support, refined with "
+        f"`{config['schedule']}`). CNN alone chi^2 {row['cnn_chi2']:.3f}; the "
+        f"answer {row['refined_chi2']:.2e} after {row['iterations']} iterations; verdict "
+        f"`{row['verdict']}` (starts agree to {row['consensus_error']:.3f}, support "
+        f"{row['support_fraction']:.0%} of the upper bound; load "
+        f"{report['load_before'][0]:.1f}).\n\n"
+        f"![scan 54 as the beamtime job reports it](docs/images/{report['image']})"
+    )
+
+
 def shipped_model_section() -> str:
     evaluation, training = _load("pretrained.json"), _load("pretrained_train.json")
     lines = accuracy_table(evaluation, training) + comparison_lines(evaluation) + preset_lines()
@@ -191,6 +212,7 @@ def benchmarks_section() -> str:
 BUILDERS = {
     "shipped-model": shipped_model_section,
     "scan54": scan54_section,
+    "scan54-report": scan54_report_section,
     "benchmarks": benchmarks_section,
 }
 
