@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import datetime
 import os
 import sys
 import time
@@ -45,8 +44,8 @@ from cdiflow.phasing.shrinkwrap import ShrinkWrap  # noqa: E402
 from cdiflow.phasing.starts import cnn_start, random_phase_rectangle  # noqa: E402
 from cdiflow.physics.farfield import object_from_targets  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
-from cdiflow.pipelines.tracking import git_sha  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
+from run_record import run_record  # noqa: E402
 
 
 @dataclasses.dataclass(frozen=True)
@@ -154,12 +153,7 @@ def main(argv=None) -> dict:
     chosen = pick(rows, ref)
     print(f"chosen for CNN starts: {chosen}")
     result = {
-        "script": "benchmarks/cnn_schedule.py",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(ROOT),
-        "machine": f"{os.cpu_count()} cores",
-        "threads": torch.get_num_threads(),
-        "load_before": load_before,
+        **run_record("cnn_schedule.py", load_before),
         "load_after": list(os.getloadavg()),
         "weights": Path(args.weights).name,
         "patterns": args.patterns,

@@ -24,14 +24,14 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import datetime
 import json
 import os
-import platform as stdlib_platform
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
+
+from run_record import run_record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -145,7 +145,6 @@ def main(argv=None) -> dict:
         return result
     sys.path.insert(0, str(ROOT / "platform"))
     from cdiflow.formats.atomic import atomic_write_json
-    from cdiflow.pipelines.tracking_store import git_sha
 
     grid = GRID[:2] if args.smoke else GRID
     load_before = list(os.getloadavg())
@@ -155,13 +154,9 @@ def main(argv=None) -> dict:
         with concurrent.futures.ThreadPoolExecutor(args.parallel) as pool:
             rows = list(pool.map(lambda c: run_one(args, c, Path(scratch)), grid))
     result = {
-        "script": "benchmarks/cnn_sweep.py",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(ROOT),
-        "machine": f"{os.cpu_count()} cores, {stdlib_platform.machine()}",
-        "threads": 1,
+        **run_record("cnn_sweep.py", load_before),
+        "threads": 1,  # per sweep worker
         "parallel": args.parallel,
-        "load_before": load_before,
         "load_after": list(os.getloadavg()),
         "args": {k: v for k, v in vars(args).items() if k not in ("out", "docs")},
         "rows": rows,

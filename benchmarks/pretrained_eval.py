@@ -20,10 +20,8 @@ Everything in one process, from inputs anyone can regenerate:
 from __future__ import annotations
 
 import argparse
-import datetime
 import hashlib
 import os
-import platform as stdlib_platform
 import sys
 import time
 from pathlib import Path
@@ -42,9 +40,9 @@ from cdiflow.phasing.nns import NNSReconstructor, ReferenceSet  # noqa: E402
 from cdiflow.physics.farfield import PAPER  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
 from cdiflow.pipelines.evaluate import ERROR_KINDS, gamma_fit, pattern_errors  # noqa: E402
-from cdiflow.pipelines.tracking import git_sha  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
 from cnn_inference import best_time, matmul_gflops  # noqa: E402
+from run_record import run_record  # noqa: E402
 
 TRAIN_START = 10**7
 DEFAULT_WEIGHTS = ROOT / "platform" / "cdiflow" / "pretrained" / "cnn.pt"
@@ -70,13 +68,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def provenance(args, weights: Path) -> dict:
     return {
-        "script": "benchmarks/pretrained_eval.py",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(ROOT),
-        "machine": f"{os.cpu_count()} cores, {stdlib_platform.machine()}",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_before": list(os.getloadavg()),
+        **run_record("pretrained_eval.py"),
         "weights": str(weights.relative_to(ROOT)) if weights.is_relative_to(ROOT) else weights.name,
         "weights_sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
         # paths are left out: the weights are named above relative to the repository

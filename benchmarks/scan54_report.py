@@ -19,9 +19,7 @@ support, refined the paper's way) and the given model, then:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform as stdlib_platform
 import shutil
 import sys
 import tempfile
@@ -37,7 +35,7 @@ from cdiflow.beamtime.config import ReconstructConfig  # noqa: E402
 from cdiflow.beamtime.steps import plan_scans, run_items_locally  # noqa: E402
 from cdiflow.commands.common import add_model, add_workspace  # noqa: E402
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
-from cdiflow.pipelines.tracking import git_sha  # noqa: E402
+from run_record import run_record  # noqa: E402
 from scan54 import DEFAULT_DATA, load_cnn  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
@@ -77,13 +75,7 @@ def main(argv=None) -> dict:
             Path(args.image).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(Path(out) / row["preview"], args.image)
     result = {
-        "script": "benchmarks/scan54_report.py",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(REPO),
-        "machine": f"{os.cpu_count()} cores, {stdlib_platform.machine()}",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_before": load_before,
+        **run_record("scan54_report.py", load_before),
         "load_after": list(os.getloadavg()),
         "model": model_info,
         "config": {k: v for k, v in config.to_dict().items() if k != "preprocess"},

@@ -22,9 +22,7 @@ on), with the shipped model, in one process:
 from __future__ import annotations
 
 import argparse
-import datetime
 import os
-import platform as stdlib_platform
 import sys
 import time
 from pathlib import Path
@@ -53,8 +51,8 @@ from cdiflow.phasing.settings import (  # noqa: E402
 from cdiflow.phasing.shrinkwrap import ShrinkWrap  # noqa: E402
 from cdiflow.phasing.starts import cnn_start, random_phase_rectangle  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
-from cdiflow.pipelines.tracking_store import git_sha  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
+from run_record import run_record  # noqa: E402
 
 DEFAULT_WEIGHTS = ROOT / "platform" / "cdiflow" / "pretrained" / "cnn.pt"
 
@@ -159,13 +157,7 @@ def main(argv=None) -> dict:
         VARIANTS if not args.smoke else {"gentle+adam": RefineSettings("6*ER+4*ADAM", 0.5, None)}
     )
     result = {
-        "script": "benchmarks/seeded_refinement.py",
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "git_sha": git_sha(ROOT),
-        "machine": f"{os.cpu_count()} cores, {stdlib_platform.machine()}",
-        "torch": torch.__version__,
-        "threads": torch.get_num_threads(),
-        "load_before": load_before,
+        **run_record("seeded_refinement.py", load_before),
         "weights": weights.name,
         "args": {k: v for k, v in vars(args).items() if k not in ("out", "weights")},
         "settings": {kind: settings(kind).to_dict() for kind in runs},

@@ -1,8 +1,9 @@
-"""Shared test setup: quiet Ray and MLflow, and a path to the real measured data."""
+"""Shared test setup: quiet Ray and MLflow, the benchmarks importable, the measured data."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,6 +12,9 @@ os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+# Benchmarks run as scripts, with their folder on sys.path (``run_record``); tests that
+# load a benchmark as a module get the same.
+sys.path.insert(0, str(REPO_ROOT / "benchmarks"))
 SCAN54 = REPO_ROOT.parent / "shared" / "data" / "aps-34idc-scan54"
 
 
