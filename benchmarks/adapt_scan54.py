@@ -88,7 +88,7 @@ def refine_all(row, config, amp0, target0, amp1, target1, args) -> dict:
     from cdiflow.phasing.shrinkwrap import square_support
     from cdiflow.phasing.starts import cnn_start, random_phase_rectangle
 
-    side = upper_bound_side(config, row["parameters"])
+    side = upper_bound_side(config, (row["object_extent_y"], row["object_extent_x"]))
     thr = config.support_threshold
     starts = {
         "adapted-cnn": cnn_start(amp1, target1, threshold=thr),
