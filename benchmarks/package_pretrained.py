@@ -36,9 +36,12 @@ from cdiflow.pipelines.tracking_store import git_sha  # noqa: E402
 MAX_BYTES = 8 * 2**20
 
 
-def validation_fingerprint(seed: int, start: int, count: int) -> str:
+PRESETS = {"paper": GeneratorConfig(), "realistic": GeneratorConfig.realistic()}
+
+
+def validation_fingerprint(seed: int, start: int, count: int, preset: str = "paper") -> str:
     """Names the validation patterns of a gpu_train run: generator config, seed, indices."""
-    config = json.dumps(GeneratorConfig().to_dict(), sort_keys=True).encode()
+    config = json.dumps(PRESETS[preset].to_dict(), sort_keys=True).encode()
     digest = hashlib.sha256(config).hexdigest()[:16]
     return f"generator:{digest}:seed={seed}:indices={start}-{start + count - 1}"
 
@@ -68,9 +71,8 @@ def scores_by_preset(model, seed: int, patterns: int) -> dict:
     from cdiflow.train.data import generate_tensors, ordered_batches
     from cdiflow.train.loop import evaluate
 
-    presets = {"paper": GeneratorConfig(), "realistic": GeneratorConfig.realistic()}
     out = {}
-    for name, config in presets.items():
+    for name, config in PRESETS.items():
         data = generate_tensors(config, seed, range(patterns))
         metrics = evaluate(model, ordered_batches(data, 250), "cpu", LossWeights())
         out[name] = {k: v for k, v in metrics.items() if k.startswith("chi2_")}
@@ -95,6 +97,11 @@ def main(argv=None) -> dict:
         "training is kept in the new card as the earlier leg",
     )
     p.add_argument("--test-patterns", type=int, default=1000, help="per preset, for the card")
+    p.add_argument(
+        "--scores",
+        default="benchmarks/results/pretrained.json",
+        help="where pretrained_eval.py writes this model's scores (named in the card)",
+    )
     args = p.parse_args(argv)
     result = json.loads(Path(args.result).read_text())
     model, config = model_from(args, result)
@@ -102,7 +109,10 @@ def main(argv=None) -> dict:
     last = result["final_val"] if "final_val" in result else result["history"][-1]
     metadata = {
         "val_chi2": float(last["val_chi2_modulus"]),
-        "eval_fingerprint": validation_fingerprint(run["seed"], 1000, run["val_patterns"]),
+        "eval_fingerprint": validation_fingerprint(
+            run["seed"], 1000, run["val_patterns"], run.get("preset", "paper")
+        ),
+        "preset": run.get("preset", "paper"),
         "trained_by": "benchmarks/gpu_train.py",
         "device": result.get("device", "unknown"),
     }
@@ -129,7 +139,7 @@ def main(argv=None) -> dict:
             "git_sha": args.trained_at or result.get("git_sha") or git_sha(ROOT),
         },
         "test_by_preset": scores_by_preset(model, run["seed"], args.test_patterns),
-        "scores": "benchmarks/results/pretrained.json (benchmarks/pretrained_eval.py)",
+        "scores": f"{args.scores} (benchmarks/pretrained_eval.py)",
     }
     if args.previous_card:
         earlier = json.loads(Path(args.previous_card).read_text())

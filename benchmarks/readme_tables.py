@@ -105,24 +105,53 @@ def comparison_lines(evaluation: dict) -> list[str]:
     ]
 
 
-def preset_lines() -> list[str]:
-    """Both presets' held-out scores as the model card records them (mean chi^2)."""
-    card = ROOT / "platform" / "cdiflow" / "pretrained" / "cnn.json"
-    scores = json.loads(card.read_text()).get("test_by_preset") if card.is_file() else None
-    if not scores:
-        return []
-    parts = [
+def _preset_scores(scores: dict) -> str:
+    return "; ".join(
         f"{name} {s['chi2_modulus']:.3f} / {s['chi2_amplitude_twin_aware']:.3f} / "
         f"{s['chi2_phase_twin_aware']:.3f}"
         for name, s in scores.items()
-    ]
+    )
+
+
+def preset_lines() -> list[str]:
+    """Both presets' held-out scores as the model cards record them (mean chi^2)."""
+    shipped = ROOT / "platform" / "cdiflow" / "pretrained"
+    card = shipped / "cnn.json"
+    scores = json.loads(card.read_text()).get("test_by_preset") if card.is_file() else None
+    if not scores:
+        return []
     count = next(iter(scores.values()))["patterns"]
-    return [
+    lines = [
         f"- Both presets, {count:,} held-out patterns each, mean chi^2 modulus / amplitude / "
-        f"phase (twin-aware), from the model card: {'; '.join(parts)}. The shipped model was "
-        "trained on the paper's preset only, so the realistic one (counts, background, "
-        "beamstop, gaps) is far outside what it saw."
+        f"phase (twin-aware), from the model card: {_preset_scores(scores)}. The shipped "
+        "model was trained on the paper's preset only, so the realistic one (counts, "
+        "background, beamstop, gaps) is far outside what it saw."
     ]
+    realistic = shipped / "cnn_realistic.json"
+    if realistic.is_file():
+        lines.append(realistic_line(json.loads(realistic.read_text())))
+    return lines
+
+
+def realistic_line(card: dict) -> str:
+    """The realistic-preset model: how it was trained and what its card scores."""
+    training = card["training"]
+    line = (
+        f"- `{card['weights']}` (`--model pretrained-realistic`, for measured scans): the "
+        "shipped model given a mask input channel (its weights at zero) and trained on "
+        f"{training['steps']:,} steps of the realistic preset "
+        f"({training['train_seconds'] / 60:.0f} min on {training['device']}). Same held-out "
+        f"patterns: {_preset_scores(card['test_by_preset'])}."
+    )
+    report = _load_if_there("scan54_report_realistic.json")
+    if report:
+        row = report["row"]
+        line += (
+            f" On scan 54 through the beamtime job: CNN alone chi^2 {row['cnn_chi2']:.3f}, "
+            f"the answer {row['refined_chi2']:.2e}, verdict `{row['verdict']}` "
+            "(`scan54_report_realistic.json`)."
+        )
+    return line
 
 
 def schedule_lines(schedule: dict) -> list[str]:
