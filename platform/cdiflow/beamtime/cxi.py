@@ -13,7 +13,7 @@ index ``n // 2``, see ``cdiflow.physics.fft``)::
         data                             complex64 (S, S): the object, amplitude * exp(i phase)
         data_type                        "complex"
         data_space                       "real"
-        support                          uint8 (S, S): the final support, 1 inside
+        support                          uint8 (S, S): the answer's support, 1 inside
         mask                             uint32 (P, P): the detector mask, CXI bits (below)
         process_1                        NXprocess
           program, version, git_sha, date    "cdiflow", its version, the commit, ISO 8601 UTC
@@ -86,7 +86,7 @@ def write_cxi_result(
     ----------
     path : the final ``scans/<key>.cxi`` path (from ``cdiflow.beamtime.results.result_path``).
     obj : (S, S) complex object box, centred (written as complex64).
-    support : (S, S) bool, the final support.
+    support : (S, S) bool, the answer's support (the final one, or the start's).
     measured : (P, P) bool, True where the detector pixel was measured.
     chi2 : (iterations,) chi^2 curve.
     process : the provenance strings (``CXIProcess``).

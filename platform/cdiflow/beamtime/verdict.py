@@ -11,7 +11,8 @@ is the answer. The runs together give three measurements, and from them a verdic
   is used rather than amplitude error + phase rms: it weights each pixel's phase by its
   amplitude, so the faint edge pixels, whose phase is noise, do not dominate, and it is
   symmetric in (a, b) and bounded.
-- **support fraction**: pixels of the best run's final support over pixels of the
+- **support fraction**: pixels of the best run's answer's support (the final support:
+  ``phasing.runner`` chooses the answer within it, or the start's) over pixels of the
   square upper-bound support. Shrink-wrap on data without a compact object (noise)
   keeps the whole upper bound.
 - **chi^2 converged**: the relative drop of the best run's running-best chi^2 over its
