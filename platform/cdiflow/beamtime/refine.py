@@ -176,7 +176,8 @@ def refine_batch(
     Sets, from each scan's run of least chi^2: ``amplitude`` and ``phase`` (radians,
     global phase removed) of the central box (``result_size`` of the refinement size),
     ``support``, ``chi2_curve`` (per iteration; every start's in ``start_chi2_curves``),
-    ``refined_chi2`` (chi^2 of the best support-consistent iterate), ``upper_bound``;
+    ``refined_chi2`` (chi^2 of the answer: the best iterate in the final support, or the
+    start), ``upper_bound``;
     from all its runs the verdict columns ``starts`` (runs finished),
     ``consensus_error``, ``support_fraction``, ``chi2_converged`` and ``verdict``; and
     ``t_refine`` (seconds per scan). A scan fails only when every one of its runs

@@ -54,7 +54,7 @@ class StartRuns:
     Attributes
     ----------
     name : start kind ("random-rectangle", "random-cnn-support", "cnn", "nns").
-    best_chi2 : (N, R) float32 final (best support-consistent) chi^2 of each run.
+    best_chi2 : (N, R) float32 chi^2 of each run's answer (best in its final support).
     amplitude_error, phase_rms : (N, R) float32 image errors after alignment.
     failed : (N,) int64 runs per pattern that ``refine`` flagged (bad input, collapsed
         support); a bad input's values are NaN, a collapsed run keeps its values.
