@@ -20,7 +20,8 @@ STARTS = ("cnn", "random-cnn-support", "random-rectangle", "autocorrelation")
 ADAPT_SCOPES = ("scan", "batch")
 # Fields of ReconstructConfig that do not change a scan's answer: not in config_hash
 # (the source size limit only refuses scans, and a failed scan is always redone).
-NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib", "refine_pixels")
+NOT_IN_CONFIG_HASH = ("cnn_batch", "refine_batch", "max_source_mib", "refine_pixels", "figures")
+FIGURES = ("all", "suspect", "none")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,9 @@ class ReconstructConfig(Config):
         34-ID-C frames) is larger gets a failed row before it is read; a worker holds
         it whole plus a float32 copy (``--max-source-mib``).
     verdict : thresholds of the ``ok`` / ``suspect: ...`` verdict (``VerdictConfig``).
+    figures : which scans get their figure (``previews/<key>.png``): ``all``, only
+        ``suspect`` ones, or ``none``. A figure costs about 0.5 s of CPU a scan, several
+        times the refinement of a 64 x 64 scan, so a large beamtime may want fewer.
     """
 
     schedule: str = "5*(100*HIO+20*ER)"
@@ -87,6 +91,7 @@ class ReconstructConfig(Config):
     preprocess: PreprocessConfig = PreprocessConfig()
     shrinkwrap: ShrinkWrap = ShrinkWrap()
     verdict: VerdictConfig = VerdictConfig()
+    figures: str = "all"
 
     def validate(self) -> None:
         parse(self.schedule)  # ScheduleSyntaxError (an InputError) points at the position
@@ -97,6 +102,7 @@ class ReconstructConfig(Config):
         require(0 < self.autocorrelation_threshold < 1, "autocorrelation_threshold in (0, 1)")
         require(self.cnn_batch >= 1 and self.refine_batch >= 1, "batch sizes must be >= 1")
         require(self.adapt_scope in ADAPT_SCOPES, f"adapt_scope must be one of {ADAPT_SCOPES}")
+        require(self.figures in FIGURES, f"figures must be one of {FIGURES}, got {self.figures!r}")
         require(self.refine_pixels >= 1, "refine_pixels must be >= 1")
         require(self.max_source_mib > 0, f"max_source_mib must be > 0, got {self.max_source_mib}")
         require(

@@ -163,7 +163,8 @@ def run_pipeline(
     info = json.dumps(model_info, sort_keys=True, default=str)
     ds = _predict_stage(ds, config, model_ref, tracking_uri, info, device, cnn_actors)
     ds = _refine_stage(ds, config, device)
-    ds = ds.map(finish_scan, fn_kwargs={"out": str(out), "provenance": provenance}, num_cpus=0.25)
+    kwargs = {"out": str(out), "provenance": provenance, "figures": config.figures}
+    ds = ds.map(finish_scan, fn_kwargs=kwargs, num_cpus=0.25)
     rows = []
     for row in ds.iter_rows():
         row = {k: (v.item() if hasattr(v, "item") else v) for k, v in row.items()}

@@ -243,3 +243,24 @@ def test_an_unreadable_truth_file_draws_no_truth_panels(run, tmp_path):
     with pytest.warns(UserWarning, match="truth file unreadable"):
         _, panels = draw_scan(dict(row, source=str(scan)), arrays["phase_unwrapped"])
     assert panels == ["pattern", "amplitude", "phase", "chi2"]
+
+
+@pytest.mark.parametrize("figures", ["none", "suspect"])
+def test_figures_can_be_limited_and_the_report_still_checks(
+    tmp_path, tiny_model, fast_config, figures
+):
+    root = tmp_path / "beamtime"
+    write_synthetic_beamtime(root, BEAMTIME, np.random.default_rng(3))
+    config = fast_config.replace(figures=figures)
+    out = tmp_path / "out"
+    rows = run_items_locally(plan_scans([root]), tiny_model, config, out, {})
+    write_report(out, rows, {"beamtime": "synthetic"})
+    drawn = {r["key"] for r in rows if r["preview"]}
+    suspect = {r["key"] for r in rows if r["verdict"].startswith("suspect")}
+    expected = suspect if figures == "suspect" else set()
+    assert drawn == expected
+    assert sorted(p.stem for p in (out / "previews").glob("*.png")) == sorted(drawn)
+    assert all((out / r["result"]).is_file() for r in rows if r["status"] == "ok")
+    images, _links = check_page(out / "report.html")
+    assert len(images) == len(drawn)
+    assert fast_config.replace(figures=figures).config_hash == fast_config.config_hash
