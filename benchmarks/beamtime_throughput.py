@@ -41,6 +41,9 @@ def parse_args(argv=None):
     p.add_argument("--schedule", default="5*(100*HIO+20*ER)", help="default: the paper's")
     p.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray")
     p.add_argument(
+        "--figures", default="all", choices=("all", "suspect", "none"), help="scan figures"
+    )
+    p.add_argument(
         "--json", type=Path, default=REPO / "benchmarks" / "results" / "beamtime_throughput.json"
     )
     p.add_argument("--smoke", action="store_true", help="6 scans of 8 frames, short schedule")
@@ -114,7 +117,7 @@ def main(argv=None) -> int:
                 tmp / "out",
                 model=model,
                 workspace=tmp / "ws",
-                config=ReconstructConfig(schedule=schedule),
+                config=ReconstructConfig(schedule=schedule, figures=args.figures),
                 progress=lambda line: None,
             )
         finally:
@@ -130,6 +133,7 @@ def main(argv=None) -> int:
         "frames": frames,
         "ok": len(outcome.ok),
         "schedule": schedule,
+        "figures": args.figures,
         "job_seconds": outcome.seconds,
         "scans_per_s": scans / outcome.seconds,
         "job_bytes_per_s": raw_bytes / outcome.seconds,

@@ -31,6 +31,7 @@ SCRIPT = {
     "gpu_train_h200.json": "gpu_train.py",
     "cpu_train_12min.json": "gpu_train.py",
     "scan54_box32.json": "scan54.py",
+    "beamtime_throughput_nofigures.json": "beamtime_throughput.py",
 }
 
 
@@ -282,7 +283,8 @@ def scan54_refined(s, box):
 def beamtime(b):
     stages = b["stage_fraction"].items()
     return (
-        f"{b['scans']}-scan synthetic beamtime, {b['frames']} frames each, `{b['schedule']}`",
+        f"{b['scans']}-scan synthetic beamtime, {b['frames']} frames each, `{b['schedule']}`, "
+        f"scan figures: {b.get('figures', 'all')}",
         f"{b['scans_per_s']:.1f} scans/s end to end; {b['job_vs_raw']:.0%} of the raw "
         "(page-cache) read rate; stage time "
         + ", ".join(f"{k.removeprefix('t_')} {v:.0%}" for k, v in stages),
@@ -322,4 +324,5 @@ ROWS = [
     (["scan54.json"], "real scan: CNN alone", "-", scan54_cnn),
     (["scan54.json", "scan54_box32.json"], "real scan: refined", f"<= {SCAN_CHI2}", scan54_refined),
     (["beamtime_throughput.json"], "synthetic beamtime", f">= {IO_BOUND:.0%}", beamtime),
+    (["beamtime_throughput_nofigures.json"], "synthetic beamtime, no figures", "-", beamtime),
 ]  # fmt: skip
