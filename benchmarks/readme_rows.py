@@ -285,9 +285,9 @@ def beamtime(b):
     return (
         f"{b['scans']}-scan synthetic beamtime, {b['frames']} frames each, `{b['schedule']}`, "
         f"scan figures: {b.get('figures', 'all')}",
-        f"{b['scans_per_s']:.1f} scans/s end to end; {b['job_vs_raw']:.0%} of the raw "
+        f"{b['scans_per_s']:.2f} scans/s end to end; {b['job_vs_raw']:.1%} of the raw "
         "(page-cache) read rate; stage time "
-        + ", ".join(f"{k.removeprefix('t_')} {v:.0%}" for k, v in stages),
+        + ", ".join(f"{k.removeprefix('t_')} {v:.1%}" for k, v in stages),
         f"I/O-bound (>= {IO_BOUND:.0%}): {_met(b['job_vs_raw'] >= IO_BOUND)} on {b['cpus']} cores",
     )
 
