@@ -190,7 +190,7 @@ def _chi2_panel(ax, row) -> None:
     ax.set_xlabel("iteration")
     ax.set_ylabel("chi²")
     ax.set_title(f"chi² of {len(curves)} start(s)", fontsize=9)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="upper right")  # "best" scans every line point: slow
 
 
 def answer_run(curves: np.ndarray, best: np.ndarray) -> int:
