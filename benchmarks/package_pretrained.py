@@ -100,7 +100,8 @@ def main(argv=None) -> dict:
     p.add_argument(
         "--scores",
         default="benchmarks/results/pretrained.json",
-        help="where pretrained_eval.py writes this model's scores (named in the card)",
+        help="where pretrained_eval.py writes this model's scores (named in the card; '' : "
+        "none, the card's test_by_preset is its score)",
     )
     args = p.parse_args(argv)
     result = json.loads(Path(args.result).read_text())
@@ -139,7 +140,9 @@ def main(argv=None) -> dict:
             "git_sha": args.trained_at or result.get("git_sha") or git_sha(ROOT),
         },
         "test_by_preset": scores_by_preset(model, run["seed"], args.test_patterns),
-        "scores": f"{args.scores} (benchmarks/pretrained_eval.py)",
+        "scores": (
+            f"{args.scores} (benchmarks/pretrained_eval.py)" if args.scores else "test_by_preset"
+        ),
     }
     if args.previous_card:
         earlier = json.loads(Path(args.previous_card).read_text())

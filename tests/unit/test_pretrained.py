@@ -17,13 +17,29 @@ from cdiflow.physics.generator import GeneratorConfig, generate_samples
 pytestmark = pytest.mark.skipif(not pretrained.available(), reason="no shipped weights")
 
 
-def test_shipped_weights_are_small_safe_and_carry_their_score():
-    assert pretrained.WEIGHTS.stat().st_size < 8 * 2**20
-    metadata = read_weights(pretrained.WEIGHTS)["metadata"]  # weights_only: no code
+@pytest.mark.parametrize("name", sorted(pretrained.SHIPPED))
+def test_shipped_weights_are_small_safe_and_carry_their_score(name):
+    weights = pretrained.SHIPPED[name]
+    assert weights.stat().st_size < 8 * 2**20
+    metadata = read_weights(weights)["metadata"]  # weights_only: no code
     assert math.isfinite(metadata["val_chi2"]) and 0 < metadata["val_chi2"] < 0.2
     assert metadata["eval_fingerprint"].startswith("generator:")
-    card = json.loads(pretrained.CARD.read_text())
-    assert card["metadata"] == metadata and card["weights"] == pretrained.WEIGHTS.name
+    card = json.loads(weights.with_suffix(".json").read_text())
+    assert card["metadata"] == metadata and card["weights"] == weights.name
+    assert set(card["test_by_preset"]) == {"paper", "realistic"}
+
+
+def test_the_realistic_model_reads_the_mask_and_scores_better_on_realistic_data():
+    from cdiflow.pipelines.evaluate import pattern_errors
+
+    model, config, _ = load_weights(pretrained.REALISTIC_WEIGHTS)
+    assert config.mask_channel
+    shipped, _, _ = load_weights(pretrained.WEIGHTS)
+    s = generate_samples(GeneratorConfig.realistic(), 12345, range(32))  # never seen
+    data = {"modulus": s.modulus, "amplitude": s.amplitude, "phase": s.phase, "mask": s.mask}
+    realistic = pattern_errors(model, data)["modulus"].mean()
+    paper = pattern_errors(shipped, data)["modulus"].mean()
+    assert float(realistic) < 0.5 * float(paper)
 
 
 def test_shipped_model_beats_a_blank_guess_on_unseen_patterns():
@@ -42,6 +58,7 @@ def test_model_flag_pretrained_names_the_shipped_file():
     from cdiflow.pipelines.tracking import model_reference
 
     assert model_reference("pretrained") == str(pretrained.WEIGHTS)
+    assert model_reference("pretrained-realistic") == str(pretrained.REALISTIC_WEIGHTS)
 
 
 def test_a_new_workspace_registers_the_shipped_model_as_champion(tmp_path, monkeypatch):

@@ -32,8 +32,9 @@ ADDRESS_HELP = (
 ADDRESS_DEFAULT = "RAY_ADDRESS, else a small local Ray started for this run"
 MODEL_HELP = (
     "the CNN: a registry alias (champion), a version number (3), models:/NAME@ALIAS, "
-    "models:/NAME/VERSION, or a weights file (.pt); registry models are looked up in "
-    "MLFLOW_TRACKING_URI or the --workspace store"
+    "models:/NAME/VERSION, a weights file (.pt), or a shipped model: pretrained (the "
+    "paper's data) or pretrained-realistic (noisy, masked data: for measured scans); "
+    "registry models are looked up in MLFLOW_TRACKING_URI or the --workspace store"
 )
 VERBOSE_HELP = (
     "print Ray's own log lines here, as Ray does (default: only Ray's warnings and errors; "

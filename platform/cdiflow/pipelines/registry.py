@@ -115,6 +115,7 @@ def model_reference(ref: str | Path | None) -> str:
     ``champion`` (an alias name)            ``models:/cdiflow-cnn@champion``
     ``models:/NAME@ALIAS``, ``.../NAME/3``  unchanged (checked by ``parse_model_ref``)
     ``pretrained``                          the shipped weights file (``cdiflow.pretrained``)
+    ``pretrained-realistic``                the shipped realistic-preset model
     a weights file path (or a ``Path``)     the absolute path, ``~`` expanded
     ======================================  =========================================
 
@@ -132,8 +133,8 @@ def model_reference(ref: str | Path | None) -> str:
     if isinstance(ref, Path):
         return str(ref.expanduser().resolve())
     text = str(ref)
-    if text == pretrained.NAME:
-        return str(pretrained.WEIGHTS)
+    if text in pretrained.SHIPPED:
+        return str(pretrained.SHIPPED[text])
     if text.startswith("models:/"):
         parse_model_ref(text)
         return text

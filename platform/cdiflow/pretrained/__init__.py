@@ -7,6 +7,12 @@ model up (``cdiflow.pipelines.tracking.ensure_pretrained``), so the quickstart a
 to take the alias. ``cnn.json`` says how the weights were trained and what they score
 (``benchmarks/pretrained_eval.py`` writes the scores to ``benchmarks/results``).
 
+A second model, ``cnn_realistic.pt`` (``--model pretrained-realistic``), was trained on
+the realistic preset (Poisson counts, background, beamstop and gap masks, edge
+smoothing; ``cdiflow.physics.variation``) and takes the mask as a second input channel:
+the one to try on measured scans. Its card ``cnn_realistic.json`` scores it on both
+presets.
+
 Nothing is read at import.
 """
 
@@ -19,6 +25,12 @@ NAME = "pretrained"
 
 WEIGHTS = Path(__file__).resolve().parent / "cnn.pt"
 CARD = WEIGHTS.with_suffix(".json")
+
+REALISTIC_NAME = "pretrained-realistic"
+REALISTIC_WEIGHTS = WEIGHTS.with_name("cnn_realistic.pt")
+
+SHIPPED = {NAME: WEIGHTS, REALISTIC_NAME: REALISTIC_WEIGHTS}
+"""``--model`` name -> shipped weights file."""
 
 
 def available() -> bool:
