@@ -57,6 +57,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def _shareable(row: dict, data: Path) -> dict:
+    """The summary row without this machine's paths: the source relative to the data
+    folder's parent, and no result-file names (they were in a temporary folder)."""
+    out = {k: v for k, v in row.items() if k not in ("result", "preview")}
+    source = Path(str(row["source"]))
+    base = Path(data).resolve().parent
+    out["source"] = str(source.relative_to(base)) if source.is_relative_to(base) else source.name
+    return out
+
+
 def main(argv=None) -> dict:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -80,7 +90,7 @@ def main(argv=None) -> dict:
         "model": model_info,
         "config": {k: v for k, v in config.to_dict().items() if k != "preprocess"},
         "image": Path(args.image).name if args.image else None,
-        "row": {k: v for k, v in row.items() if k not in ("result", "preview")},
+        "row": _shareable(row, args.data),
         "smoke": args.smoke,
     }
     atomic_write_json(args.json, result, indent=1, default=str)

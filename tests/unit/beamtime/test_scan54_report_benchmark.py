@@ -22,6 +22,7 @@ def test_scan54_report_writes_the_row_and_the_figure(scan54, weights_file, tmp_p
     assert stored["row"]["scan"] == "Staff20-1a_S0054" and stored["row"]["status"] == "ok"
     assert stored["row"]["refined_chi2"] == result["row"]["refined_chi2"] > 0
     assert stored["git_sha"] and stored["threads"] == 1 and stored["image"] == "fig.png"
+    assert not Path(stored["row"]["source"]).is_absolute()  # no machine paths in the JSON
     with Image.open(image) as png:
         png.load()
         assert png.width > 400 and png.height > 300
