@@ -256,7 +256,7 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     best = int(np.nanargmin(chi2))
     b = first + best
     size = int(result.obj.shape[-1])
-    supports = result.answer_support[runs]  # each answer's own, not the final support
+    supports = result.answer_support(runs)  # each answer's own, not the final support
     amplitude, phase, support = object_images(
         result.obj[b : b + 1], supports[best : best + 1], side, result_size(size)
     )

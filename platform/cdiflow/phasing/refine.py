@@ -43,7 +43,7 @@ class RefineResult:
     ----------
     obj : (B, P, P) complex64, centred: best support-consistent iterate (the answer).
     final_obj : (B, P, P) complex64, centred: last iterate projected onto the support.
-    support : (B, P, P) bool, centred: final support (``answer_support``: that of ``obj``).
+    support : (B, P, P) bool, centred: final support (``answer_support()``: that of ``obj``).
     chi2 : (B, n_iter) float32: chi^2 (eq. 5) per iteration.
     best_chi2, final_chi2 : (B,) float32.
     errors : one entry per pattern: None, or the typed error that stopped it.
@@ -59,12 +59,11 @@ class RefineResult:
     errors: tuple[CdiflowError | None, ...]
     snapshots: dict = dataclasses.field(default_factory=dict)
 
-    @property
-    def answer_support(self) -> torch.Tensor:
-        """(B, P, P) bool: the support ``obj`` was kept in (the support in force at its
-        iteration, which shrink-wrap may have changed since): ``obj`` is projected onto
-        it, so it is where ``obj`` is non-zero."""
-        return self.obj.abs() > 0
+    def answer_support(self, rows=slice(None)) -> torch.Tensor:
+        """(n, P, P) bool for the patterns ``rows``: the support ``obj`` was kept in (the
+        support in force at its iteration, which shrink-wrap may have changed since):
+        ``obj`` is projected onto it, so it is where ``obj`` is non-zero."""
+        return self.obj[rows].abs() > 0
 
     @property
     def ok(self) -> np.ndarray:
