@@ -2,28 +2,19 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
+
+import beamtime_throughput
+import scan54 as scan54_benchmark
 
 pytestmark = pytest.mark.integration
 
 
-BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
-
-
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, BENCHMARKS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_throughput_smoke(tmp_path):
     out = tmp_path / "throughput.json"
-    assert _load("beamtime_throughput").main(["--smoke", "--json", str(out)]) == 0
+    assert beamtime_throughput.main(["--smoke", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert result["ok"] == result["scans"] == 6
     assert result["scans_per_s"] > 0 and 0 < result["job_vs_raw"] < 10
@@ -39,7 +30,7 @@ def test_scan54_smoke(tmp_path, scan54):
     out = tmp_path / "scan54.json"
     images = tmp_path / "images"
     args = ["--smoke", "--data", str(scan54), "--model", str(weights), "--json", str(out)]
-    assert _load("scan54").main([*args, "--images", str(images)]) == 0
+    assert scan54_benchmark.main([*args, "--images", str(images)]) == 0
     result = json.loads(out.read_text())
     assert set(result["refined"]) == {"random-rectangle", "random-cnn-support", "cnn", "cnn-jitter"}
     assert all(0 < r["mean"] < 0.05 for r in result["refined"].values())

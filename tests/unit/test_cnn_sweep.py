@@ -2,24 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "cnn_sweep.py"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("cnn_sweep", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+import cnn_sweep
 
 
 def test_smoke_sweep_ranks_by_accuracy_per_flop_and_fills_the_docs_table(tmp_path):
-    module = _module()
     out = tmp_path / "sweep.json"
-    result = module.main(["--smoke", "--out", str(out), "--parallel", "2"])
+    result = cnn_sweep.main(["--smoke", "--out", str(out), "--parallel", "2"])
     assert json.loads(out.read_text()) == result
     assert [r["name"] for r in result["rows"]] == ["w8-d3", "w16-d3"]
     for row in result["rows"]:
@@ -30,8 +20,8 @@ def test_smoke_sweep_ranks_by_accuracy_per_flop_and_fills_the_docs_table(tmp_pat
     best = min(result["rows"], key=lambda r: r["twin_aware_amplitude_x_gflop"])
     assert result["best_by_accuracy_per_flop"] == best["name"]
     doc = tmp_path / "training.md"
-    doc.write_text(f"intro\n{module.BEGIN}\nold\n{module.END}\nafter\n")
-    module.write_docs(result, doc)
+    doc.write_text(f"intro\n{cnn_sweep.BEGIN}\nold\n{cnn_sweep.END}\nafter\n")
+    cnn_sweep.write_docs(result, doc)
     text = doc.read_text()
     assert "old" not in text and text.startswith("intro") and text.endswith("after\n")
     for row in result["rows"]:

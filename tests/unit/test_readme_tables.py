@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 import zlib
@@ -10,39 +9,32 @@ from pathlib import Path
 
 import pytest
 
+import readme_tables
+
 ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "benchmarks" / "readme_tables.py"
 RESULTS = ROOT / "benchmarks" / "results"
-
-
-def _module():
-    spec = importlib.util.spec_from_file_location("readme_tables", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.skipif(not (RESULTS / "pretrained.json").is_file(), reason="no results yet")
 def test_readme_sections_match_the_json():
-    assert _module().main(["--check"]) == 0, "run: python benchmarks/readme_tables.py"
+    assert readme_tables.main(["--check"]) == 0, "run: python benchmarks/readme_tables.py"
 
 
 @pytest.mark.skipif(not (RESULTS / "pretrained.json").is_file(), reason="no results yet")
-def test_a_changed_measurement_makes_the_readme_stale(tmp_path):
-    module = _module()
+def test_a_changed_measurement_makes_the_readme_stale(tmp_path, monkeypatch):
     readme = tmp_path / "README.md"
     readme.write_text((ROOT / "README.md").read_text())
-    assert module.main(["--readme", str(readme), "--check"]) == 0
+    assert readme_tables.main(["--readme", str(readme), "--check"]) == 0
     evaluation = json.loads((RESULTS / "pretrained.json").read_text())
     fits = evaluation["test"]["gamma_fits"]["modulus"]
     fits["mean"] *= 2  # what a different run would have measured
-    module.RESULTS = tmp_path
+    monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)
     for path in RESULTS.glob("*.json"):  # every other result as it is
         (tmp_path / path.name).write_text(path.read_text())
     (tmp_path / "pretrained.json").write_text(json.dumps(evaluation))
-    assert module.main(["--readme", str(readme), "--check"]) == 1
-    assert module.main(["--readme", str(readme)]) == 0  # rebuilt, it matches again
-    assert module.main(["--readme", str(readme), "--check"]) == 0
+    assert readme_tables.main(["--readme", str(readme), "--check"]) == 1
+    assert readme_tables.main(["--readme", str(readme)]) == 0  # rebuilt, it matches again
+    assert readme_tables.main(["--readme", str(readme), "--check"]) == 0
     assert f"{fits['mean']:.3f}" in readme.read_text()
 
 
@@ -128,15 +120,14 @@ def _results() -> dict[str, dict]:
 
 
 def test_the_benchmarks_section_matches_the_json():
-    module = _module()
     text = (ROOT / "README.md").read_text()
-    assert module.current(text, "benchmarks") == module.built("benchmarks"), (
+    assert readme_tables.current(text, "benchmarks") == readme_tables.built("benchmarks"), (
         "run: python benchmarks/readme_tables.py"
     )
 
 
 def test_every_number_in_the_benchmarks_section_comes_from_a_json():
-    bench = _module().readme_benchmarks
+    bench = readme_tables.readme_benchmarks
     results = _results()
     changed = {name: _perturbed(d, name) for name, d in results.items()}
     real = _items(bench.section(results.get))
@@ -158,35 +149,34 @@ def test_every_number_in_the_benchmarks_section_comes_from_a_json():
             assert not stuck, f"typed, not from a JSON: {sorted(stuck)} in {was!r}"
 
 
-def test_a_changed_or_missing_benchmark_json_changes_the_section(tmp_path):
-    module = _module()
+def test_a_changed_or_missing_benchmark_json_changes_the_section(tmp_path, monkeypatch):
     for path in RESULTS.glob("*.json"):
         (tmp_path / path.name).write_text(path.read_text())
-    before = module.built("benchmarks")
+    before = readme_tables.built("benchmarks")
     run = json.loads((tmp_path / "phasing_1thread.json").read_text())
     run["cohere"]["patterns_per_s"] = 4.56  # what a different run would have measured
     (tmp_path / "phasing_1thread.json").write_text(json.dumps(run))
     (tmp_path / "phasing_2threads_loaded.json").unlink()
-    module.RESULTS = tmp_path
-    after = module.built("benchmarks")
+    monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)
+    after = readme_tables.built("benchmarks")
     assert after != before
     assert "cohere-core 4.56" in after
     row = next(line for line in after.splitlines() if "phasing_2threads_loaded.json" in line)
     assert "| not measured |" in row and "beside other CPU-bound work" in row
 
 
-def test_a_section_whose_json_is_missing_says_not_measured_yet(tmp_path):
-    module = _module()
-    module.RESULTS = tmp_path  # nothing measured
+def test_a_section_whose_json_is_missing_says_not_measured_yet(tmp_path, monkeypatch):
+    monkeypatch.setattr(readme_tables, "RESULTS", tmp_path)  # nothing measured
     readme = tmp_path / "README.md"
+    sections = readme_tables.SECTIONS
     readme.write_text(
-        "".join(f"<!-- {name}:begin -->\nold\n<!-- {name}:end -->\n" for name in module.SECTIONS)
+        "".join(f"<!-- {name}:begin -->\nold\n<!-- {name}:end -->\n" for name in sections)
     )
-    assert module.main(["--readme", str(readme)]) == 0
+    assert readme_tables.main(["--readme", str(readme)]) == 0
     text = readme.read_text()
-    assert module.current(text, "shipped-model").startswith("(not measured yet")
-    assert module.current(text, "scan54").startswith("(not measured yet")
-    table = [line for line in module.current(text, "benchmarks").splitlines() if "`" in line]
+    assert readme_tables.current(text, "shipped-model").startswith("(not measured yet")
+    assert readme_tables.current(text, "scan54").startswith("(not measured yet")
+    table = [line for line in readme_tables.current(text, "benchmarks").splitlines() if "`" in line]
     rows = [line for line in table if line.startswith("| ") and ".json`" in line]
     assert rows and all("| not measured |" in line for line in rows)
-    assert module.main(["--readme", str(readme), "--check"]) == 0
+    assert readme_tables.main(["--readme", str(readme), "--check"]) == 0

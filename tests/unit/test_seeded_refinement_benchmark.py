@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
-BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "seeded_refinement.py"
+import seeded_refinement
 
 
 def test_smoke_run_writes_consistent_results(tmp_path):
-    spec = importlib.util.spec_from_file_location("seeded_refinement", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "s.json"
-    module.main(["--smoke", "--out", str(out)])
+    seeded_refinement.main(["--smoke", "--out", str(out)])
     result = json.loads(out.read_text())
     summary = result["summary"]
     assert summary["patterns"] == 6 and summary["repeats"] == 2

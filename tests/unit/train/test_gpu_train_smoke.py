@@ -2,23 +2,18 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import torch
 
-BENCHMARK = Path(__file__).resolve().parents[3] / "benchmarks" / "gpu_train.py"
+import gpu_train
 
 
 def test_smoke_run_writes_results(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_train", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     out = tmp_path / "r.json"
     weights = tmp_path / "w.pt"
-    module.main(["--smoke", "--out", str(out), "--save-weights", str(weights)])
+    gpu_train.main(["--smoke", "--out", str(out), "--save-weights", str(weights)])
     result = json.loads(out.read_text())
     assert result["args"]["smoke"] is True
     assert len(result["history"]) >= 1
@@ -29,42 +24,33 @@ def test_smoke_run_writes_results(tmp_path):
 
 
 def test_a_stopped_run_resumes_from_its_checkpoint(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_train_resume", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     checkpoint = tmp_path / "run.pt"
-    first = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
-    saved = module.read_run_state(checkpoint)
+    first = gpu_train.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
+    saved = gpu_train.read_run_state(checkpoint)
     assert saved["steps"] == first["history"][-1]["steps"] > 0
     longer = str(saved["elapsed"] + 3)
-    second = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", longer])
+    second = gpu_train.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", longer])
     # a longer budget: the resumed run continues the same history where the first stopped
     assert second["history"][: len(first["history"])] == first["history"]
     assert second["history"][-1]["steps"] > first["history"][-1]["steps"]
     assert second["history"][-1]["seconds"] > first["history"][-1]["seconds"]
-    spent = module.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
+    spent = gpu_train.main(["--smoke", "--checkpoint", str(checkpoint), "--budget-s", "1"])
     assert spent["history"] == second["history"]  # no budget left: nothing more to train
 
 
 def test_init_weights_starts_from_the_saved_model(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_train_init", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     weights = tmp_path / "w.pt"
-    module.main(["--smoke", "--save-weights", str(weights), "--budget-s", "1"])
-    args = module.parse_args(["--width", "12", "--init-weights", str(weights)])
-    model, config = module.initial_model(args)
+    gpu_train.main(["--smoke", "--save-weights", str(weights), "--budget-s", "1"])
+    args = gpu_train.parse_args(["--width", "12", "--init-weights", str(weights)])
+    model, config = gpu_train.initial_model(args)
     # the architecture comes from the file (the smoke run's width 4), not from --width
     assert config.base_width == 4 and args.width == 4
-    saved = module.load_weights(weights)[0].state_dict()
+    saved = gpu_train.load_weights(weights)[0].state_dict()
     for key, value in model.state_dict().items():
         assert torch.equal(value, saved[key]), key
 
 
 def test_max_steps_stops_the_run_at_that_many_steps(tmp_path):
-    spec = importlib.util.spec_from_file_location("gpu_train_steps", BENCHMARK)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    result = module.main(["--smoke", "--max-steps", "3", "--budget-s", "60"])
+    result = gpu_train.main(["--smoke", "--max-steps", "3", "--budget-s", "60"])
     assert result["history"][-1]["steps"] == 3
     assert result["train_seconds"] < 60
