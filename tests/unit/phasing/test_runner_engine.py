@@ -15,6 +15,7 @@ from cdiflow.phasing.runner import (
     engine_threads,
     run_phasing,
     sampled_iterations,
+    useful_threads,
 )
 from cdiflow.phasing.schedule import parse
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, square_support
@@ -131,6 +132,19 @@ def test_threads_are_set_for_the_call_and_restored():
     mod, start, upper = _problem(64, 1, 6)
     run_phasing(mod, start, upper, "3*ER", threads=1)
     assert torch.get_num_threads() == before
+
+
+def test_one_small_pattern_gets_one_thread_a_large_one_more():
+    """Below torch's grain (32768 pixels) only the FFT could use a second thread."""
+    assert useful_threads(64, 2) == 1
+    assert useful_threads(128, 4) == 1
+    assert useful_threads(256, 2) == 2
+    assert useful_threads(512, 16) == 8
+    assert useful_threads(512, 1) == 1
+    mod, start, upper = _problem(64, 1, 6)
+    alone = run_phasing(mod, start, upper, "5*HIO+3*ER")
+    asked = run_phasing(mod, start, upper, "5*HIO+3*ER", threads=2)
+    assert torch.equal(asked.obj, alone.obj)
 
 
 def test_batch_for_fits_the_cache_and_gives_each_thread_work():
