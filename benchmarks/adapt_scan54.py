@@ -14,7 +14,10 @@ with the physics term alone, and the adapted CNN predicts again (``adapted_cnn_c
 same path). Then the same engine (``cdiflow.phasing.refine``, the job's shrink-wrap and
 upper bound) refines from the adapted CNN start, from the original CNN start and from
 ``--seeds`` random-rectangle starts, under each ``--schedule`` (the same settings for
-every start); each result is then polished by gradient steps
+every start, beta 0.9), and under two settings sets (``settings_sets``): the guess
+settings (``SEEDED_SETTINGS``) for every start, and each start as the beamtime job
+refines its kind (the guess settings for the CNN's runs, the paper's for random runs);
+each result is then polished by gradient steps
 (``cdiflow.phasing.gradient``) inside the support it satisfies, and gradient refinement
 alone runs from the adapted start inside its CNN support. Goal (issue 12): adapted CNN
 chi^2 <= 0.05; refined from the adapted start no worse than the best random seed.
@@ -35,6 +38,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+
+from cdiflow.phasing.settings import SEEDED_SETTINGS, RefineSettings
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "aps-34idc-scan54"
@@ -96,17 +101,34 @@ def refine_all(row, config, amp0, target0, amp1, target1, args) -> dict:
     }
     for s in range(args.seeds):
         starts[f"random-rectangle-{s}"] = random_phase_rectangle(1, s)
-    out = {"upper_bound": side, "schedules": {}}
+    out = {"upper_bound": side, "schedules": {}, "settings": {}}
     bound = square_support(64, side)
     for schedule in args.schedule:
-        out["schedules"][schedule] = one_schedule(row, config, starts, schedule, bound, args)
+        same = RefineSettings(schedule, 0.9, config.shrinkwrap)
+        out["schedules"][schedule] = one_setting(row, starts, lambda _n, s=same: s, bound, args)
+    for label, settings_of in settings_sets(config).items():
+        out["settings"][label] = one_setting(row, starts, settings_of, bound, args)
     out["gradient-from-adapted"] = gradient_from(row, starts["adapted-cnn"], args)
     return out
 
 
-def one_schedule(row, config, starts, schedule, bound, args) -> dict:
-    """Each start: the engine's best chi^2, then that object polished by gradient steps
-    inside the support it satisfies (its nonzero pixels)."""
+def settings_sets(config) -> dict:
+    """Start name -> settings, for the two ways a guess is refined beside random starts:
+    every start with the guess settings (``SEEDED_SETTINGS``: same settings for all),
+    and every start as the beamtime job refines its kind (``run_settings``: the guess
+    settings for the CNN's run, the paper's for random runs)."""
+    return {
+        "seeded, every start": lambda _name: SEEDED_SETTINGS,
+        "the job's, by start kind": lambda name: config.run_settings(
+            1 if name.startswith("random") else 0
+        ),
+    }
+
+
+def one_setting(row, starts, settings_of, bound, args) -> dict:
+    """Each start refined with ``settings_of(name)``: the engine's best chi^2, then that
+    object polished by gradient steps inside the support it satisfies (its nonzero
+    pixels)."""
     from cdiflow.phasing.gradient import GradientConfig, gradient_refine
     from cdiflow.phasing.refine import refine
 
@@ -114,18 +136,21 @@ def one_schedule(row, config, starts, schedule, bound, args) -> dict:
     polish = GradientConfig(steps=args.gradient_steps, patience=50)
     out = {}
     for name, start in starts.items():
+        settings = settings_of(name)
         t = time.perf_counter()
         res = refine(
             modulus[None],
             start,
-            schedule,
+            settings.schedule,
             mask=mask,
-            shrinkwrap=config.shrinkwrap,
+            beta=settings.beta,
+            shrinkwrap=settings.shrinkwrap,
             upper_bound=bound,
         )
         seconds = time.perf_counter() - t
         g = gradient_refine(modulus[None], res.obj, res.obj != 0, polish, mask=mask[None])
         out[name] = {
+            "settings": settings.to_dict(),
             "chi2": float(res.best_chi2[0]),
             "seconds": seconds,
             "polished_chi2": float(g.best_chi2[0]),
@@ -171,7 +196,7 @@ def measure(model, args, name: str, preprocess: dict) -> dict:
         f"({info.steps} steps, best {info.best_step}, {info.seconds:.1f} s)"
     )
     refined = refine_all(row, config, amp0, target0, amp1, target1, args)
-    for schedule, r in refined["schedules"].items():
+    for schedule, r in {**refined["schedules"], **refined["settings"]}.items():
         print(
             f"{'':13s} {schedule}: adapted start {r['adapted-cnn']['chi2']:.3e} "
             f"(polished {r['adapted-cnn']['polished_chi2']:.3e}), CNN start "
