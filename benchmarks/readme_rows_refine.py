@@ -53,9 +53,37 @@ def adapted(a):
         f"real scan {a['scan']}: CNN adapted to the pattern (`--adapt`, "
         f"{job['adapt']['steps']} steps, physics term only)",
         f"chi^2 {job['cnn_chi2']:.3f} -> **{job['adapted_cnn_chi2']:.4f}** (the job's window); "
-        f"{old['cnn_chi2']:.2f} -> {old['adapted_cnn_chi2']:.4f} (crop 128, bin 2)",
-        f"<= {ADAPTED_CHI2}: {_met(job['adapted_cnn_chi2'] <= ADAPTED_CHI2)}",
+        f"{old['cnn_chi2']:.2f} -> {old['adapted_cnn_chi2']:.4f} (crop 128, bin 2)"
+        + _refined_from_adapted(job),
+        f"<= {ADAPTED_CHI2}: {_met(job['adapted_cnn_chi2'] <= ADAPTED_CHI2)}"
+        + _refined_target(job),
     )
+
+
+def _same_settings(job) -> tuple[str, dict] | None:
+    """The settings set that gives every start the guess settings, if the run has it."""
+    sets = job["refined"].get("settings", {})
+    return next(((k, v) for k, v in sets.items() if k.startswith("seeded")), None)
+
+
+def _refined_from_adapted(job) -> str:
+    same = _same_settings(job)
+    if same is None:
+        return ""
+    label, r = same
+    return (
+        f"; refined ({label}, `{r['adapted-cnn']['settings']['schedule']}`): adapted start "
+        f"{r['adapted-cnn']['chi2']:.3e}, CNN start {r['cnn']['chi2']:.3e}, best of "
+        f"{sum(k.startswith('random-') for k in r)} random {r['random_best_chi2']:.3e}"
+    )
+
+
+def _refined_target(job) -> str:
+    same = _same_settings(job)
+    if same is None:
+        return ""
+    ok = same[1]["adapted_no_worse_than_best_random_chi2"]
+    return f"; refined from the adapted start <= best random, same settings: {_met(ok)}"
 
 
 def native(n):
