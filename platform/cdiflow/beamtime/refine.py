@@ -175,7 +175,8 @@ def refine_batch(
 
     Sets, from each scan's run of least chi^2: ``amplitude`` and ``phase`` (radians,
     global phase removed) of the central box (``result_size`` of the refinement size),
-    ``support``, ``chi2_curve`` (per iteration; every start's in ``start_chi2_curves``),
+    ``support``, ``chi2_curve`` (per iteration; every start's in ``start_chi2_curves``,
+    the answer's the row ``answer_start``),
     ``refined_chi2`` (chi^2 of the answer: the best iterate in the final support, or the
     start), ``upper_bound``;
     from all its runs the verdict columns ``starts`` (runs finished),
@@ -268,6 +269,7 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
     curves = result.chi2[runs].numpy().astype(np.float32)
     curves[~np.isfinite(chi2)] = np.nan  # a failed start has no curve
     batch["start_chi2_curves"][i] = curves  # every start's, the answer's is row ``best``
+    batch["answer_start"][i] = best
     batch["refined_chi2"][i] = float(result.best_chi2[b])
     batch["iterations"][i] = int(iterations[b])
     ran = int(iterations[b])

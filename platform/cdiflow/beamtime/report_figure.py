@@ -8,7 +8,8 @@
 - ``amplitude`` and ``phase``: the answer's amplitude and unwrapped phase (radians, NaN
   outside the support: blank), colour bars, the support outline (red) on both;
 - ``chi2``: every start's chi^2 per iteration (``start_chi2_curves``, log y), the
-  answer's run (the start whose curve is the row's ``chi2_curve``) highlighted;
+  answer's run (the row's ``answer_start``: the start whose curve is its ``chi2_curve``)
+  highlighted;
 - ``truth amplitude`` and ``truth phase``, only for a scan with a truth file
   (``cdiflow.physics.beamtime.truth_file``: ``truth/<scan name>.npz`` beside a
   synthetic beamtime): the truth of the phased frame, resampled to the result's pixels,
@@ -180,7 +181,7 @@ def _chi2_panel(ax, row) -> None:
     curves = np.asarray(row.get("start_chi2_curves", best[None]), np.float64).reshape(
         -1, best.shape[-1]
     )
-    answer = answer_run(curves, best)
+    answer = int(row["answer_start"])
     others = [k for k, c in enumerate(curves) if k != answer and np.isfinite(c).any()]
     for k in others:
         ax.semilogy(
@@ -191,14 +192,6 @@ def _chi2_panel(ax, row) -> None:
     ax.set_ylabel("chi²")
     ax.set_title(f"chi² of {len(curves)} start(s)", fontsize=9)
     ax.legend(fontsize=7, loc="upper right")  # "best" scans every line point: slow
-
-
-def answer_run(curves: np.ndarray, best: np.ndarray) -> int:
-    """Index of the start whose curve is ``best`` (the row's ``chi2_curve``); 0 if none."""
-    for k, curve in enumerate(curves):
-        if np.array_equal(curve, best, equal_nan=True):
-            return k
-    return 0
 
 
 def _object_axes(size: int, parameters: dict[str, Any]):

@@ -98,6 +98,9 @@ COLUMNS = (
     _array("chi2_curve", "curve", "float32", "chi2"),
     # every start's chi^2 per iteration, the answer's among them (NaN: a failed start)
     _array("start_chi2_curves", "curves", "float32", "chi2_starts"),
+    # which start the answer is: its row of start_chi2_curves (0: the configured start,
+    # the CNN guess by default; 1..: random phase in its support)
+    Column("answer_start", "int"),
     Column("refined_chi2", "float"),
     Column("iterations", "int"),
     # how far to trust an ok scan (``cdiflow.beamtime.verdict``)

@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from cdiflow.beamtime.report import write_report
-from cdiflow.beamtime.report_figure import answer_run, draw_scan, load_truth, real_pixel_nm
+from cdiflow.beamtime.report_figure import draw_scan, load_truth, real_pixel_nm
 from cdiflow.beamtime.results import read_scan_result
 from cdiflow.beamtime.steps import plan_scans, run_items_locally
 from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
@@ -100,6 +100,7 @@ def _full_row(out: Path, summary: dict) -> tuple[dict, dict]:
         "parameters": json.dumps(attrs["preprocessing"]),
         "chi2_curve": arrays["chi2"],
         "start_chi2_curves": arrays["chi2_starts"],
+        "answer_start": attrs["summary"]["answer_start"],
         **{k: arrays[k] for k in ("amplitude", "phase", "support", "modulus", "mask")},
         "refine_modulus": arrays["refine_modulus"],
         "refine_mask": arrays["refine_mask"],
@@ -148,15 +149,58 @@ def test_each_scan_figure_is_a_png_with_its_panels_and_truth_only_where_known(ru
 def test_start_curves_hold_every_start_and_the_answer(run, fast_config):
     out, rows, _ = run
     for summary in rows:
-        _, arrays = _full_row(out, summary)
+        row, arrays = _full_row(out, summary)
         curves, best = arrays["chi2_starts"], arrays["chi2"]
         assert curves.shape == (fast_config.starts, fast_config.iterations)
         assert np.isfinite(curves[:, 0]).all()  # every start ran
-        answer = answer_run(curves, best)
+        answer = summary["answer_start"]  # the summary's and the .h5's summary agree
+        assert answer == row["answer_start"] and 0 <= answer < fast_config.starts
         np.testing.assert_array_equal(curves[answer], best)
         finals = curves[:, -1]
         assert np.nanmin(finals) <= best[-1]  # the answer is one of these starts
         assert len({float(f) for f in finals}) == fast_config.starts  # distinct runs
+        fig, panels = draw_scan(row, arrays["phase_unwrapped"])
+        axes = [ax for ax in fig.axes if ax.get_label() != "<colorbar>"]
+        legend = [text.get_text() for text in axes[panels.index("chi2")].get_legend().texts]
+        assert f"answer (start {answer})" in legend
+
+
+def test_the_answer_start_names_the_start_whose_curve_is_the_answer(fast_config):
+    """``_keep_best`` records which start it took: here the third of four (the second
+    failed), whose curve, not the first start's, is the row's ``chi2_curve``."""
+    from cdiflow.beamtime.refine import _keep_best
+    from cdiflow.beamtime.rows import rows_to_batch
+    from cdiflow.beamtime.schema import empty_row
+    from cdiflow.errors import PhasingError
+    from cdiflow.phasing.refine import RefineResult
+    from cdiflow.phasing.refine_groups import GroupedResult
+
+    config = fast_config.replace(starts=4)
+    n, size = config.iterations, 64
+    item = {"scan": "s", "key": "s", "number": 1, "source": "s.h5"}
+    batch = rows_to_batch([empty_row(item, n, config.starts)])
+    rng = np.random.default_rng(0)
+    box = torch.zeros(size, size, dtype=torch.bool)
+    box[16:48, 16:48] = True
+    obj = torch.from_numpy(rng.standard_normal((4, size, size)) + 1j).to(torch.complex64) * box
+    ends = torch.tensor([0.3, 0.1, 0.05, 0.2])  # start 1 lowest, but it failed
+    chi2 = ends[:, None] * torch.linspace(4.0, 1.0, n)[None]
+    result = RefineResult(
+        obj=obj,
+        final_obj=obj,
+        support=box.expand(4, size, size),
+        chi2=chi2,
+        best_chi2=ends,
+        final_chi2=ends,
+        errors=(None, PhasingError("support collapsed"), None, None),
+    )
+    grouped = GroupedResult(result=result, iterations=torch.full((4,), n, dtype=torch.int64))
+    _keep_best(batch, 0, grouped, 0, 32, config)
+    assert batch["status"][0] == "ok" and batch["answer_start"][0] == 2
+    curves = batch["start_chi2_curves"][0]
+    np.testing.assert_array_equal(curves[batch["answer_start"][0]], batch["chi2_curve"][0])
+    assert not np.array_equal(curves[0], batch["chi2_curve"][0])
+    assert np.isnan(curves[1]).all()  # the failed start has no curve
 
 
 def test_a_perfect_answer_scores_zero_after_twin_shift_and_phase(run):
