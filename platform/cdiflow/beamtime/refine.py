@@ -194,17 +194,25 @@ def refine_batch(
         rows = np.array([i for i in ok if sizes[int(i)] == size])
         per_call = max(1, config.refine_pixels // (config.starts * size * size))
         for start in range(0, len(rows), per_call):
-            _refine_rows(batch, rows[start : start + per_call], size, config, (device, threads))
+            chunk = rows[start : start + per_call]
+            _refine_rows(batch, chunk, size, config, device=device, threads=threads)
     return batch
 
 
-def _refine_rows(batch: dict, rows, size: int, config: ReconstructConfig, where: tuple) -> None:
+def _refine_rows(
+    batch: dict,
+    rows,
+    size: int,
+    config: ReconstructConfig,
+    *,
+    device: str = "cpu",
+    threads: int | None = None,
+) -> None:
     """Refine ``rows`` (all of refinement size ``size``) in one ``refine`` call, on
-    ``where`` = (device, CPU threads)."""
+    ``device`` with ``threads`` CPU workers (``refine_batch``)."""
     import torch
 
     t0 = time.perf_counter()
-    device, threads = where
     s = config.starts
     extents = zip(batch["object_extent_y"][rows], batch["object_extent_x"][rows], strict=True)
     sides = [upper_bound_side(config, extent, size) for extent in extents]
