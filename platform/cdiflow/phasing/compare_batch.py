@@ -58,6 +58,8 @@ class StartRuns:
     amplitude_error, phase_rms : (N, R) float32 image errors after alignment.
     failed : (N,) int64 runs per pattern that ``refine`` flagged (bad input, collapsed
         support); a bad input's values are NaN, a collapsed run keeps its values.
+    support_pixels : (N, R) int64 pixels in each answer's support. chi^2 falls as a
+        support loosens, so starts are compared on chi^2 fairly only at like supports.
     chi2_band : (N, 3, n_iter) float32 16th, 50th and 84th percentile over the R runs of
         chi^2 per iteration (for R = 1 all three are the run's curve).
     example_chi2 : (R, n_iter) float32 every run's curve of the example pattern.
@@ -68,6 +70,7 @@ class StartRuns:
     amplitude_error: np.ndarray
     phase_rms: np.ndarray
     failed: np.ndarray
+    support_pixels: np.ndarray
     chi2_band: np.ndarray
     example_chi2: np.ndarray
 
@@ -150,6 +153,7 @@ def _refine_chunk(job: _Job, index: np.ndarray, start: Start, repeats: int) -> d
         "amplitude_error": errors["amplitude"].masked_fill(bad, np.nan).numpy().reshape(shape),
         "phase_rms": errors["phase_rms"].masked_fill(bad, np.nan).numpy().reshape(shape),
         "failed": (~res.ok).reshape(shape).sum(1),
+        "support_pixels": res.answer_support().sum((-2, -1)).numpy().reshape(shape),
         "chi2_band": curves if repeats == 1 else band.astype(np.float32),
         "example_chi2": curves[hit[0]] if hit.size else None,
     }

@@ -166,6 +166,10 @@ def comparison_json(runs: dict[str, StartRuns], indices) -> dict:
         },
         "iterations_to_random_median": {k: s["iterations_to_median"] for k, s in versus.items()},
         "failed_runs": {name: int(r.failed.sum()) for name, r in runs.items()},
+        # a looser support fits better: chi^2 comparisons need like supports
+        "median_support_pixels": {
+            name: float(np.median(r.support_pixels)) for name, r in runs.items()
+        },
         # every guess start (CNN, CNN + gradient steps, NNS) scored the same way
         "by_start": {
             name: _guess_summary(_versus_random(runs, name)) for name in GUESS_KINDS if name in runs
@@ -177,13 +181,15 @@ def comparison_json(runs: dict[str, StartRuns], indices) -> dict:
 def comparison_arrays(runs: dict[str, StartRuns], indices) -> dict[str, np.ndarray]:
     """Every run's numbers and the curves, for ``numpy.savez``; keys ``<start>.<field>``.
 
-    Fields: ``best_chi2``, ``amplitude_error``, ``phase_rms`` (N, R), ``failed`` (N,),
+    Fields: ``best_chi2``, ``amplitude_error``, ``phase_rms``, ``support_pixels`` (N, R),
+    ``failed`` (N,),
     ``example_chi2`` (R, n_iter), and ``chi2_band`` (N, 3, n_iter) for a random start
     or ``chi2`` (N, n_iter) for the CNN and NNS starts; ``indices`` (N,) test rows.
     """
     out = {"indices": np.asarray(indices, dtype=np.int64)}
     for name, r in runs.items():
-        for field in ("best_chi2", "amplitude_error", "phase_rms", "failed", "example_chi2"):
+        fields = ("best_chi2", "amplitude_error", "phase_rms", "failed", "support_pixels")
+        for field in (*fields, "example_chi2"):
             out[f"{name}.{field}"] = np.asarray(getattr(r, field))
         if name in RANDOM_KINDS:
             out[f"{name}.chi2_band"] = r.chi2_band

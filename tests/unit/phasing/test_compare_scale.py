@@ -89,6 +89,10 @@ def test_the_summary_matches_the_patterns_and_the_stored_curves(scale_run):
         assert summary["start_settings"][kind]["shrinkwrap"]["start"] == 100
     assert summary["model"].endswith("cnn.pt")
     assert summary["failed_runs"] == dict.fromkeys(STARTS, 0)
+    for kind in STARTS:  # answers' supports: inside the 32 x 32 upper bound, not empty
+        pixels = arrays[f"{kind}.support_pixels"]
+        assert summary["median_support_pixels"][kind] == np.median(pixels)
+        assert (pixels > 0).all() and (pixels <= 32 * 32).all()
     for kind in RANDOM_KINDS:
         medians = [p["starts"][kind]["best_chi2"]["median"] for p in patterns]
         cnn = [p["starts"]["cnn"]["best_chi2"] for p in patterns]
