@@ -25,9 +25,17 @@ def seeded(s):
     image = summary["fraction_cnn_below_random_median_image_error"][kind]["amplitude_error"]
     reach = summary["iterations_to_random_median"][kind]
     variants = "; ".join(
-        f"`{v['schedule']}`: {_share(v[kind]['fraction_below_random_median_chi2'])} / "
+        f"`{v['schedule']}` (beta {v['beta']}{_support(v.get('median_support_pixels'))}): "
+        f"{_share(v[kind]['fraction_below_random_median_chi2'])} / "
         f"{_share(v[kind]['fraction_below_random_median_image_error']['amplitude_error'])}"
         for v in s["cnn_variants"].values()
+    )
+    sizes = summary.get("median_support_pixels")
+    supports = (
+        f" Median answer support: CNN start {sizes['cnn']:.0f} px, random {sizes[kind]:.0f} px "
+        "(chi^2 falls as a support loosens)."
+        if sizes
+        else ""
     )
     guess = s["settings"]["cnn"]
     return (
@@ -39,12 +47,16 @@ def seeded(s):
         f"{reach['nulls']} never do); time per pattern "
         f"{timing['cnn_seeded_seconds_per_pattern'] * 1e3:.0f} ms vs "
         f"{timing['random_600_seconds_per_pattern'] * 1e3:.0f} ms "
-        f"({timing['random_600_iterations']} iterations). Other "
+        f"({timing['random_600_iterations']} iterations).{supports} Other "
         f"CNN-start schedules, chi^2 / amplitude-error share: {variants}",
         f">= {SEEDED_FRACTION:.0%} on both: {_met(min(chi2, image) >= SEEDED_FRACTION)}; "
         f"<= {SEEDED_REACH} iterations: "
         f"{_met(reach['median'] is not None and reach['median'] <= SEEDED_REACH)}",
     )
+
+
+def _support(pixels) -> str:
+    return "" if pixels is None else f", support {pixels:.0f} px"
 
 
 def adapted(a):
