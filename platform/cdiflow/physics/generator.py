@@ -35,6 +35,7 @@ from cdiflow.config import Config, require
 from cdiflow.physics.detector import DetectorConfig, detector_mask, poisson_modulus
 from cdiflow.physics.diffraction import fourier_slice_pattern
 from cdiflow.physics.fft import normalise_modulus
+from cdiflow.physics.oversampling import to_oversampling
 from cdiflow.physics.particles import (
     TRUNCATE,
     apply_separable,
@@ -48,6 +49,9 @@ from cdiflow.physics.phase_field import correlated_field, sample_field, scale_to
 from cdiflow.physics.variation import SampleDetector, Variation, draw_sample_detector, sample_masks
 
 Range = tuple[float, float]
+
+# Linear oversampling of the realistic preset: measured scans' range (issue: 2 to 6).
+REALISTIC_OVERSAMPLING = (2.0, 6.0)
 
 # Columns of per-sample parameters, in the order ``draw_parameters`` fills them.
 PARAMETER_NAMES = ("a", "b", "c", "e", "n", "lx", "ly", "lz", "qw", "qx", "qy", "qz")
@@ -70,8 +74,9 @@ class GeneratorConfig(Config):
 
     @classmethod
     def realistic(cls, **changes) -> GeneratorConfig:
-        """The ``realistic`` preset: the paper's particles, detected as real scans are."""
-        return cls(variation=Variation(), **changes)
+        """The ``realistic`` preset: the paper's particles, detected as real scans are,
+        oversampled 2 to 6 times (``REALISTIC_OVERSAMPLING``)."""
+        return cls(variation=Variation(oversampling=REALISTIC_OVERSAMPLING), **changes)
 
     @property
     def preset(self) -> str:
@@ -325,7 +330,13 @@ def generate_samples(config: GeneratorConfig, seed: int, indices) -> SampleBatch
     draws = None
     if config.variation is not None:  # after the paper's draws, so those stay the same
         draws = [draw_sample_detector(config.variation, rng) for rng in rngs]
-    projection = reference_global_phase(_projections(config, parameters, noise, draws))
+    projection = _projections(config, parameters, noise, draws)
+    if draws is not None and draws[0].oversampling is not None:
+        targets = [d.oversampling for d in draws]
+        projection = to_oversampling(
+            projection, targets, config.pattern_size, config.support_threshold
+        )
+    projection = reference_global_phase(projection)
     amplitude, phase = targets_from_projection(projection, config.support_threshold)
     # The central slice of the 3D diffraction (Fourier-slice theorem, exact).
     modulus = fourier_slice_pattern(projection.unsqueeze(-3), config.pattern_size)
