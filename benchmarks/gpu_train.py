@@ -124,6 +124,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
+# steps between looks at the generator workers' finished chunks
+ABSORB_EVERY = 25
+
+
 class PatternStream:
     """Training patterns in device memory, topped up from generator worker processes."""
 
@@ -172,11 +176,15 @@ class PatternStream:
         self._top_up_queue()
 
     def batches(self, steps: int, gen: torch.Generator, deadline: float = float("inf")):
-        """``steps`` random batches (with replacement), fewer if ``deadline`` passes."""
-        n = self.data["modulus"].shape[0]
-        for _ in range(steps):
+        """``steps`` random batches (with replacement), fewer if ``deadline`` passes;
+        finished chunks join every ``ABSORB_EVERY`` steps, so the workers never wait for
+        an evaluation round to hand their patterns over."""
+        for step in range(steps):
             if time.perf_counter() >= deadline:
                 return
+            if step and step % ABSORB_EVERY == 0:
+                self.absorb()
+            n = self.data["modulus"].shape[0]
             idx = torch.randint(n, (self.args.batch_size,), generator=gen).to(self.device)
             yield {k: v[idx] for k, v in self.data.items()}
 

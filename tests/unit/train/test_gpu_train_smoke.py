@@ -54,3 +54,23 @@ def test_max_steps_stops_the_run_at_that_many_steps(tmp_path):
     result = gpu_train.main(["--smoke", "--max-steps", "3", "--budget-s", "60"])
     assert result["history"][-1]["steps"] == 3
     assert result["train_seconds"] < 60
+
+
+def test_worker_patterns_join_the_stream_between_evaluations():
+    """Finished chunks join inside a round of batches, not only at its end."""
+    import time
+
+    from cdiflow.physics.generator import GeneratorConfig
+
+    args = gpu_train.parse_args(["--smoke"])
+    args.workers, args.initial_patterns, args.max_patterns = 1, 16, 16 + 512
+    stream = gpu_train.PatternStream(args, GeneratorConfig(), torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    try:
+        deadline = time.monotonic() + 120
+        while stream.data["modulus"].shape[0] == 16 and time.monotonic() < deadline:
+            for _ in stream.batches(gpu_train.ABSORB_EVERY + 1, gen):
+                time.sleep(0.01)  # the worker's chunk needs a moment
+        assert stream.data["modulus"].shape[0] > 16
+    finally:
+        stream.close()
