@@ -11,6 +11,8 @@ run still in progress) and its results JSON, and writes
 
     PYTHONPATH=platform python benchmarks/package_pretrained.py \\
         --weights out/pretrain/model.pt --result out/pretrain/result.json
+    PYTHONPATH=platform python benchmarks/package_pretrained.py \\
+        --rescore platform/cdiflow/pretrained/cnn.json     # after a preset changes
 """
 
 from __future__ import annotations
@@ -44,6 +46,24 @@ def validation_fingerprint(seed: int, start: int, count: int, preset: str = "pap
     config = json.dumps(PRESETS[preset].to_dict(), sort_keys=True).encode()
     digest = hashlib.sha256(config).hexdigest()[:16]
     return f"generator:{digest}:seed={seed}:indices={start}-{start + count - 1}"
+
+
+def test_sets(seed: int, patterns: int) -> dict:
+    """Per preset, the fingerprint of the held-out patterns ``scores_by_preset`` scores."""
+    return {name: validation_fingerprint(seed, 0, patterns, name) for name in PRESETS}
+
+
+def rescore(card_path: Path, patterns: int) -> dict:
+    """A shipped card's ``test_by_preset`` measured again with today's presets (after a
+    preset changes), everything else kept; the card names the patterns (``test_sets``)."""
+    card = json.loads(card_path.read_text())
+    model, _config, _meta = load_weights(card_path.parent / card["weights"])
+    seed = card["training"]["args"]["seed"]
+    card["test_by_preset"] = scores_by_preset(model.eval(), seed, patterns)
+    card["test_sets"] = test_sets(seed, patterns)
+    atomic_write_json(card_path, card)
+    print(f"rescored {card_path.name}: {card['test_by_preset']}")
+    return card
 
 
 def _shown(path: Path) -> str:
@@ -84,7 +104,12 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--weights", help="gpu_train --save-weights file")
     p.add_argument("--checkpoint", help="gpu_train --checkpoint file (instead of --weights)")
-    p.add_argument("--result", required=True, help="gpu_train --out JSON")
+    p.add_argument("--result", help="gpu_train --out JSON (required unless --rescore)")
+    p.add_argument(
+        "--rescore",
+        metavar="CARD",
+        help="only measure a shipped card's test_by_preset again on today's presets",
+    )
     p.add_argument("--out", default=str(pretrained.WEIGHTS))
     p.add_argument("--train-json", default=str(HERE / "results" / "pretrained_train.json"))
     p.add_argument(
@@ -104,6 +129,10 @@ def main(argv=None) -> dict:
         "none, the card's test_by_preset is its score)",
     )
     args = p.parse_args(argv)
+    if args.rescore:
+        return rescore(Path(args.rescore), args.test_patterns)
+    if not args.result:
+        p.error("--result is required (the gpu_train --out JSON)")
     result = json.loads(Path(args.result).read_text())
     model, config = model_from(args, result)
     run = result["args"]
@@ -140,6 +169,7 @@ def main(argv=None) -> dict:
             "git_sha": args.trained_at or result.get("git_sha") or git_sha(ROOT),
         },
         "test_by_preset": scores_by_preset(model, run["seed"], args.test_patterns),
+        "test_sets": test_sets(run["seed"], args.test_patterns),
         "scores": (
             f"{args.scores} (benchmarks/pretrained_eval.py)" if args.scores else "test_by_preset"
         ),
