@@ -125,7 +125,7 @@ def preset_lines() -> list[str]:
         f"- Both presets, {count:,} held-out patterns each, mean chi^2 modulus / amplitude / "
         f"phase (twin-aware), from the model card: {_preset_scores(scores)}. The shipped "
         "model was trained on the paper's preset only, so the realistic one (counts, "
-        "background, beamstop, gaps) is far outside what it saw."
+        "background, beamstop, gaps, oversampling 2 to 6) is far outside what it saw."
     ]
     realistic = shipped / "cnn_realistic.json"
     if realistic.is_file():
