@@ -56,6 +56,14 @@ class Variation(Config):
     edge_sigmas: tuple[float, ...] = (0.4, 0.55, 0.7)
     oversampling: Range | None = None
 
+    def to_dict(self) -> dict:
+        # Without oversampling the dict is the one the preset had before the key existed,
+        # so data sets and fingerprints made then still match.
+        data = super().to_dict()
+        if self.oversampling is None:
+            del data["oversampling"]
+        return data
+
     def validate(self) -> None:
         lo, hi = self.photons
         require(0 < lo <= hi, f"variation.photons must satisfy 0 < low <= high, got {(lo, hi)}")

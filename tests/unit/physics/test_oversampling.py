@@ -77,3 +77,11 @@ def test_the_pattern_is_the_magnified_objects():
 def test_oversampling_below_two_is_refused():
     with pytest.raises(ConfigError, match="oversampling"):
         Variation(oversampling=(1.5, 4.0))
+
+
+def test_without_oversampling_the_config_dict_is_the_one_before_the_key():
+    assert "oversampling" not in Variation().to_dict()
+    assert Variation.from_dict(Variation().to_dict()) == Variation()
+    drawn = GeneratorConfig.realistic()
+    assert GeneratorConfig.from_dict(drawn.to_dict()) == drawn
+    assert drawn.to_dict()["variation"]["oversampling"] == list(REALISTIC_OVERSAMPLING)
