@@ -1,0 +1,137 @@
+"""Build the measured tables of ``docs/`` from the benchmark JSON (never by hand).
+
+Like ``readme_tables.py`` for the README: the text between ``<!-- NAME:begin -->`` and
+``<!-- NAME:end -->`` in a page is replaced by what section NAME builds from
+``benchmarks/results/``. Today one section: ``phasing-modes`` in ``docs/phasing.md``,
+one row per pattern size of each ``benchmarks/phasing.py`` mode file.
+
+    python benchmarks/docs_tables.py            # rewrite the sections
+    python benchmarks/docs_tables.py --check    # exit 1 if a page is stale
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+RESULTS = HERE / "results"
+
+# the phasing benchmark's mode files, in the order its modes run
+PHASING_MODES = (
+    ("1 thread", "phasing_1thread.json"),
+    ("2 threads", "phasing.json"),
+    ("2 threads beside a busy loop", "phasing_2threads_loaded.json"),
+)
+HEADER = [
+    "| mode (file) | load | P | ours, one scan | ours, batched (batch) | FFT-only bound "
+    "| share of bound | cohere-core | one scan / cohere | batched / cohere "
+    "| chi^2 ours / cohere |",
+    "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+]
+
+
+def _rate(row: dict) -> str:
+    split = ", `threads`" if "threads" in row else ""
+    return f"{row['patterns_per_s']:.3g} ({row['batch']}{split})"
+
+
+def _size_row(label: str, size: dict) -> str:
+    ours = size["ours"]
+    one = max((r for r in ours if r["batch"] == 1), key=lambda r: r["patterns_per_s"])
+    best = max(ours, key=lambda r: r["patterns_per_s"])
+    bound = size["fft_only_patterns_per_s"][str(best["batch"])]
+    cohere = size.get("cohere")
+    if cohere:
+        rate = cohere["patterns_per_s"]
+        versus = (
+            f"{rate:.3g} | {one['patterns_per_s'] / rate:.2g}x | "
+            f"{best['patterns_per_s'] / rate:.2g}x | "
+            f"{size['chi2_median_ratio_ours_vs_cohere_same_patterns']:.2f}"
+        )
+    else:
+        versus = "- | - | - | -"
+    return (
+        f"| {label} | {size['size']} | {one['patterns_per_s']:.3g} | {_rate(best)} | "
+        f"{bound:.3g} | {size['share_of_fft_bound_best_batch']:.0%} | {versus} |"
+    )
+
+
+def _machine(machine) -> str:
+    if not isinstance(machine, dict):
+        return str(machine)
+    l2 = machine.get("l2_cache_bytes_per_core")
+    cache = f", {l2 / 2**20:.0f} MiB L2 per core" if l2 else ""
+    return f"{machine['cpu']} ({machine['cpu_count']} cores{cache}, torch {machine['torch']})"
+
+
+def phasing_modes(load) -> str:
+    """One row per size and mode, from the files ``load(name)`` returns (None: absent)."""
+    lines = list(HEADER)
+    for name, file in PHASING_MODES:
+        mode = load(file)
+        if mode is None:
+            lines.append(f"| {name} (`{file}`): not measured yet | | | | | | | | | | |")
+            continue
+        load_avg = f"{mode['load_average_before'][0]:.1f}-{mode['load_average_after'][0]:.1f}"
+        for k, size in enumerate(mode["sizes"]):
+            label = f"{name} (`{file}`) | {load_avg}" if k == 0 else " | "
+            lines.append(_size_row(label, size))
+    first = next((load(f) for _, f in PHASING_MODES if load(f)), None)
+    if first:
+        lines += [
+            "",
+            f"Measured on {_machine(first['machine'])} at commit `{first['git_sha'][:7]}`, "
+            f"{first['date'][:10]}; patterns/s, the paper's {first['schedule']} with "
+            "shrink-wrap; the bound is the FFT pair alone at the same batch and threads, in "
+            "the same run.",
+        ]
+    return "\n".join(lines)
+
+
+PAGES = {"phasing.md": {"phasing-modes": phasing_modes}}
+
+
+def _load_from(results: Path):
+    def load(name: str) -> dict | None:
+        path = results / name
+        return json.loads(path.read_text()) if path.is_file() else None
+
+    return load
+
+
+def rebuilt(text: str, sections: dict, load) -> str:
+    """``text`` with each section's marked block rebuilt."""
+    for name, build in sections.items():
+        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
+        if begin not in text or end not in text:
+            raise SystemExit(f"no {begin} ... {end} markers")
+        head, rest = text.split(begin, 1)
+        _, tail = rest.split(end, 1)
+        text = f"{head}{begin}\n{build(load)}\n{end}{tail}"
+    return text
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--check", action="store_true", help="exit 1 if a page is stale")
+    p.add_argument("--docs", type=Path, default=ROOT / "docs", help="folder of the pages")
+    p.add_argument("--results", type=Path, default=RESULTS, help="benchmark JSON folder")
+    args = p.parse_args(argv)
+    stale = False
+    for page, sections in PAGES.items():
+        path = args.docs / page
+        text = path.read_text()
+        new = rebuilt(text, sections, _load_from(args.results))
+        if args.check:
+            stale |= new != text
+        elif new != text:
+            path.write_text(new)
+    return 1 if stale else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
