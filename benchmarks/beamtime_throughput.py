@@ -89,11 +89,13 @@ def untrained_weights(folder: Path) -> Path:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    load_before = list(os.getloadavg())
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     import ray
 
     from cdiflow.beamtime.steps import ReconstructConfig
     from cdiflow.pipelines.reconstruct import reconstruct_beamtime
+    from run_record import run_record
 
     scans, frames = (6, 8) if args.smoke else (args.scans, args.frames)
     schedule = "2*(20*HIO+10*ER)" if args.smoke else args.schedule
@@ -129,6 +131,7 @@ def main(argv=None) -> int:
     }
     busy = sum(stages.values())
     result = {
+        **run_record("beamtime_throughput.py", load_before),
         "scans": scans,
         "frames": frames,
         "ok": len(outcome.ok),

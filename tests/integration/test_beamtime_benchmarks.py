@@ -19,6 +19,8 @@ def test_throughput_smoke(tmp_path):
     assert result["ok"] == result["scans"] == 6
     assert result["scans_per_s"] > 0 and 0 < result["job_vs_raw"] < 10
     assert abs(sum(result["stage_fraction"].values()) - 1) < 1e-6
+    assert result["script"] == "benchmarks/beamtime_throughput.py"  # the run's record
+    assert len(result["load_before"]) == 3 and result["date"] and result["git_sha"]
 
 
 def test_scan54_smoke(tmp_path, scan54):
