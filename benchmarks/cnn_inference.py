@@ -20,6 +20,7 @@ import torch
 
 from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.models import ModelConfig, build_model, count_flops, count_parameters, inference_model
+from run_record import run_record
 
 
 def best_time(fn, repeats: int) -> float:
@@ -61,13 +62,13 @@ def model_speed(width: int, batch: int, repeats: int) -> dict:
     }
 
 
-def main() -> None:
+def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--widths", type=int, nargs="+", default=[8, 12, 16, 24])
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results/cnn_inference.json"))
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     load_before = os.getloadavg()
     mm = matmul_gflops()
     rows = []
@@ -88,6 +89,7 @@ def main() -> None:
         )
     mm_after = matmul_gflops()
     result = {
+        **run_record("cnn_inference.py", load_before),
         "batch": args.batch,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
