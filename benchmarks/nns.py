@@ -29,6 +29,7 @@ sys.path.insert(0, str(HERE.parent / "platform"))
 
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.phasing.nns import ReferenceSet, features  # noqa: E402
+from run_record import run_record  # noqa: E402
 
 
 def synthetic_references(n: int, binning: int, seed: int = 0, chunk: int = 8192) -> ReferenceSet:
@@ -57,6 +58,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=str(HERE / "results" / "nns.json"))
     args = parser.parse_args(argv)
+    load_before = list(os.getloadavg())
     if args.threads:
         torch.set_num_threads(args.threads)
     g = torch.Generator().manual_seed(1)
@@ -91,6 +93,7 @@ def main(argv=None) -> int:
         )
         del refs
     result = {
+        **run_record("nns.py", load_before),
         "threads": torch.get_num_threads(),
         "load_average": os.getloadavg(),
         "source": args.data or "synthetic",
