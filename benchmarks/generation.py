@@ -65,6 +65,7 @@ from cdiflow.physics.generator import (
     targets_from_projection,
 )
 from cdiflow.physics.particles import quaternion_to_matrix
+from run_record import run_record
 
 RESULTS = Path(__file__).resolve().parent / "results" / "generation.json"
 
@@ -331,12 +332,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=2021)
     parser.add_argument("--output", type=Path, default=RESULTS, help="JSON file to write")
     args = parser.parse_args(argv)
+    load_before = list(os.getloadavg())
     config = smoke_config() if args.smoke else GeneratorConfig()
     sizes = SMOKE if args.smoke else FULL
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
         results = {
+            **run_record("generation.py", load_before),  # threads: the 1 measured at
             "benchmark": "generation",
             "smoke": args.smoke,
             "seed": args.seed,

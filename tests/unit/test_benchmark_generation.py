@@ -42,4 +42,6 @@ def test_generation_benchmark_smoke(tmp_path):
         "diffraction + targets",
     }
     assert len(results["environment"]["load_average"]) == 3
+    assert results["script"] == "benchmarks/generation.py" and results["threads"] == 1
+    assert results["date"] and "git_sha" in results and len(results["load_before"]) == 3
     assert not list(tmp_path.glob("*.tmp"))  # written atomically
