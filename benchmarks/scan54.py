@@ -96,6 +96,7 @@ def load_cnn(ref: str | None, workspace: Path):
 
 
 def main(argv=None) -> int:
+    load_before = list(os.getloadavg())
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     from cdiflow.beamtime.steps import (
@@ -111,6 +112,7 @@ def main(argv=None) -> int:
     from cdiflow.phasing.refine import refine
     from cdiflow.phasing.shrinkwrap import square_support
     from cdiflow.phasing.starts import random_phase_cnn_support, random_phase_rectangle
+    from run_record import run_record
 
     if not (args.data / "example.spec").is_file():
         print(f"scan 54 data not found at {args.data}; nothing to measure", file=sys.stderr)
@@ -166,6 +168,7 @@ def main(argv=None) -> int:
     print(f"CNN alone: chi2 {cnn_chi2:.3f} (scale fitted); upper bound {side} px")
     load = os.getloadavg()
     report = {
+        **run_record("scan54.py", load_before),  # git_sha and machine: as below, as before
         "scan": row["scan"],
         "cnn_chi2": cnn_chi2,
         "refined": results,

@@ -36,5 +36,7 @@ def test_scan54_smoke(tmp_path, scan54):
     result = json.loads(out.read_text())
     assert set(result["refined"]) == {"random-rectangle", "random-cnn-support", "cnn", "cnn-jitter"}
     assert all(0 < r["mean"] < 0.05 for r in result["refined"].values())
+    assert result["script"] == "benchmarks/scan54.py"  # the run's record
+    assert result["date"] and "git_sha" in result and len(result["load_before"]) == 3
     for name in ("scan54_amplitude.png", "scan54_phase.png"):
         assert 0 < (images / name).stat().st_size < 200_000
