@@ -20,7 +20,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import datetime
 import math
 import os
 import sys
@@ -39,6 +38,7 @@ from cdiflow.phasing.shrinkwrap import ShrinkWrap, square_support  # noqa: E402
 from cdiflow.physics.farfield import chi2 as chi2_of  # noqa: E402
 from cdiflow.physics.farfield import magnitude  # noqa: E402
 from cdiflow.physics.fft import centred_fft2, normalise_modulus, pad_centre  # noqa: E402
+from run_record import run_record  # noqa: E402  (stdlib + torch only: fine on the GPU image)
 
 # (pattern size, batch) on a GPU: enough patterns to fill an H200 at each size
 GPU_SIZES = ((64, 16384), (256, 1024))
@@ -264,6 +264,7 @@ def main(argv=None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--out", default=str(HERE / "results" / "gpu_phasing.json"))
     args = parser.parse_args(argv)
+    load_before = list(os.getloadavg())
     if args.threads:
         torch.set_num_threads(args.threads)
     schedule, shrinkwrap = PAPER_SCHEDULE, ShrinkWrap()
@@ -287,8 +288,8 @@ def main(argv=None) -> int:
             flush=True,
         )
     result = {
+        **run_record("gpu_phasing.py", load_before),  # git_sha None where no .git travelled
         "device": name,
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "schedule": str(schedule),

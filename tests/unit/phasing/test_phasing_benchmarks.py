@@ -21,6 +21,8 @@ def test_gpu_phasing_smoke(tmp_path):
     assert proc.returncode == 0, proc.stderr
     result = json.loads(out.read_text())
     assert result["smoke"] and result["device"] == "cpu"
+    assert result["script"] == "benchmarks/gpu_phasing.py"  # the run's record
+    assert result["date"] and "git_sha" in result and len(result["load_before"]) == 3
     row = result["rows"][0]
     assert row["batch"] == 4 and row["iterations"] == 30 and row["patterns_per_s"] > 0
     assert row["median_best_chi2"] < 1.0
