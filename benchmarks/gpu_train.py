@@ -45,6 +45,7 @@ from cdiflow.train import (
     train_one_epoch,
 )
 from cdiflow.train.data import KEYS, chunks, generate_chunk, generate_tensors, ordered_batches
+from run_record import run_record  # stdlib + torch + tracking_store: fine on the GPU image
 
 VAL_START = 1000
 TRAIN_START = 10**7
@@ -385,6 +386,7 @@ def initial_model(args):
 
 
 def main(argv=None) -> dict:
+    load_before = list(os.getloadavg())
     args = parse_args(argv)
     t_start = time.perf_counter()
     if args.threads > 0:
@@ -440,6 +442,7 @@ def main(argv=None) -> dict:
         speeds["bf16"] = inference_speed(model, args.infer_batch, device, torch.bfloat16)
     print(f"inference patterns/s at batch {args.infer_batch}: {speeds}")
     result = {
+        **run_record("gpu_train.py", load_before),  # git_sha: the key below, as before
         "device": _device_name(device),
         "torch": torch.__version__,
         "cudnn_allow_tf32": torch.backends.cudnn.allow_tf32,  # "fp32" convs may use TF32

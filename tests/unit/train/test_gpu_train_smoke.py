@@ -20,6 +20,8 @@ def test_smoke_run_writes_results(tmp_path):
     for key in ("chi2_modulus", "chi2_amplitude", "chi2_phase"):
         assert math.isfinite(result["test"][key])
     assert result["inference_patterns_per_s"]["fp32"] > 0
+    assert result["script"] == "benchmarks/gpu_train.py"  # the run's record
+    assert result["date"] and "git_sha" in result and len(result["load_before"]) == 3
     assert weights.is_file()
 
 
