@@ -40,6 +40,7 @@ import psutil
 from cdiflow.formats.atomic import atomic_write_json
 from cdiflow.formats.dataset import generate_shard
 from cdiflow.formats.layout import DatasetConfig
+from run_record import run_record
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "generate_throughput.json"
@@ -196,6 +197,7 @@ def cli_run(patterns: int, scratch: Path) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_before = list(os.getloadavg())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patterns", type=int, default=6000, help="per timed run (train+val)")
     parser.add_argument("--large-patterns", type=int, default=20000, help="memory run")
@@ -211,7 +213,9 @@ def main(argv: list[str] | None = None) -> int:
     large = DatasetConfig(num_patterns=args.large_patterns, seed=1)
     scratch = Path(tempfile.mkdtemp(prefix="cdiflow-gen-bench-", dir=args.scratch))
     results = {
-        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in os.getloadavg()]},
+        **run_record("generate_throughput.py", load_before),
+        # the header's "machine" gives way to the dict readme_benchmarks reads, as before
+        "machine": {"cpus": os.cpu_count(), "load_before": [round(x, 2) for x in load_before]},
         "config": {"patterns": args.patterns, "shards": 8, "chunk_size": config.chunk_size},
     }
     try:

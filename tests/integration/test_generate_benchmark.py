@@ -32,4 +32,7 @@ def test_generate_throughput_smoke(tmp_path):
     assert ray_results["workers_2"]["cpu_ms_per_pattern"] > 0
     assert 5_000 < ray_results["large_run"]["bytes_per_pattern"] < 30_000
     assert ray_results["large_run"]["peak_pss_sum_mb"] > 0
+    assert results["script"] == "benchmarks/generate_throughput.py"  # the run's record
+    assert results["date"] and "git_sha" in results and len(results["load_before"]) == 3
+    assert results["machine"]["cpus"] and len(results["machine"]["load_before"]) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # scratch data removed
