@@ -48,8 +48,8 @@ class GenerateConfig(DatasetConfig):
 
     ``preset`` names the training set (docs/training.md, "Two training sets"):
     ``"paper"`` is the paper's noise-free, unmasked generator (``generator.variation``
-    unset), ``"realistic"`` draws counts, background, beamstop, gaps and edge smoothing
-    per sample (``GeneratorConfig.realistic()``; the ranges come from
+    unset), ``"realistic"`` draws counts, background, beamstop, gaps, edge smoothing and
+    oversampling per sample (``GeneratorConfig.realistic()``; the ranges come from
     ``generator.variation`` when the config sets it). None: whatever ``generator`` says.
     The generator config, and so the manifest, records the result.
     """
