@@ -25,8 +25,9 @@ complete shards are kept, the rest is generated, the bytes are the same.
 --preset paper (the default) is the paper's noise-free, unmasked data set, unchanged to
 the bit. --preset realistic draws per pattern what real scans have: Poisson counts
 (1e4 to 1e9 in total), a flat background, a central beamstop, detector gaps in half the
-patterns and an edge smoothing of 0.4 to 0.7 voxels; its shards get a per-row `mask`
-column (1 = measured). The ranges are the config's generator.variation section.
+patterns, an edge smoothing of 0.4 to 0.7 voxels and an oversampling of 2 to 6 (the
+particle magnified to it, as far as the object box allows); its shards get a per-row
+`mask` column (1 = measured). The ranges are the config's generator.variation section.
 """
 
 EPILOG = """\
@@ -70,7 +71,8 @@ def add_parser(subparsers) -> argparse.ArgumentParser:
         "--preset",
         choices=("paper", "realistic"),
         help="training set: the paper's noise-free patterns (default) or realistic ones "
-        "(counts, background, beamstop, gaps, edges drawn per pattern; with masks)",
+        "(counts, background, beamstop, gaps, edges, oversampling drawn per pattern; "
+        "with masks)",
     )
     parser.add_argument("--seed", type=int, help="base seed (default 0)")
     parser.add_argument(
