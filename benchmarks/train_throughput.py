@@ -82,6 +82,7 @@ def ray_rate(model_config: dict, root: Path, workspace: Path, workers: int, args
 
 
 def main() -> None:
+    load_before = list(os.getloadavg())
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--samples", type=int, default=1024, help="train + val patterns (95/5)")
     parser.add_argument("--epochs", type=int, default=3)
@@ -98,6 +99,8 @@ def main() -> None:
     model_config = {"base_width": args.base_width}
 
     import ray
+
+    from run_record import run_record
 
     with tempfile.TemporaryDirectory(prefix="cdiflow-throughput-") as tmp:
         root = Path(tmp) / "data"
@@ -116,6 +119,7 @@ def main() -> None:
         finally:
             ray.shutdown()
     result = {
+        **run_record("train_throughput.py", load_before),
         "benchmark": "train_throughput",
         "smoke": args.smoke,
         "samples": args.samples,

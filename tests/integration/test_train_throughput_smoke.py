@@ -36,3 +36,5 @@ def test_train_throughput_smoke(tmp_path):
     assert all(r["samples_per_s"] > 0 for r in result["ray_train"])
     assert result["pure_torch_samples_per_s"]["1_threads"] > 0
     assert result["ratio_2_workers_vs_1"] > 0
+    assert result["script"] == "benchmarks/train_throughput.py"  # the run's record
+    assert result["date"] and "git_sha" in result and len(result["load_before"]) == 3
