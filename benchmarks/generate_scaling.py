@@ -47,6 +47,7 @@ def tree_cpu_seconds() -> float:
 
 
 def main(argv: list[str] | None = None) -> int:
+    load_before = list(os.getloadavg())
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--patterns", type=int, default=16000, help="train + val per run")
     parser.add_argument(
@@ -63,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     import ray
 
     from cdiflow.pipelines.generate import GenerateConfig, generate_dataset
+    from run_record import run_record
 
     cpus = max(args.workers)
     config = GenerateConfig(
@@ -71,7 +73,6 @@ def main(argv: list[str] | None = None) -> int:
         shards=args.shards or 4 * cpus,
         chunk_size=32,
     )
-    load_before = os.getloadavg()
     ray.init(
         address="local",
         num_cpus=cpus,
@@ -110,6 +111,7 @@ def main(argv: list[str] | None = None) -> int:
         row["speedup"] = round(row["patterns_per_s"] / base["patterns_per_s"], 2)
         row["cpu_efficiency"] = round(base["cpu_ms_per_pattern"] / row["cpu_ms_per_pattern"], 2)
     result = {
+        **run_record("generate_scaling.py", load_before),
         "cpu_count": os.cpu_count(),
         "load_average_before": [round(x, 1) for x in load_before],
         "load_average_after": [round(x, 1) for x in os.getloadavg()],

@@ -1,4 +1,5 @@
-"""The generation throughput benchmark runs end to end (tiny sizes) and writes its JSON."""
+"""The generation throughput and scaling benchmarks run end to end (tiny sizes) and write
+their JSON."""
 
 from __future__ import annotations
 
@@ -15,11 +16,16 @@ pytestmark = pytest.mark.integration
 REPO = Path(__file__).resolve().parents[2]
 
 
-def test_generate_throughput_smoke(tmp_path):
+def _env() -> dict:
     env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
     env["PYTHONPATH"] = os.pathsep.join(
         filter(None, [str(REPO / "platform"), env.get("PYTHONPATH")])
     )
+    return env
+
+
+def test_generate_throughput_smoke(tmp_path):
+    env = _env()
     out = tmp_path / "results.json"
     command = [sys.executable, str(REPO / "benchmarks" / "generate_throughput.py"), "--smoke"]
     command += ["--json", str(out), "--scratch", str(tmp_path)]
@@ -36,3 +42,17 @@ def test_generate_throughput_smoke(tmp_path):
     assert results["date"] and "git_sha" in results and len(results["load_before"]) == 3
     assert results["machine"]["cpus"] and len(results["machine"]["load_before"]) == 3
     assert [p.name for p in tmp_path.iterdir()] == ["results.json"]  # scratch data removed
+
+
+def test_generate_scaling_tiny_run(tmp_path):
+    """One 1-worker run of 40 patterns: the JSON starts with the run record."""
+    out = tmp_path / "scaling.json"
+    command = [sys.executable, str(REPO / "benchmarks" / "generate_scaling.py")]
+    command += ["--patterns", "40", "--shards", "1", "--workers", "1", "--json", str(out)]
+    done = subprocess.run(command, env=_env(), capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["script"] == "benchmarks/generate_scaling.py"  # the run's record
+    assert result["date"] and "git_sha" in result and len(result["load_before"]) == 3
+    assert len(result["load_average_before"]) == 3 and result["cpu_count"]
+    assert [r["workers"] for r in result["runs"]] == [1] and result["runs"][0]["speedup"] == 1
