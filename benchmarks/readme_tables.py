@@ -25,6 +25,7 @@ RESULTS = HERE / "results"
 SECTIONS = ("shipped-model", "scan54", "scan54-report", "benchmarks")
 sys.path.insert(0, str(HERE))
 
+import docs_tables  # noqa: E402
 import readme_benchmarks  # noqa: E402
 
 PAPER = {"modulus": 0.019, "amplitude": 0.005, "phase": 0.029}
@@ -268,12 +269,9 @@ def current(text: str, name: str) -> str:
 def rebuilt(text: str) -> str:
     """``text`` with every marked section rebuilt from the JSON."""
     for name in SECTIONS:
-        begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
-        current(text, name)  # the markers are there
-        head, rest = text.split(begin, 1)
-        _, tail = rest.split(end, 1)
-        text = f"{head}{begin}\n{built(name)}\n{end}{tail}"
-    return text
+        current(text, name)  # the markers are there, or a README-specific error
+    builders = {name: (lambda _load, name=name: built(name)) for name in SECTIONS}
+    return docs_tables.rebuilt(text, builders, load=None)
 
 
 def main(argv=None) -> int:
