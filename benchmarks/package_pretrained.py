@@ -122,6 +122,7 @@ def main(argv=None) -> dict:
         "training is kept in the new card as the earlier leg",
     )
     p.add_argument("--test-patterns", type=int, default=1000, help="per preset, for the card")
+    p.add_argument("--note", help="one sentence on this leg, kept in the card's training")
     p.add_argument(
         "--scores",
         default="benchmarks/results/pretrained.json",
@@ -174,6 +175,8 @@ def main(argv=None) -> dict:
             f"{args.scores} (benchmarks/pretrained_eval.py)" if args.scores else "test_by_preset"
         ),
     }
+    if args.note:
+        card["training"]["note"] = args.note
     if args.previous_card:
         earlier = json.loads(Path(args.previous_card).read_text())
         card["training"]["previous"] = earlier["training"]

@@ -137,12 +137,18 @@ def preset_lines() -> list[str]:
 def realistic_line(card: dict) -> str:
     """The realistic-preset model: how it was trained and what its card scores."""
     training = card["training"]
+    legs = [training]
+    while legs[-1].get("previous", {}).get("args", {}).get("preset") == "realistic":
+        legs.append(legs[-1]["previous"])  # earlier legs on the realistic preset
+    trained = "; then ".join(
+        f"{leg['steps']:,} steps of the realistic preset ({leg['train_seconds'] / 60:.0f} min "
+        f"on {leg['device']}{', ' + leg['note'] if leg.get('note') else ''})"
+        for leg in reversed(legs)
+    )
     line = (
         f"- `{card['weights']}` (`--model pretrained-realistic`, for measured scans): the "
-        "shipped model given a mask input channel (its weights at zero) and trained on "
-        f"{training['steps']:,} steps of the realistic preset "
-        f"({training['train_seconds'] / 60:.0f} min on {training['device']}). Same held-out "
-        f"patterns: {_preset_scores(card['test_by_preset'])}."
+        f"shipped model given a mask input channel (its weights at zero) and trained on "
+        f"{trained}. Same held-out patterns: {_preset_scores(card['test_by_preset'])}."
     )
     report = _load_if_there("scan54_report_realistic.json")
     if report:

@@ -17,9 +17,10 @@ def test_a_warm_restarted_run_is_packaged_with_both_legs_and_both_presets(tmp_pa
     card = package_pretrained.main([
         "--weights", str(weights), "--result", str(result), "--out", str(tmp_path / "cnn.pt"),
         "--train-json", str(tmp_path / "train.json"), "--test-patterns", "8",
-        "--previous-card", str(tmp_path / "old.json"),
+        "--previous-card", str(tmp_path / "old.json"), "--note", "a warm restart",
     ])  # fmt: skip
     assert json.loads((tmp_path / "cnn.json").read_text()) == card
+    assert card["training"]["note"] == "a warm restart"
     assert card["training"]["previous"] == earlier["training"]
     assert card["training"]["git_sha"] == json.loads(result.read_text())["git_sha"]
     for preset in ("paper", "realistic"):
