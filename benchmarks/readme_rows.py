@@ -209,8 +209,11 @@ CHI2_RATIO = "chi2_median_ratio_ours_vs_cohere_same_patterns"
 
 
 def _crowded(p) -> str:
-    """Whether the run shared its cores: a load average above the core count."""
+    """Whether the run shared its cores: its own busy loop, or a load average above the
+    core count."""
     load, cores = p["load_average_before"][0], p["cpu_count"]
+    if p.get("beside_busy_process"):
+        return ", beside a CPU-bound busy loop"
     return f", beside other work (load {load:.0f} on {cores} cores)" if load > cores else ""
 
 
