@@ -33,7 +33,7 @@ import torch
 from cdiflow.formats.atomic import atomic_path, atomic_write_json
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
-from cdiflow.models.cnn import with_mask_channel
+from cdiflow.models.cnn import widened, with_mask_channel
 from cdiflow.models.weights import load_weights
 from cdiflow.physics.generator import GeneratorConfig
 from cdiflow.pipelines.tracking_store import git_sha
@@ -98,6 +98,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         help="start from these saved weights (a fresh LR cycle: a warm restart); "
         "--width/--depth then come from the file; with --preset realistic a model without "
         "a mask channel gains one, its weights at zero (it starts as the loaded model)",
+    )
+    p.add_argument(
+        "--widen",
+        type=int,
+        default=1,
+        help="with --init-weights: start from the loaded model made this many times wider, "
+        "every channel repeated (Net2Net), so the wider net starts from its answers",
     )
     p.add_argument(
         "--preset",
@@ -172,9 +179,33 @@ class PatternStream:
         done = [f for f in self.pending if f.done()]
         if done:
             self.pending = [f for f in self.pending if not f.done()]
-            new = _to_device(_concat([f.result() for f in done]), self.device)
-            self.data = {k: torch.cat([v, new[k]]) for k, v in self.data.items()}
+            self._append(_to_device(_concat([f.result() for f in done]), self.device))
         self._top_up_queue()
+
+    @property
+    def data(self) -> dict[str, torch.Tensor]:
+        """The patterns so far: views of the first ``count`` rows of the buffers."""
+        return {k: v[: self.count] for k, v in self._buffers.items()}
+
+    @data.setter
+    def data(self, value: dict[str, torch.Tensor]) -> None:
+        self._buffers, self.count = value, next(iter(value.values())).shape[0]
+
+    def _append(self, new: dict[str, torch.Tensor]) -> None:
+        """Copy ``new`` in after the last pattern. The buffers grow by doubling: a
+        ``torch.cat`` of the whole stream per chunk copied gigabytes every 25 steps."""
+        n = next(iter(new.values())).shape[0]
+        capacity = next(iter(self._buffers.values())).shape[0]
+        if self.count + n > capacity:
+            size = max(2 * capacity, self.count + n)
+            grown = {}
+            for k, v in self._buffers.items():
+                grown[k] = v.new_empty((size, *v.shape[1:]))
+                grown[k][: self.count] = v[: self.count]
+            self._buffers = grown
+        for k, v in new.items():
+            self._buffers[k][self.count : self.count + n] = v
+        self.count += n
 
     def batches(self, steps: int, gen: torch.Generator, deadline: float = float("inf")):
         """``steps`` random batches (with replacement), fewer if ``deadline`` passes;
@@ -185,9 +216,8 @@ class PatternStream:
                 return
             if step and step % ABSORB_EVERY == 0:
                 self.absorb()
-            n = self.data["modulus"].shape[0]
-            idx = torch.randint(n, (self.args.batch_size,), generator=gen).to(self.device)
-            yield {k: v[idx] for k, v in self.data.items()}
+            idx = torch.randint(self.count, (self.args.batch_size,), generator=gen)
+            yield {k: v[idx.to(self.device)] for k, v in self._buffers.items()}
 
     def close(self) -> None:
         if self.pool is not None:
@@ -286,7 +316,7 @@ def train(args, model, stream, val, device) -> dict:
             "seconds": elapsed,
             "steps": steps,
             "train_patterns_per_s": stats["patterns_per_s"],
-            "distinct_patterns": int(stream.data["modulus"].shape[0]),
+            "distinct_patterns": stream.count,
             "lr": stats["lr"],
             "train_loss": stats["loss"],
         }
@@ -375,6 +405,10 @@ def initial_model(args):
     """A fresh model of --width/--depth, or the one saved at --init-weights."""
     if args.init_weights:
         model, mconfig, _meta = load_weights(args.init_weights)
+        if args.widen > 1:  # relative noise 1e-3 breaks the copies' tie, seeded by --seed
+            tie = torch.Generator().manual_seed(args.seed)
+            model = widened(model, args.widen, noise=1e-3, generator=tie)
+            mconfig = model.config
         if args.preset == "realistic":  # the realistic data come with a mask to read
             model = with_mask_channel(model)
             mconfig = model.config
@@ -404,7 +438,7 @@ def main(argv=None) -> dict:
         stream = PatternStream.__new__(PatternStream)
         stream.args, stream.pool, stream.pending = args, None, []
         stream.data, stream.generation_rate = read_parquet(args.data), None
-        stream.next_index = TRAIN_START + stream.data["modulus"].shape[0]
+        stream.next_index = TRAIN_START + stream.count
     stream.device = device
     stream.data = _to_device(stream.data, device)
     val_indices = range(VAL_START, VAL_START + args.val_patterns)

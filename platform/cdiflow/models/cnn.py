@@ -35,6 +35,7 @@ import dataclasses
 import torch
 from torch import nn
 
+from cdiflow.errors import ConfigError
 from cdiflow.models.blocks import ConvBNAct, conv_block
 from cdiflow.models.config import ModelConfig
 
@@ -169,3 +170,40 @@ def with_mask_channel(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
     state[first] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
     widened.load_state_dict(state, strict=True)
     return widened.train(model.training)
+
+
+@torch.no_grad()
+def widened(
+    model: PhaseRetrievalCNN,
+    factor: int,
+    noise: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> PhaseRetrievalCNN:
+    """A copy of ``model`` ``factor`` times as wide that answers as ``model`` does (Net2Net).
+
+    Every channel is repeated ``factor`` times in place (``repeat_interleave``, so the
+    code's split into amplitude and phase halves still falls between the same channels),
+    and every weight that reads widened channels is divided by ``factor``: each copy
+    carries an equal share, so sums, BN, LeakyReLU and pooling give the same numbers.
+    Exact copies get exact gradients and would stay copies for ever; ``noise`` (relative,
+    drawn from ``generator``) breaks the tie at a cost of that size in the answer.
+    A warm start with more capacity: a wider net need not relearn what the narrow one has.
+    """
+    if factor < 1:
+        raise ConfigError(f"widening factor must be >= 1, got {factor}")
+    config = dataclasses.replace(model.config, base_width=model.config.base_width * factor)
+    wide = PhaseRetrievalCNN(config).to(next(model.parameters()).device)
+    state = {}
+    for name, new in wide.state_dict().items():
+        old = model.state_dict()[name]
+        value = old
+        for dim in range(old.dim()):
+            if new.shape[dim] != old.shape[dim]:
+                value = value.repeat_interleave(factor, dim=dim)
+                if dim == 1:  # a conv's input channels: each copy gets an equal share
+                    value = value / factor
+        if noise > 0 and name.endswith("weight") and value.dim() == 4 and factor > 1:
+            value = value * (1 + noise * torch.randn(value.shape, generator=generator))
+        state[name] = value
+    wide.load_state_dict(state, strict=True)
+    return wide.train(model.training)

@@ -178,3 +178,43 @@ def test_with_mask_channel_answers_as_the_source_until_trained():
     grad = widened.encoder[0][0].convs[0].weight.grad[:, 1]
     assert grad.abs().sum() > 0
     assert with_mask_channel(widened) is widened
+
+
+def test_widened_answers_as_the_source_and_is_wider():
+    from cdiflow.models.cnn import widened
+    from cdiflow.models.flops import count_parameters
+
+    source = build_model(ModelConfig(base_width=4, depth=2, mask_channel=True), seed=3)
+    gen = torch.Generator().manual_seed(0)
+    modulus = torch.rand(4, 64, 64, generator=gen)
+    mask = torch.rand(4, 64, 64, generator=gen) > 0.3
+    source.train()
+    source(modulus, mask)  # move BN running stats off their defaults
+    source.eval()
+    wide = widened(source, 2).eval()
+    assert wide.config.base_width == 8 and wide.config.mask_channel
+    assert count_parameters(wide) > 3 * count_parameters(source)
+    with torch.no_grad():
+        torch.testing.assert_close(wide(modulus, mask), source(modulus, mask))
+        # train-mode BN (batch statistics) agrees too
+        torch.testing.assert_close(wide.train()(modulus, mask), source.train()(modulus, mask))
+
+
+def test_widened_noise_breaks_the_copies_tie_but_stays_close():
+    from cdiflow.models.cnn import widened
+
+    source = build_model(ModelConfig(base_width=4, depth=2), seed=3).eval()
+    modulus = torch.rand(2, 64, 64, generator=torch.Generator().manual_seed(1))
+    exact = widened(source, 2)
+    noisy = widened(source, 2, noise=0.01, generator=torch.Generator().manual_seed(2))
+    w_exact = exact.encoder[0][0].convs[0].weight
+    w_noisy = noisy.encoder[0][0].convs[0].weight
+    assert torch.equal(w_exact[0], w_exact[1])  # copies are copies
+    assert not torch.equal(w_noisy[0], w_noisy[1])
+    with torch.no_grad():
+        gap = (noisy.eval()(modulus) - source(modulus)).abs().max()
+    assert 0 < gap < 0.05
+    again = widened(source, 2, noise=0.01, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(again.encoder[0][0].convs[0].weight, w_noisy)
+    with pytest.raises(ConfigError):
+        widened(source, 0)

@@ -70,9 +70,22 @@ def test_worker_patterns_join_the_stream_between_evaluations():
     gen = torch.Generator().manual_seed(0)
     try:
         deadline = time.monotonic() + 120
-        while stream.data["modulus"].shape[0] == 16 and time.monotonic() < deadline:
+        while stream.count == 16 and time.monotonic() < deadline:
             for _ in stream.batches(gpu_train.ABSORB_EVERY + 1, gen):
                 time.sleep(0.01)  # the worker's chunk needs a moment
-        assert stream.data["modulus"].shape[0] > 16
+        assert stream.count > 16
+        data = stream.data
+        assert data["modulus"].shape[0] == stream.count == data["amplitude"].shape[0]
+        # the appended rows are the workers' patterns, not uninitialised memory
+        assert data["modulus"][16:].amax(dim=(1, 2)).min() > 0
     finally:
         stream.close()
+
+
+def test_stream_append_grows_its_buffers_and_keeps_every_row():
+    stream = gpu_train.PatternStream.__new__(gpu_train.PatternStream)
+    stream.data = {"x": torch.arange(3.0).reshape(3, 1)}
+    for start in (3, 5, 12):
+        stream._append({"x": torch.arange(start, start + 2.0).reshape(2, 1)})
+    assert stream.count == 9
+    assert stream.data["x"].flatten().tolist() == [0, 1, 2, 3, 4, 5, 6, 12, 13]
