@@ -16,16 +16,12 @@ import json
 import sys
 from pathlib import Path
 
+from phasing_rows import MODES, fastest
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 RESULTS = HERE / "results"
 
-# the phasing benchmark's mode files, in the order its modes run
-PHASING_MODES = (
-    ("1 thread", "phasing_1thread.json"),
-    ("2 threads", "phasing.json"),
-    ("2 threads beside a busy loop", "phasing_2threads_loaded.json"),
-)
 HEADER = [
     "| mode (file) | load | P | ours, one scan | ours, batched (batch) | FFT-only bound "
     "| share of bound | cohere-core | one scan / cohere | batched / cohere "
@@ -40,16 +36,13 @@ def _rate(row: dict) -> str:
 
 
 def _size_row(label: str, size: dict) -> str:
-    ours = size["ours"]
-    one = max((r for r in ours if r["batch"] == 1), key=lambda r: r["patterns_per_s"])
-    best = max(ours, key=lambda r: r["patterns_per_s"])
+    one, best = fastest(size["ours"], batch=1), fastest(size["ours"])
     bound = size["fft_only_patterns_per_s"][str(best["batch"])]
     cohere = size.get("cohere")
-    if cohere:
-        rate = cohere["patterns_per_s"]
+    if cohere:  # the ratios as the benchmark wrote them
         versus = (
-            f"{rate:.3g} | {one['patterns_per_s'] / rate:.2g}x | "
-            f"{best['patterns_per_s'] / rate:.2g}x | "
+            f"{cohere['patterns_per_s']:.3g} | {size['speed_ratio_single_scan_vs_cohere']:.2g}x"
+            f" | {size['speed_ratio_best_batch_vs_cohere']:.2g}x | "
             f"{size['chi2_median_ratio_ours_vs_cohere_same_patterns']:.2f}"
         )
     else:
@@ -71,8 +64,9 @@ def _machine(machine) -> str:
 def phasing_modes(load) -> str:
     """One row per size and mode, from the files ``load(name)`` returns (None: absent)."""
     lines = list(HEADER)
-    for name, file in PHASING_MODES:
-        mode = load(file)
+    modes = {file: load(file) for file, _ in MODES}
+    for file, name in MODES:
+        mode = modes[file]
         if mode is None:
             lines.append(f"| {name} (`{file}`): not measured yet | | | | | | | | | | |")
             continue
@@ -80,7 +74,7 @@ def phasing_modes(load) -> str:
         for k, size in enumerate(mode["sizes"]):
             label = f"{name} (`{file}`) | {load_avg}" if k == 0 else " | "
             lines.append(_size_row(label, size))
-    first = next((load(f) for _, f in PHASING_MODES if load(f)), None)
+    first = next((m for m in modes.values() if m), None)
     if first:
         lines += [
             "",

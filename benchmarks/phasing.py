@@ -64,6 +64,7 @@ from cdiflow.phasing.shrinkwrap import ShrinkWrap, square_support  # noqa: E402
 from cdiflow.phasing.starts import random_phase_rectangle  # noqa: E402
 from cdiflow.physics.fft import centred_fft2  # noqa: E402
 from phasing_cohere import from_cohere_layout, run_cohere, to_cohere_layout  # noqa: E402,F401
+from phasing_rows import fastest  # noqa: E402
 from phasing_setup import git_sha, load_baseline, machine, test_patterns  # noqa: E402
 
 SHRINKWRAP = ShrinkWrap(start=100, every=10, sigma=1.0, threshold=0.1)
@@ -159,8 +160,7 @@ def bench_size(size: int, counts, threads: int, args, baseline) -> dict:
 
 
 def _summary(size, schedule, ours, sampled, before, bounds, cohere, k) -> dict:
-    best = max(ours, key=lambda r: r["patterns_per_s"])
-    one = max((r for r in ours if r["batch"] == 1), key=lambda r: r["patterns_per_s"])
+    best, one = fastest(ours), fastest(ours, batch=1)
     out = {
         "size": size,
         "schedule": str(schedule),
@@ -293,10 +293,8 @@ def targets(modes: list) -> dict:
         for s in m["sizes"]:
             row = out.setdefault(str(s["size"]), {})
             row[tag] = {
-                "best_patterns_per_s": max(r["patterns_per_s"] for r in s["ours"]),
-                "one_scan_patterns_per_s": max(
-                    r["patterns_per_s"] for r in s["ours"] if r["batch"] == 1
-                ),
+                "best_patterns_per_s": fastest(s["ours"])["patterns_per_s"],
+                "one_scan_patterns_per_s": fastest(s["ours"], batch=1)["patterns_per_s"],
                 "share_of_fft_bound": s["share_of_fft_bound_best_batch"],
                 "load": m["load_average_before"][0],
                 **{k: s[k] for k in s if k.startswith(("speed_ratio", "chi2_median"))},

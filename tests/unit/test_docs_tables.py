@@ -34,4 +34,4 @@ def test_a_changed_result_changes_the_page_and_a_rebuild_fixes_it(tmp_path):
 
 def test_a_missing_mode_file_says_so(tmp_path):
     text = docs_tables.phasing_modes(lambda name: None)
-    assert text.count("not measured yet") == len(docs_tables.PHASING_MODES)
+    assert text.count("not measured yet") == len(docs_tables.MODES)

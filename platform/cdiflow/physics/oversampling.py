@@ -8,7 +8,7 @@ since a rotated particle must fit in every direction). Magnifying the 2D project
 instead gives the same thing for a fraction of the cost: the projection of a particle
 z times larger is the projection magnified z times (its edges and phase structure
 scale with it), so each sample is resampled about the box centre to the width that
-gives its drawn oversampling, as far as the box allows (down to about 2.2 at N = 32,
+gives its drawn oversampling, as far as the box allows (down to about 2.4 at N = 32,
 P = 64).
 """
 
