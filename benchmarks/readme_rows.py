@@ -304,7 +304,6 @@ def beamtime(b):
 
 
 PHASING_TARGET = f">= {PHASING_RATE}/s; >= {PHASING_SPEEDUP}x cohere at equal or better chi^2"
-# The three phasing runs, with the label their row gets when the file is missing.
 GPU_TARGET = f">= {GPU_PHASING_RATE:,}/s"
 # (JSON files, label and target shown when a file is missing, builder)
 ROWS = [

@@ -193,10 +193,9 @@ def widened(
         raise ConfigError(f"widening factor must be >= 1, got {factor}")
     config = dataclasses.replace(model.config, base_width=model.config.base_width * factor)
     wide = PhaseRetrievalCNN(config).to(next(model.parameters()).device)
-    state = {}
+    source, state = model.state_dict(), {}
     for name, new in wide.state_dict().items():
-        old = model.state_dict()[name]
-        value = old
+        old = value = source[name]
         for dim in range(old.dim()):
             if new.shape[dim] != old.shape[dim]:
                 value = value.repeat_interleave(factor, dim=dim)
