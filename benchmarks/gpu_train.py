@@ -158,6 +158,16 @@ class PatternStream:
         self.generation_rate = len(first) / (time.perf_counter() - t0)
         self._top_up_queue()
 
+    @classmethod
+    def from_arrays(cls, args, data: dict[str, torch.Tensor], device: torch.device):
+        """A fixed stream of ``data`` (a parquet data set): no workers, nothing to top up."""
+        stream = cls.__new__(cls)
+        stream.args, stream.config, stream.device = args, None, device
+        stream.pool, stream.pending, stream.generation_rate = None, [], None
+        stream.data = _to_device(data, device)
+        stream.next_index = TRAIN_START + stream.count
+        return stream
+
     def _indices(self, n: int) -> np.ndarray:
         out = np.arange(self.next_index, self.next_index + n)
         self.next_index += n
@@ -208,11 +218,13 @@ class PatternStream:
         self.count += n
 
     def batches(self, steps: int, gen: torch.Generator, deadline: float = float("inf")):
-        """``steps`` random batches (with replacement), fewer if ``deadline`` passes;
-        finished chunks join every ``ABSORB_EVERY`` steps, so the workers never wait for
+        """``steps`` random batches (with replacement), fewer if ``deadline`` passes, but
+        never none: the deadline can pass between the caller's budget check and the first
+        batch (under load it does), and an empty round has nothing to train on.
+        Finished chunks join every ``ABSORB_EVERY`` steps, so the workers never wait for
         an evaluation round to hand their patterns over."""
         for step in range(steps):
-            if time.perf_counter() >= deadline:
+            if step and time.perf_counter() >= deadline:
                 return
             if step and step % ABSORB_EVERY == 0:
                 self.absorb()
@@ -435,10 +447,7 @@ def main(argv=None) -> dict:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     if stream is None:
-        stream = PatternStream.__new__(PatternStream)
-        stream.args, stream.pool, stream.pending = args, None, []
-        stream.data, stream.generation_rate = read_parquet(args.data), None
-        stream.next_index = TRAIN_START + stream.count
+        stream = PatternStream.from_arrays(args, read_parquet(args.data), device)
     stream.device = device
     stream.data = _to_device(stream.data, device)
     val_indices = range(VAL_START, VAL_START + args.val_patterns)

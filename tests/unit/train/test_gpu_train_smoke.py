@@ -83,9 +83,19 @@ def test_worker_patterns_join_the_stream_between_evaluations():
 
 
 def test_stream_append_grows_its_buffers_and_keeps_every_row():
-    stream = gpu_train.PatternStream.__new__(gpu_train.PatternStream)
-    stream.data = {"x": torch.arange(3.0).reshape(3, 1)}
+    args = gpu_train.parse_args(["--smoke"])
+    data = {"x": torch.arange(3.0).reshape(3, 1)}
+    stream = gpu_train.PatternStream.from_arrays(args, data, torch.device("cpu"))
     for start in (3, 5, 12):
         stream._append({"x": torch.arange(start, start + 2.0).reshape(2, 1)})
     assert stream.count == 9
     assert stream.data["x"].flatten().tolist() == [0, 1, 2, 3, 4, 5, 6, 12, 13]
+
+
+def test_a_deadline_already_past_still_gives_one_batch():
+    """The budget check and the first batch are not atomic: an empty round would crash."""
+    args, data = gpu_train.parse_args(["--smoke"]), {"x": torch.arange(8.0).reshape(8, 1)}
+    stream = gpu_train.PatternStream.from_arrays(args, data, torch.device("cpu"))
+    gen = torch.Generator().manual_seed(0)
+    assert len(list(stream.batches(5, gen, deadline=0.0))) == 1
+    assert len(list(stream.batches(5, gen))) == 5
