@@ -2,8 +2,9 @@
 
 Like ``readme_tables.py`` for the README: the text between ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` in a page is replaced by what section NAME builds from
-``benchmarks/results/``. Today one section: ``phasing-modes`` in ``docs/phasing.md``,
-one row per pattern size of each ``benchmarks/phasing.py`` mode file.
+``benchmarks/results/``: ``phasing-modes`` in ``docs/phasing.md`` (one row per pattern
+size of each ``benchmarks/phasing.py`` mode file) and ``generation-scaling`` in
+``docs/scaling.md`` (one row per worker count of ``benchmarks/generate_scaling.py``).
 
     python benchmarks/docs_tables.py            # rewrite the sections
     python benchmarks/docs_tables.py --check    # exit 1 if a page is stale
@@ -86,7 +87,44 @@ def phasing_modes(load) -> str:
     return "\n".join(lines)
 
 
-PAGES = {"phasing.md": {"phasing-modes": phasing_modes}}
+SCALING_COLUMNS = (
+    ("patterns/s", lambda run: f"{run['patterns_per_s']:,.0f}"),
+    ("wall speedup", lambda run: f"{run['speedup']:.2f}"),
+    ("CPU ms / pattern", lambda run: f"{run['cpu_ms_per_pattern']:.2f}"),
+    ("CPU efficiency", lambda run: f"{run['cpu_efficiency']:.2f}"),
+    ("cores the job got", lambda run: f"{run['cpu_s'] / run['wall_s']:.2f}"),
+)
+"""Columns of the generation-scaling table: each cell joins that worker count's runs."""
+
+
+def generation_scaling(load) -> str:
+    """One row per worker count of ``generate_scaling.json``, its runs in run order."""
+    result = load("generate_scaling.json")
+    if result is None:
+        return "`benchmarks/results/generate_scaling.json`: not measured yet"
+    names = " | ".join(name for name, _ in SCALING_COLUMNS)
+    lines = [f"| workers | {names} |", "| --- " * (len(SCALING_COLUMNS) + 1) + "|"]
+    for workers in sorted({run["workers"] for run in result["runs"]}):
+        runs = [run for run in result["runs"] if run["workers"] == workers]
+        cells = [" / ".join(cell(run) for run in runs) for _, cell in SCALING_COLUMNS]
+        lines.append(f"| {workers} | " + " | ".join(cells) + " |")
+    order = ", ".join(str(run["workers"]) for run in result["runs"])
+    before, after = result["load_average_before"][0], result["load_average_after"][0]
+    lines += [
+        "",
+        f"Measured on {result['machine']} at commit `{result['git_sha'][:7]}`, "
+        f"{result['date'][:10]}, load {before:.1f}-{after:.1f}; runs in the order {order}, "
+        f"{result['runs'][0]['patterns']:,} patterns each after a warm-up "
+        "(`benchmarks/results/generate_scaling.json`). Cores the job got: CPU seconds of "
+        "the whole process tree over wall seconds.",
+    ]
+    return "\n".join(lines)
+
+
+PAGES = {
+    "phasing.md": {"phasing-modes": phasing_modes},
+    "scaling.md": {"generation-scaling": generation_scaling},
+}
 
 
 def _load_from(results: Path):

@@ -119,7 +119,7 @@ def memory(t):
         f"generation memory: {big['patterns']:,}-pattern Ray run",
         f"peak PSS summed over {big['peak_processes']} processes {pss:,.0f} MiB, RSS summed "
         f"{rss:,.0f} MiB, largest process {big['peak_single_process_rss_mb']:,.0f} MiB; "
-        f"{big['bytes_per_pattern'] / 1e3:.1f} kB/pattern, {big['patterns_per_s']:.0f} "
+        f"{big['bytes_per_pattern'] / 1e3:.1f} kB/pattern, {big['patterns_per_s']:,.0f} "
         "patterns/s",
         f"< {MEMORY_BYTES / 1e9:.0f} GB peak: {fits['pss']} as PSS, {fits['rss']} as summed RSS",
     )

@@ -19,7 +19,8 @@ def test_the_docs_are_built_from_the_results():
 def test_a_changed_result_changes_the_page_and_a_rebuild_fixes_it(tmp_path):
     docs, results = tmp_path / "docs", tmp_path / "results"
     docs.mkdir()
-    shutil.copy(ROOT / "docs" / "phasing.md", docs / "phasing.md")
+    for page in docs_tables.PAGES:
+        shutil.copy(ROOT / "docs" / page, docs / page)
     shutil.copytree(RESULTS, results)
     args = ["--docs", str(docs), "--results", str(results)]
     assert docs_tables.main([*args, "--check"]) == 0
@@ -35,3 +36,22 @@ def test_a_changed_result_changes_the_page_and_a_rebuild_fixes_it(tmp_path):
 def test_a_missing_mode_file_says_so(tmp_path):
     text = docs_tables.phasing_modes(lambda name: None)
     assert text.count("not measured yet") == len(docs_tables.MODES)
+
+
+def test_generation_scaling_rows_join_the_runs_of_each_worker_count():
+    runs = [
+        {"workers": w, "patterns": 100, "patterns_per_s": rate, "speedup": rate / 500,
+         "cpu_ms_per_pattern": 1.5, "cpu_efficiency": 1.0, "cpu_s": 3.0, "wall_s": 2.0}
+        for w, rate in ((1, 500), (2, 900), (1, 510), (2, 950))
+    ]  # fmt: skip
+    result = {"runs": runs, "machine": "m", "git_sha": "abcdef12", "date": "2026-12-02T00:00",
+              "load_average_before": [0.5], "load_average_after": [1.5]}  # fmt: skip
+    text = docs_tables.generation_scaling(lambda name: result)
+    rows = [
+        line for line in text.splitlines() if line.startswith("| 1 ") or line.startswith("| 2 ")
+    ]
+    assert rows[0].startswith("| 1 | 500 / 510 | 1.00 / 1.02 |")
+    assert rows[1].startswith("| 2 | 900 / 950 | 1.80 / 1.90 |")
+    assert rows[1].endswith("| 1.50 / 1.50 |")  # cores the job got: 3 CPU-s over 2 s
+    assert "order 1, 2, 1, 2" in text and "load 0.5-1.5" in text
+    assert "not measured yet" in docs_tables.generation_scaling(lambda name: None)

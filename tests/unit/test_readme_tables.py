@@ -62,7 +62,8 @@ def _perturbed(x, path: str = "", key: str = ""):
     if isinstance(x, int):
         return max(round(x * _factor(path)), x + 1)
     if isinstance(x, float):
-        return (x or 0.37) * _factor(path)
+        # small values also move by an offset: 0.08 x 1.3 still prints as 0.1
+        return (x or 0.37) * _factor(path) + (0.37 if abs(x) < 0.5 else 0.0)
     return x.translate(str.maketrans("0123456789", "1234567890"))
 
 
