@@ -3,8 +3,9 @@
 Like ``readme_tables.py`` for the README: the text between ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` in a page is replaced by what section NAME builds from
 ``benchmarks/results/``: ``phasing-modes`` in ``docs/phasing.md`` (one row per pattern
-size of each ``benchmarks/phasing.py`` mode file) and ``generation-scaling`` in
-``docs/scaling.md`` (one row per worker count of ``benchmarks/generate_scaling.py``).
+size of each ``benchmarks/phasing.py`` mode file); ``measured-rates`` (one row per stage,
+each from its own file) and ``generation-scaling`` (one row per worker count of
+``benchmarks/generate_scaling.py``) in ``docs/scaling.md``.
 
     python benchmarks/docs_tables.py            # rewrite the sections
     python benchmarks/docs_tables.py --check    # exit 1 if a page is stale
@@ -121,9 +122,132 @@ def generation_scaling(load) -> str:
     return "\n".join(lines)
 
 
+def _load_average(result: dict) -> str:
+    """The 1-minute load a result recorded before its run, however its script names it."""
+    for key in ("load_before", "load_average_before", "loadavg", "load_average"):
+        if key in result:
+            return f"load {result[key][0]:.1f}"
+    return "load not recorded"
+
+
+def _generation_cpu(d):
+    cpu = [run["cpu_ms_per_pattern"] for run in d["runs"]]
+    per_core = 1000 / (sum(cpu) / len(cpu))
+    return (
+        "CPU per pattern, Ray pipeline (simulate + write Parquet), whole process tree",
+        f"{min(cpu):.2f}-{max(cpu):.2f} ms, i.e. **~{per_core:,.0f} patterns/s per core**",
+    )
+
+
+def _generation_bytes(d):
+    return "bytes on disk", f"{d['ray']['large_run']['bytes_per_pattern'] / 1e3:.1f} kB per pattern"
+
+
+def _training_cpu(d):
+    rate = d["pure_torch_samples_per_s"]
+    ray_rates = " and ".join(
+        f"{r['samples_per_s']:.0f} with {r['workers']} worker{'s' * (r['workers'] > 1)}"
+        for r in d["ray_train"]
+    )
+    return (
+        f"width {d['model']['base_width']} CNN, batch {d['batch_size_per_worker']}, fp32: the "
+        f"pure loop; then Ray Train ({d['cpus_per_worker']} CPU per worker)",
+        f"{rate['1_threads']:.0f} samples/s on 1 thread, {rate['2_threads']:.0f} on 2; Ray "
+        f"Train {ray_rates}",
+    )
+
+
+def _training_gpu(d):
+    return (
+        f"width {d['args']['width']}, bf16, data generated on the fly",
+        f"{d['final_val']['train_patterns_per_s']:,.0f} samples/s",
+    )
+
+
+def _inference_cpu(d):
+    row = next(m for m in d["models"] if m["base_width"] == 16)
+    return (
+        f"width {row['base_width']}, BN folded, channels_last, batch {d['batch']}, "
+        f"{d['threads']} thread",
+        f"{row['patterns_per_s']:,.0f} patterns/s",
+    )
+
+
+def _inference_gpu(d):
+    rate = d["inference_patterns_per_s"]
+    return (
+        f"width {d['args']['width']}, batch {d['args']['infer_batch']:,}",
+        f"{rate['fp32']:,.0f} patterns/s fp32, {rate['bf16']:,.0f} bf16",
+    )
+
+
+def _refinement_cpu(d):
+    best = fastest(d["ours"])
+    return (
+        f"600 iterations (`{d['schedule']}` + shrink-wrap), {d['torch_threads']} threads",
+        f"{best['patterns_per_s']:.0f} patterns/s (batch {best['batch']})",
+    )
+
+
+def _refinement_gpu(d):
+    rates = ", ".join(f"{r['patterns_per_s']:,.0f} at batch {r['batch']:,}" for r in d["rows"])
+    return f"the same, one {d['device']}", f"{rates} patterns/s"
+
+
+def _beamtime_read(d):
+    scan = d.get("real_scan54") or d["synthetic"]  # the measured scan where it was at hand
+    full, raw = scan["reader_plus_preprocess"], scan["raw_read"]
+    shape = "x".join(map(str, scan["frame_shape"]))
+    return (
+        f"scan {scan['scan']} ({scan['frames']} frames of {shape}, {scan['bytes'] / 1e6:.1f} "
+        "MB): read + dark/flat + preprocess, warm cache, 1 thread",
+        f"{full['seconds']:.2f} s per scan = **{full['MB_per_s']:.0f} MB/s per core** (raw "
+        f"TIFF read alone: {raw['MB_per_s']:.0f} MB/s)",
+    )
+
+
+def _nearest_neighbour(d):
+    row = max(d["rows"], key=lambda r: r["binning"])
+    return (
+        f"{row['references']:,} references, {row['features']:,} features, {d['threads']} thread",
+        f"{row['ms_per_query']:.1f} ms per query",
+    )
+
+
+RATES = (
+    ("generation", "generate_scaling.json", _generation_cpu),
+    ("generation", "generate_throughput.json", _generation_bytes),
+    ("training, CPU", "train_throughput.json", _training_cpu),
+    ("training, GPU", "gpu_train_h200.json", _training_gpu),
+    ("inference, CPU", "cnn_inference.json", _inference_cpu),
+    ("inference, GPU", "gpu_train_h200.json", _inference_gpu),
+    ("refinement, CPU", "phasing.json", _refinement_cpu),
+    ("refinement, GPU", "gpu_phasing.json", _refinement_gpu),
+    ("beamtime read", "read_rate_34idc.json", _beamtime_read),
+    ("nearest neighbour", "nns_shared_box_1thread.json", _nearest_neighbour),
+)
+"""The measured-rates table: stage, result file, ``result -> (what, rate)``."""
+
+
+def measured_rates(load) -> str:
+    """One row per stage, each from its own result file (a missing file says so)."""
+    lines = ["| stage | what | rate | source |", "| --- | --- | --- | --- |"]
+    for stage, name, row in RATES:
+        result = load(name)
+        if result is None:
+            lines.append(f"| {stage} | `{name}`: not measured yet | | |")
+            continue
+        what, rate = row(result)
+        lines.append(f"| {stage} | {what} | {rate} | `{name}` ({_load_average(result)}) |")
+    return "\n".join(lines)
+
+
 PAGES = {
     "phasing.md": {"phasing-modes": phasing_modes},
-    "scaling.md": {"generation-scaling": generation_scaling},
+    "scaling.md": {
+        "measured-rates": measured_rates,
+        "generation-scaling": generation_scaling,
+    },
 }
 
 

@@ -97,8 +97,13 @@ def main() -> int:
     torch.set_num_threads(1)
     from cdiflow.formats.aps34idc_writer import write_synthetic_beamtime
     from cdiflow.physics.beamtime import SyntheticBeamtimeConfig
+    from run_record import run_record
 
-    results = {"load_average": [round(x, 2) for x in os.getloadavg()], "torch_threads": 1}
+    results = {
+        **run_record("read_rate_34idc.py"),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "torch_threads": 1,
+    }
     if REAL.is_dir():
         results["real_scan54"] = measure(REAL, args.repeats)
     with tempfile.TemporaryDirectory() as tmp:
@@ -107,6 +112,7 @@ def main() -> int:
         write_synthetic_beamtime(tmp, config, np.random.default_rng(0))
         results["synthetic_write_seconds"] = round(time.perf_counter() - start, 3)
         results["synthetic"] = measure(Path(tmp), args.repeats)
+    results["load_after"] = list(os.getloadavg())
     print(json.dumps(results, indent=2))
     out = Path(args.out)
     from cdiflow.formats.atomic import atomic_write_json

@@ -55,3 +55,17 @@ def test_generation_scaling_rows_join_the_runs_of_each_worker_count():
     assert rows[1].endswith("| 1.50 / 1.50 |")  # cores the job got: 3 CPU-s over 2 s
     assert "order 1, 2, 1, 2" in text and "load 0.5-1.5" in text
     assert "not measured yet" in docs_tables.generation_scaling(lambda name: None)
+
+
+def test_measured_rates_name_their_files_and_follow_them():
+    load = docs_tables._load_from(RESULTS)
+    text = docs_tables.measured_rates(load)
+    assert all(f"`{name}`" in text for _, name, _ in docs_tables.RATES)
+    changed = json.loads((RESULTS / "train_throughput.json").read_text())
+    changed["pure_torch_samples_per_s"]["1_threads"] = 12345.0  # another run's rate
+    moved = docs_tables.measured_rates(
+        lambda name: changed if name == "train_throughput.json" else load(name)
+    )
+    assert "12345 samples/s on 1 thread" in moved and "12345" not in text
+    missing = docs_tables.measured_rates(lambda name: None)
+    assert missing.count("not measured yet") == len(docs_tables.RATES)
