@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 
 from phasing_rows import MODES, fastest
+from readme_benchmarks import machine
+from readme_rows import shipped_width
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -122,14 +124,6 @@ def generation_scaling(load) -> str:
     return "\n".join(lines)
 
 
-def _load_average(result: dict) -> str:
-    """The 1-minute load a result recorded before its run, however its script names it."""
-    for key in ("load_before", "load_average_before", "loadavg", "load_average"):
-        if key in result:
-            return f"load {result[key][0]:.1f}"
-    return "load not recorded"
-
-
 def _generation_cpu(d):
     cpu = [run["cpu_ms_per_pattern"] for run in d["runs"]]
     per_core = 1000 / (sum(cpu) / len(cpu))
@@ -165,7 +159,7 @@ def _training_gpu(d):
 
 
 def _inference_cpu(d):
-    row = next(m for m in d["models"] if m["base_width"] == 16)
+    row = next(m for m in d["models"] if m["base_width"] == shipped_width())
     return (
         f"width {row['base_width']}, BN folded, channels_last, batch {d['batch']}, "
         f"{d['threads']} thread",
@@ -238,7 +232,7 @@ def measured_rates(load) -> str:
             lines.append(f"| {stage} | `{name}`: not measured yet | | |")
             continue
         what, rate = row(result)
-        lines.append(f"| {stage} | {what} | {rate} | `{name}` ({_load_average(result)}) |")
+        lines.append(f"| {stage} | {what} | {rate} | `{name}`: {machine(name, result)} |")
     return "\n".join(lines)
 
 

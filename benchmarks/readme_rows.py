@@ -125,8 +125,13 @@ def memory(t):
     )
 
 
+def shipped_width() -> int:
+    """The base width of the shipped model, as its card names it."""
+    return json.loads(SHIPPED_CARD.read_text())["model_config"]["base_width"]
+
+
 def cnn_inference(c):
-    width = json.loads(SHIPPED_CARD.read_text())["model_config"]["base_width"]
+    width = shipped_width()
     m = next(r for r in c["models"] if r["base_width"] == width)
     ok = m["patterns_per_s"] >= INFERENCE_RATE and m["fraction_of_matmul"] >= INFERENCE_SHARE
     matmul = max(m["matmul_gflops_before"], m["matmul_gflops_after"])  # what the share used
