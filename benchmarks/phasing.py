@@ -131,6 +131,8 @@ def bench_size(size: int, counts, threads: int, args, baseline) -> dict:
     schedule = as_schedule(args.schedule)
     modulus = test_patterns(n, args.seed, size)
     start = random_phase_rectangle(n, rng=args.seed, rect=(size // 2, size // 2), size=size)
+    # warm-up: numba compiles (or loads from its cache) the CPU kernels on first use
+    run_ours(runner, modulus[:1], start.select(slice(0, 1)), 1, as_schedule("2*HIO+2*ER"))
     auto = runner.batch_for(size, threads)
     batches = sorted({1, auto, *(args.batch_sizes if size == 64 else ())})
     batches = [b for b in batches if b <= n] or [n]
@@ -352,6 +354,15 @@ def write_mode(out: Path, mode: dict, common: dict) -> None:
     print(f"wrote {path}", flush=True)
 
 
+def cpu_kernels_used() -> str:
+    """Which pixel-wise kernels our engine ran on CPU here (``run_phasing(kernels="auto")``)."""
+    if not runner.fused_kernels("auto", torch.zeros(1)):
+        return "torch (numba not installed)"
+    import numba
+
+    return f"numba {numba.__version__} (cdiflow.phasing.cpu_kernels)"
+
+
 def main(argv=None) -> int:
     args, modes = parse_args(argv)
     baseline = load_baseline(args.baseline) if args.baseline else None
@@ -366,6 +377,7 @@ def main(argv=None) -> int:
         "smoke": args.smoke,
         "pynx": "not available: PyPI's `pynx` is an unrelated nginx tool; PyNX is not on PyPI",
         "torch_compile_cpu": "not used: measured slower than eager on CPU (docs/phasing.md)",
+        "cpu_kernels": cpu_kernels_used(),
     }
     counts = counts_for(args)
     results = []

@@ -42,6 +42,7 @@ from pathlib import Path
 
 import torch
 
+from cdiflow.phasing import cpu_kernels
 from cdiflow.phasing.projections import COEFFICIENTS
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, gaussian_transfer, shrink_wrap
@@ -93,6 +94,7 @@ def run_phasing(
     snapshots: tuple[int, ...] = (),
     chi2_every: int = 1,
     threads: int | None = None,
+    kernels: str = "auto",
 ) -> PhasingResult:
     """Run ``schedule`` on a batch of patterns; returns a ``PhasingResult``.
 
@@ -113,12 +115,15 @@ def run_phasing(
     threads : CPU parallelism for this call: n single-threaded workers on slices of the
         batch (torch's threads restored after); a single pattern gets
         ``useful_threads`` of them; None leaves torch's own threads.
+    kernels : the pixel-wise steps on CPU: "numba" (``cpu_kernels``: one fused pass
+        each), "torch" (torch ops, as on a GPU), or "auto": numba on CPU when it
+        imports, torch otherwise. Both give the same iterates to rounding (tested).
     """
     if chi2_every < 1:
         raise ValueError(f"chi2_every must be >= 1, got {chi2_every}")
     algorithms = as_schedule(schedule).expand()
     inputs = (modulus, start, support, mask, upper_bound, beta)
-    rest = (algorithms, shrinkwrap, set(snapshots), chi2_every)
+    rest = (algorithms, shrinkwrap, set(snapshots), chi2_every, fused_kernels(kernels, modulus))
     batch = modulus.shape[0]
     if threads is not None and batch < 2:
         threads = useful_threads(modulus.shape[-1], threads)
@@ -149,9 +154,19 @@ def useful_threads(pattern_size: int, threads: int) -> int:
     return max(1, min(threads, pattern_size * pattern_size // _GRAIN))
 
 
-def _run(inputs, algorithms, shrinkwrap, wanted, every) -> PhasingResult:
+def fused_kernels(kernels: str, modulus: torch.Tensor) -> bool:
+    """Whether ``kernels`` (see ``run_phasing``) means the fused numba kernels here."""
+    if kernels not in ("auto", "numba", "torch"):
+        raise ValueError(f"kernels must be 'auto', 'numba' or 'torch', got {kernels!r}")
+    on_cpu = modulus.device.type == "cpu"
+    if kernels == "numba" and not (on_cpu and cpu_kernels.available()):
+        raise ValueError("kernels='numba' needs a CPU tensor and numba installed")
+    return kernels == "numba" or (kernels == "auto" and on_cpu and cpu_kernels.available())
+
+
+def _run(inputs, algorithms, shrinkwrap, wanted, every, fused) -> PhasingResult:
     modulus, start, support, mask, upper_bound, beta = inputs
-    st = _State.prepare(modulus, start, support, mask, upper_bound, beta, shrinkwrap)
+    st = _State.prepare(modulus, start, support, mask, upper_bound, beta, shrinkwrap, fused)
     return _iterate(st, algorithms, shrinkwrap, wanted, every)
 
 
@@ -192,7 +207,8 @@ def _iterate(st: _State, algorithms, shrinkwrap, wanted: set, every: int) -> Pha
     names = set(algorithms)
     record = sampled_iterations(algorithms, every)
     coef = st.coefficients(names)
-    chi2 = torch.full((st.batch, len(algorithms)), math.nan, device=st.device, dtype=torch.float32)
+    # one row per iteration, written in place (a row is contiguous; a column is not)
+    curve = torch.full((len(algorithms), st.batch), math.nan, device=st.device, dtype=st.real)
     best = _Best(st.x, torch.full((st.batch,), math.inf, device=st.device, dtype=st.real))
     x, kept, first = st.x, {}, None
     for k, name in enumerate(algorithms):
@@ -203,16 +219,15 @@ def _iterate(st: _State, algorithms, shrinkwrap, wanted: set, every: int) -> Pha
             best.reset()
         if k in wanted:
             kept[k] = _shift(torch.where(st.s, x, 0))
-        y, err = st.fourier(x, with_chi2=record[k])
+        y, err = st.fourier(x, with_chi2=record[k], out=curve[k] if record[k] else None)
         if err is not None:
-            chi2[:, k] = err
             # x satisfies the support in force (after ER; the start), unless that just
             # changed: then it satisfies the old one only
             if (k == 0 or algorithms[k - 1] == "ER") and not updated:
                 best.offer(x, err)
             if k == 0:
                 first = (x, err)
-        x = _update(coef[name], x, y)
+        x = st.update(coef[name], x, y)
 
     x = torch.where(st.s, x, 0)
     final = chi2_of(magnitude(torch.fft.fft2(x, norm="ortho")), st.m, st.w, norm=st.norm)
@@ -225,7 +240,7 @@ def _iterate(st: _State, algorithms, shrinkwrap, wanted: set, every: int) -> Pha
         obj=_shift(x),
         best_obj=_shift(best.x),
         support=_shift(st.s),
-        chi2=chi2,
+        chi2=curve.T.float().contiguous(),
         final_chi2=final.float(),
         best_chi2=best.chi2.float(),
         collapsed=st.collapsed,
@@ -349,7 +364,8 @@ class _State:
     """The loop's inputs (unshifted), its buffers, and the support it updates: ``m``
     modulus, ``w`` mask (None: all measured), ``s`` support, ``ub`` upper bound, ``b``
     beta (B, 1, 1), ``norm`` measured sum |F|^2 (B,), ``x`` the scaled start; ``mag``,
-    ``tmp`` and ``squares`` are the Fourier step's real buffers."""
+    ``tmp`` and ``squares`` are the Fourier step's real buffers; ``fused``, when set, runs
+    the two pixel-wise steps in ``cpu_kernels`` instead of torch ops."""
 
     m: torch.Tensor
     w: torch.Tensor | None
@@ -364,13 +380,16 @@ class _State:
     mag: torch.Tensor
     tmp: torch.Tensor
     squares: torch.Tensor
+    fused: cpu_kernels.FusedSteps | None = None
 
     batch = property(lambda self: self.m.shape[0])
     device = property(lambda self: self.m.device)
     real = property(lambda self: self.m.dtype)
 
     @classmethod
-    def prepare(cls, modulus, start, support, mask, upper_bound, beta, shrinkwrap) -> _State:
+    def prepare(
+        cls, modulus, start, support, mask, upper_bound, beta, shrinkwrap, fused=False
+    ) -> _State:
         batch, size, device = modulus.shape[0], modulus.shape[-1], modulus.device
         real = modulus.dtype if modulus.dtype in (torch.float32, torch.float64) else torch.float32
         m = _unshift(modulus.to(real)).contiguous()
@@ -392,10 +411,16 @@ class _State:
         unmeasured = None if w is None else ~w
         mag, tmp = torch.empty_like(m), torch.empty_like(m)
         squares = torch.empty(*m.shape, 2, device=device, dtype=real)
-        return cls(m, w, unmeasured, s, ub, b, norm, x, transfer, collapsed, mag, tmp, squares)
+        steps = cpu_kernels.FusedSteps.of(m, norm, w) if fused else None
+        buffers = (mag, tmp, squares, steps)
+        return cls(m, w, unmeasured, s, ub, b, norm, x, transfer, collapsed, *buffers)
 
     def coefficients(self, names) -> dict:
-        """Per algorithm, the update's complex ``(a, c)`` for the support in force."""
+        """Per algorithm, the update's coefficients for the support in force: complex
+        ``(a, c)`` tensors, or with ``fused`` ``cpu_kernels``' per-pattern
+        (a_out, a_in, c_out, c_in) and the support as 0/1 reals."""
+        if self.fused is not None:
+            return {n: self.fused.coefficients(COEFFICIENTS[n], self.s, self.b) for n in names}
         cplx = _complex_of(self.real)
         out = {}
         for name in names:
@@ -403,10 +428,21 @@ class _State:
             out[name] = (None if a is None else a.to(cplx), c.to(cplx))
         return out
 
-    def fourier(self, x: torch.Tensor, with_chi2: bool):
+    def update(self, coefficients, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The next iterate ``a x + c y``, written into ``y``; ``x`` is not touched."""
+        if self.fused is None:
+            return _update(coefficients, x, y)
+        return self.fused.update_(coefficients, x, y)
+
+    def fourier(self, x: torch.Tensor, with_chi2: bool, out: torch.Tensor | None = None):
         """``(P_M x, chi^2 of x or None)``: the masked modulus projection of
-        ``cdiflow.physics.farfield.project_modulus`` and eq. 5, in the state's buffers."""
+        ``cdiflow.physics.farfield.project_modulus`` and eq. 5, in the state's buffers;
+        chi^2 goes into ``out`` (B,) when given."""
         spectrum = torch.fft.fft2(x, norm="ortho")
+        if self.fused is not None:  # chi^2 comes with the pass at next to no cost
+            err = out if out is not None else torch.empty(self.batch, dtype=self.real)
+            self.fused.project_(spectrum, err.numpy())
+            return torch.fft.ifft2(spectrum, norm="ortho"), err if with_chi2 else None
         mag = self._magnitude(spectrum)
         err = None
         if with_chi2:
@@ -414,6 +450,8 @@ class _State:
             if self.w is not None:
                 diff.mul_(self.w)
             err = torch.linalg.vecdot(diff, diff, dim=-1).sum(-1) / self.norm
+            if out is not None:
+                err = out.copy_(err)
         ratio = torch.clamp_min(mag, _RATIO_EPS, out=self.tmp)
         torch.div(self.m, ratio, out=ratio)
         if self.unmeasured is not None:

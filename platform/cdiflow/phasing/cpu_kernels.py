@@ -1,0 +1,184 @@
+"""Fused CPU kernels for the phasing loop's two pixel-wise steps (numba).
+
+The loop (``cdiflow.phasing.runner``) does, per iteration, the FFT pair and two
+pixel-wise steps: the masked modulus projection with its chi^2, and the affine update
+``x' = a x + c y`` of ER, HIO and RAAR. On a GPU torch fuses nothing either, but memory
+is fast; on a CPU the dozen torch passes of those two steps cost 3-4x the FFT pair
+(docs/phasing.md). Here each step is one pass over the pixels, compiled by numba, so
+the loop runs near its FFT-only bound.
+
+What is computed stays defined once, elsewhere: the projection is
+``cdiflow.physics.farfield.project_modulus`` (the torch path, ``_State.fourier``, is
+checked against it, and these kernels against the torch path), and the update's
+coefficients come from ``cdiflow.phasing.projections.COEFFICIENTS``, evaluated for a
+pixel outside and a pixel inside the support (``support_coefficients``). Only the loop
+over pixels is written here.
+
+numba is imported on first use, not when cdiflow is imported; compiled kernels are
+cached on disk (numba's ``cache=True``), so a new process loads them in well under a
+second. Without numba (``available()`` False) the runner keeps its torch path.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+
+import numpy as np
+import torch
+
+_RATIO_EPS = 1e-12  # the clamp of ``cdiflow.physics.farfield.project_modulus``
+
+
+@functools.cache
+def available() -> bool:
+    """Whether numba imports (the fused kernels can run)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def _kernels():
+    import numba
+
+    # error_model="numpy": a division is not checked for zero (it is clamped), which is
+    # what lets LLVM vectorise the loops; reassoc lets it vectorise the chi^2 sum; no
+    # approximate reciprocals or square roots ("afn"/"arcp"): the projection stays exact
+    # to rounding, like torch's.
+    jit = numba.njit(
+        nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"}
+    )
+
+    @jit
+    def project_row(spec, m, eps):
+        """One pattern: spec (2n interleaved re/im) projected in place; sum (|F| - m)^2.
+        ``eps`` (the clamp) comes in m's dtype, so float32 stays float32 throughout."""
+        acc = eps - eps
+        for i in range(m.shape[0]):
+            re = spec[2 * i]
+            im = spec[2 * i + 1]
+            mag = np.sqrt(re * re + im * im)
+            d = mag - m[i]
+            acc += d * d
+            r = m[i] / (mag if mag > eps else eps)
+            spec[2 * i] = re * r
+            spec[2 * i + 1] = im * r
+        return acc
+
+    @jit
+    def project_row_masked(spec, m, w, eps):
+        """As ``project_row``; pixels with w == 0 keep their value and add nothing (w is
+        0 or 1 in m's dtype: a select written as arithmetic, which vectorises, and exact
+        for 0 and 1 -- unlike ``1 + w (r - 1)``, which loses r's low digits)."""
+        acc = eps - eps
+        for i in range(m.shape[0]):
+            re = spec[2 * i]
+            im = spec[2 * i + 1]
+            wf = w[i]
+            mag = np.sqrt(re * re + im * im)
+            d = (mag - m[i]) * wf
+            acc += d * d
+            r = m[i] / (mag if mag > eps else eps)
+            r = r * wf + (1 - wf)
+            spec[2 * i] = re * r
+            spec[2 * i + 1] = im * r
+        return acc
+
+    @jit
+    def project(spec, m, norm, err, eps):
+        for b in range(m.shape[0]):
+            err[b] = project_row(spec[b], m[b], eps) / norm[b]
+
+    @jit
+    def project_masked(spec, m, w, norm, err, eps):
+        for b in range(m.shape[0]):
+            err[b] = project_row_masked(spec[b], m[b], w[b], eps) / norm[b]
+
+    @jit
+    def update_row(y, x, s, a0, a1, c0, c1):
+        """y = a x + c y with (a, c) = (a0, c0) off the support (s = 0), (a1, c1) on it:
+        the blend ``a0 (1 - s) + a1 s`` is exact for s in {0, 1}."""
+        for i in range(s.shape[0]):
+            sf = s[i]
+            a = a0 * (1 - sf) + a1 * sf
+            c = c0 * (1 - sf) + c1 * sf
+            y[2 * i] = c * y[2 * i] + a * x[2 * i]
+            y[2 * i + 1] = c * y[2 * i + 1] + a * x[2 * i + 1]
+
+    @jit
+    def update(y, x, s, coef):
+        for b in range(s.shape[0]):
+            update_row(y[b], x[b], s[b], coef[b, 0], coef[b, 1], coef[b, 2], coef[b, 3])
+
+    return project, project_masked, update
+
+
+def _flat_real(t: torch.Tensor) -> np.ndarray:
+    """A contiguous complex (B, P, P) tensor as its (B, 2 P^2) real numpy view."""
+    if not t.is_contiguous():
+        raise ValueError("the fused kernels need contiguous tensors")
+    return torch.view_as_real(t).numpy().reshape(t.shape[0], -1)
+
+
+def _flat(t: torch.Tensor) -> np.ndarray:
+    """A real (B, P, P) tensor as a (B, P^2) numpy array (a view when contiguous)."""
+    return t.contiguous().numpy().reshape(t.shape[0], -1)
+
+
+@dataclasses.dataclass(frozen=True)
+class FusedSteps:
+    """The two pixel-wise steps of the loop on one batch, with its fixed inputs as numpy
+    views made once (the tensors behind them stay alive with the views).
+
+    m : (B, n) measured modulus; norm : (B,) eq. 5's denominator; measured : (B, n) 1
+    where measured, 0 elsewhere, or None (all measured); eps : the clamp, in m's dtype.
+    """
+
+    m: np.ndarray
+    norm: np.ndarray
+    measured: np.ndarray | None
+    eps: np.floating
+
+    @classmethod
+    def of(cls, modulus: torch.Tensor, norm: torch.Tensor, mask: torch.Tensor | None):
+        """For a (B, P, P) real ``modulus``, its (B,) ``norm`` and a bool ``mask``
+        broadcastable to it (True = measured) or None."""
+        m = _flat(modulus)
+        measured = None if mask is None else _flat(mask.expand(modulus.shape).to(modulus.dtype))
+        return cls(m, norm.contiguous().numpy(), measured, m.dtype.type(_RATIO_EPS))
+
+    def project_(self, spectrum: torch.Tensor, err: np.ndarray) -> None:
+        """In place: ``spectrum`` (B, P, P) complex becomes its masked modulus projection,
+        as ``cdiflow.physics.farfield.project_modulus``; ``err`` (B,) receives eq. 5's
+        chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels."""
+        project, project_masked, _ = _kernels()
+        spec = _flat_real(spectrum)
+        if self.measured is None:
+            project(spec, self.m, self.norm, err, self.eps)
+        else:
+            project_masked(spec, self.m, self.measured, self.norm, err, self.eps)
+
+    @staticmethod
+    def coefficients(coefficients, support: torch.Tensor, beta: torch.Tensor) -> tuple:
+        """What ``update_`` takes for one algorithm (``COEFFICIENTS[name]``), the
+        (B, P, P) bool ``support`` and ``beta`` (B, 1, 1): per pattern (a_out, a_in,
+        c_out, c_in), and the support as 0/1 reals of beta's dtype."""
+        real = beta.dtype
+        a, c = coefficients(torch.tensor([False, True]), beta, real)
+        shape = (beta.shape[0], 2)  # ER's coefficients do not depend on beta: broadcast
+        a = torch.zeros(shape, dtype=real) if a is None else a.reshape(-1, 2).expand(shape)
+        quad = torch.cat([a, c.reshape(-1, 2).expand(shape)], dim=1).numpy()
+        return quad, _flat(support.to(real))
+
+    @staticmethod
+    def update_(coefficients: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """In place: ``y`` becomes ``a x + c y`` pixel by pixel, ``(a, c)`` the pair of
+        ``coefficients`` (from ``coefficients``) for a pixel off or on the support.
+        ``x`` is not touched. Returns ``y``."""
+        _, _, update = _kernels()
+        quad, support = coefficients
+        update(_flat_real(y), _flat_real(x), support, quad)
+        return y
