@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import types
 
 import numpy as np
 import torch
@@ -113,7 +114,31 @@ def _kernels():
         for b in range(s.shape[0]):
             update_row(y[b], x[b], s[b], coef[b, 0], coef[b, 1], coef[b, 2], coef[b, 3])
 
-    return project, project_masked, update
+    @jit
+    def magnitude(z, out):
+        """|z| per pixel: z (B, 2n) interleaved re/im into out (B, n)."""
+        for b in range(out.shape[0]):
+            zb, ob = z[b], out[b]
+            for i in range(ob.shape[0]):
+                ob[i] = np.sqrt(zb[2 * i] * zb[2 * i] + zb[2 * i + 1] * zb[2 * i + 1])
+
+    @jit
+    def threshold(blurred, upper, fraction, out):
+        """out = blurred >= fraction * max(blurred), within ``upper`` and where the max is
+        positive, per pattern (``upper`` has one row, shared, or one per pattern)."""
+        for b in range(blurred.shape[0]):
+            row, ub, ob = blurred[b], upper[min(b, upper.shape[0] - 1)], out[b]
+            peak = row[0]
+            for i in range(row.shape[0]):
+                peak = row[i] if row[i] > peak else peak
+            cut = fraction * peak
+            for i in range(row.shape[0]):
+                ob[i] = row[i] >= cut and ub[i] and peak > 0
+
+    return types.SimpleNamespace(
+        project=project, project_masked=project_masked, update=update,
+        magnitude=magnitude, threshold=threshold,
+    )  # fmt: skip
 
 
 def _flat_real(t: torch.Tensor) -> np.ndarray:
@@ -154,12 +179,11 @@ class FusedSteps:
         """In place: ``spectrum`` (B, P, P) complex becomes its masked modulus projection,
         as ``cdiflow.physics.farfield.project_modulus``; ``err`` (B,) receives eq. 5's
         chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels."""
-        project, project_masked, _ = _kernels()
-        spec = _flat_real(spectrum)
+        kernels, spec = _kernels(), _flat_real(spectrum)
         if self.measured is None:
-            project(spec, self.m, self.norm, err, self.eps)
+            kernels.project(spec, self.m, self.norm, err, self.eps)
         else:
-            project_masked(spec, self.m, self.measured, self.norm, err, self.eps)
+            kernels.project_masked(spec, self.m, self.measured, self.norm, err, self.eps)
 
     @staticmethod
     def coefficients(coefficients, support: torch.Tensor, beta: torch.Tensor) -> tuple:
@@ -178,7 +202,25 @@ class FusedSteps:
         """In place: ``y`` becomes ``a x + c y`` pixel by pixel, ``(a, c)`` the pair of
         ``coefficients`` (from ``coefficients``) for a pixel off or on the support.
         ``x`` is not touched. Returns ``y``."""
-        _, _, update = _kernels()
         quad, support = coefficients
-        update(_flat_real(y), _flat_real(x), support, quad)
+        _kernels().update(_flat_real(y), _flat_real(x), support, quad)
         return y
+
+
+def magnitude(z: torch.Tensor) -> torch.Tensor:
+    """|z| of a contiguous complex (B, P, P) tensor in one pass, as
+    ``cdiflow.physics.farfield.magnitude`` computes it."""
+    out = torch.empty(z.shape, dtype=z.real.dtype)
+    _kernels().magnitude(_flat_real(z), _flat(out))
+    return out
+
+
+def threshold_support(blurred: torch.Tensor, upper: torch.Tensor, fraction: float):
+    """Shrink-wrap's cut in one pass: ``blurred >= fraction * peak`` per pattern, within
+    ``upper`` ((P, P) or (B, P, P) bool) and where the peak is positive, as
+    ``cdiflow.phasing.shrinkwrap.shrink_wrap`` computes it; (B, P, P) bool."""
+    out = torch.empty(blurred.shape, dtype=torch.bool)
+    ub = upper.reshape(-1, *upper.shape[-2:]).contiguous()
+    frac = np.dtype(str(blurred.dtype).removeprefix("torch.")).type(fraction)
+    _kernels().threshold(_flat(blurred), _flat(ub), frac, _flat(out))
+    return out

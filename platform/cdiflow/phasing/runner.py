@@ -469,6 +469,9 @@ class _State:
 
     def update_support(self, x: torch.Tensor, shrinkwrap: ShrinkWrap) -> None:
         """Shrink-wrap; a pattern whose new support collapses keeps its old one."""
-        new = shrink_wrap(x, self.ub, threshold=shrinkwrap.threshold, transfer=self.transfer)
+        new = shrink_wrap(
+            x, self.ub, threshold=shrinkwrap.threshold, transfer=self.transfer,
+            fused=self.fused is not None,
+        )  # fmt: skip
         self.collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
         self.s = torch.where(self.collapsed[:, None, None], self.s, new)

@@ -21,6 +21,7 @@ import torch
 
 from cdiflow.config import Config, require
 from cdiflow.errors import SupportCollapsed
+from cdiflow.phasing import cpu_kernels
 from cdiflow.physics.farfield import magnitude
 
 _DIMS2 = (-2, -1)
@@ -75,13 +76,14 @@ def gaussian_transfer(size: int, sigma: float, device=None, dtype=torch.float32)
     return torch.exp(-2.0 * math.pi**2 * sigma**2 * f2)
 
 
-def blurred_amplitude(x: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
+def blurred_amplitude(x: torch.Tensor, transfer: torch.Tensor, fused: bool = False):
     """``|x|`` convolved (circularly) with the Gaussian whose transfer is ``transfer``.
 
     ``|x|`` is real and the transfer even, so the half spectrum of ``rfft2`` does: half
     the transform's work, and a contiguous real result (the ``.real`` of a complex
-    inverse is a strided view, and reducing over it cost 40x more on CPU, measured)."""
-    amp = magnitude(x)
+    inverse is a strided view, and reducing over it cost 40x more on CPU, measured).
+    ``fused``: |x| in one pass of ``cpu_kernels`` (CPU, contiguous (B, P, P) x)."""
+    amp = cpu_kernels.magnitude(x) if fused else magnitude(x)
     half = transfer[..., : amp.shape[-1] // 2 + 1]
     return torch.fft.irfft2(torch.fft.rfft2(amp) * half, s=amp.shape[-2:])
 
@@ -92,6 +94,7 @@ def shrink_wrap(
     sigma: float = 1.0,
     threshold: float = 0.1,
     transfer: torch.Tensor | None = None,
+    fused: bool = False,
 ) -> torch.Tensor:
     """New support from the iterate ``x``: blur ``|x|``, threshold, clip to ``upper_bound``.
 
@@ -102,6 +105,8 @@ def shrink_wrap(
     sigma : Gaussian width in pixels (ignored if ``transfer`` is given).
     threshold : keep pixels with blurred amplitude >= threshold * its maximum (per pattern).
     transfer : optional precomputed ``gaussian_transfer`` (saves work in a loop).
+    fused : the magnitude and the cut in ``cdiflow.phasing.cpu_kernels`` (one pass each;
+        CPU, contiguous (B, P, P) ``x``) instead of torch ops: the same support.
 
     Returns
     -------
@@ -109,7 +114,9 @@ def shrink_wrap(
     """
     if transfer is None:
         transfer = gaussian_transfer(x.shape[-1], sigma, device=x.device, dtype=x.real.dtype)
-    blurred = blurred_amplitude(x, transfer)
+    blurred = blurred_amplitude(x, transfer, fused)
+    if fused:
+        return cpu_kernels.threshold_support(blurred, upper_bound, threshold)
     peak = blurred.amax(_DIMS2, keepdim=True)
     support = torch.ge(blurred, threshold * peak).logical_and_(upper_bound)
     return support.logical_and_(peak > 0)

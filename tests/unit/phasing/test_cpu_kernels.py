@@ -136,3 +136,23 @@ def test_the_coefficient_pairs_come_from_the_projections_table():
             assert quad[b, 0] == a[b, 0, 0] and quad[b, 1] == a[b, 1, 1], name
             assert quad[b, 2] == c[b, 0, 0] and quad[b, 3] == c[b, 1, 1], name
         assert s.shape == (2, 16) and s.sum() == 2
+
+
+@pytest.mark.parametrize("per_pattern_bound", [False, True])
+def test_the_fused_shrink_wrap_cuts_the_same_support(per_pattern_bound):
+    from cdiflow.phasing.shrinkwrap import gaussian_transfer, shrink_wrap
+
+    g = torch.Generator().manual_seed(9)
+    x = torch.randn(4, 64, 64, dtype=torch.complex64, generator=g)
+    x[2] = 0  # no peak: an empty support, as torch's cut gives
+    upper = square_support(64, 40)
+    if per_pattern_bound:
+        upper = upper.expand(4, 64, 64).clone()
+        upper[1, :, :32] = False
+    transfer = gaussian_transfer(64, 1.0)
+    want = shrink_wrap(x, upper, threshold=0.3, transfer=transfer)
+    got = shrink_wrap(x, upper, threshold=0.3, transfer=transfer, fused=True)
+    assert got.dtype == torch.bool and got.shape == want.shape
+    assert torch.equal(got, want)
+    assert not got[2].any() and got[0].any()
+    assert torch.allclose(cpu_kernels.magnitude(x), x.abs(), rtol=1e-6, atol=0)
