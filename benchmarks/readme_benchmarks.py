@@ -102,7 +102,8 @@ def caption(load: Load) -> str:
         f"claims are ratios measured in one run. GPU rows ran once on {gpu_text}; no H100 was "
         'measured. "H200 host\'s CPU" marks CPU rows run on that GPU machine (their JSON '
         "records no host); they and the GPU phasing row predate the engine changes of commit "
-        "030434a (`docs/phasing.md`). Targets are requirements, typed in "
+        "030434a, and the CPU rows the fused CPU kernels of commit 908404f "
+        "(`docs/phasing.md`). Targets are requirements, typed in "
         "`benchmarks/readme_rows.py`."
     )
 
