@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 
 import numpy as np
@@ -53,39 +54,36 @@ def _kernels():
         nogil=True, cache=True, error_model="numpy", fastmath={"reassoc", "contract", "nsz"}
     )
 
+    # Complex arrays go in as they are (numba reads z.real / z.imag and vectorises as
+    # well as on a real view, and the conversion from torch costs half); a complex times
+    # a real is exact (the imaginary part of the real is an exact zero).
+    one = np.float32(1)  # a literal 1 would make float32 arithmetic float64 in numba
+
     @jit
     def project_row(spec, m, eps):
-        """One pattern: spec (2n interleaved re/im) projected in place; sum (|F| - m)^2.
-        ``eps`` (the clamp) comes in m's dtype, so float32 stays float32 throughout."""
+        """One pattern: spec (n complex) projected in place; sum (|F| - m)^2. ``eps`` (the
+        clamp) comes in m's dtype, so float32 stays float32 throughout."""
         acc = eps - eps
         for i in range(m.shape[0]):
-            re = spec[2 * i]
-            im = spec[2 * i + 1]
-            mag = np.sqrt(re * re + im * im)
+            z = spec[i]
+            mag = np.sqrt(z.real * z.real + z.imag * z.imag)
             d = mag - m[i]
             acc += d * d
-            r = m[i] / (mag if mag > eps else eps)
-            spec[2 * i] = re * r
-            spec[2 * i + 1] = im * r
+            spec[i] = z * (m[i] / (mag if mag > eps else eps))
         return acc
 
     @jit
     def project_row_masked(spec, m, w, eps):
-        """As ``project_row``; pixels with w == 0 keep their value and add nothing (w is
-        0 or 1 in m's dtype: a select written as arithmetic, which vectorises, and exact
-        for 0 and 1 -- unlike ``1 + w (r - 1)``, which loses r's low digits)."""
+        """As ``project_row``; pixels with w == 0 (w: 0 or 1 in m's dtype) keep their
+        value and add nothing. Selects, not ``1 + w (r - 1)``, which loses r's digits."""
         acc = eps - eps
         for i in range(m.shape[0]):
-            re = spec[2 * i]
-            im = spec[2 * i + 1]
-            wf = w[i]
-            mag = np.sqrt(re * re + im * im)
-            d = (mag - m[i]) * wf
+            z = spec[i]
+            mag = np.sqrt(z.real * z.real + z.imag * z.imag)
+            d = (mag - m[i]) * w[i]
             acc += d * d
             r = m[i] / (mag if mag > eps else eps)
-            r = r * wf + (1 - wf)
-            spec[2 * i] = re * r
-            spec[2 * i + 1] = im * r
+            spec[i] = z * (r if w[i] > 0 else one)
         return acc
 
     @jit
@@ -100,14 +98,11 @@ def _kernels():
 
     @jit
     def update_row(y, x, s, a0, a1, c0, c1):
-        """y = a x + c y with (a, c) = (a0, c0) off the support (s = 0), (a1, c1) on it:
-        the blend ``a0 (1 - s) + a1 s`` is exact for s in {0, 1}."""
+        """y = a x + c y with (a, c) = (a0, c0) off the support (s = 0), (a1, c1) on it
+        (selects: exact, and they vectorise)."""
         for i in range(s.shape[0]):
-            sf = s[i]
-            a = a0 * (1 - sf) + a1 * sf
-            c = c0 * (1 - sf) + c1 * sf
-            y[2 * i] = c * y[2 * i] + a * x[2 * i]
-            y[2 * i + 1] = c * y[2 * i + 1] + a * x[2 * i + 1]
+            inside = s[i] > 0
+            y[i] = (c1 if inside else c0) * y[i] + (a1 if inside else a0) * x[i]
 
     @jit
     def update(y, x, s, coef):
@@ -116,24 +111,20 @@ def _kernels():
 
     @jit
     def magnitude(z, out):
-        """|z| per pixel: z (B, 2n) interleaved re/im into out (B, n)."""
+        """|z| per pixel: z (B, n) complex into out (B, n)."""
         for b in range(out.shape[0]):
             zb, ob = z[b], out[b]
             for i in range(ob.shape[0]):
-                ob[i] = np.sqrt(zb[2 * i] * zb[2 * i] + zb[2 * i + 1] * zb[2 * i + 1])
+                ob[i] = np.sqrt(zb[i].real * zb[i].real + zb[i].imag * zb[i].imag)
 
     @jit
-    def threshold(blurred, upper, fraction, out):
-        """out = blurred >= fraction * max(blurred), within ``upper`` and where the max is
-        positive, per pattern (``upper`` has one row, shared, or one per pattern)."""
+    def threshold(blurred, upper, cut, out):
+        """out = blurred >= cut[b] within ``upper`` (one row, shared, or one per pattern);
+        ``&``, not ``and``: no branch, so the loop vectorises."""
         for b in range(blurred.shape[0]):
-            row, ub, ob = blurred[b], upper[min(b, upper.shape[0] - 1)], out[b]
-            peak = row[0]
+            row, ub, ob, c = blurred[b], upper[min(b, upper.shape[0] - 1)], out[b], cut[b]
             for i in range(row.shape[0]):
-                peak = row[i] if row[i] > peak else peak
-            cut = fraction * peak
-            for i in range(row.shape[0]):
-                ob[i] = row[i] >= cut and ub[i] and peak > 0
+                ob[i] = (row[i] >= c) & ub[i]
 
     return types.SimpleNamespace(
         project=project, project_masked=project_masked, update=update,
@@ -141,11 +132,11 @@ def _kernels():
     )  # fmt: skip
 
 
-def _flat_real(t: torch.Tensor) -> np.ndarray:
-    """A contiguous complex (B, P, P) tensor as its (B, 2 P^2) real numpy view."""
+def _flat_complex(t: torch.Tensor) -> np.ndarray:
+    """A contiguous complex (B, P, P) tensor as its (B, P^2) numpy view."""
     if not t.is_contiguous():
         raise ValueError("the fused kernels need contiguous tensors")
-    return torch.view_as_real(t).numpy().reshape(t.shape[0], -1)
+    return t.numpy().reshape(t.shape[0], -1)
 
 
 def _flat(t: torch.Tensor) -> np.ndarray:
@@ -179,23 +170,30 @@ class FusedSteps:
         """In place: ``spectrum`` (B, P, P) complex becomes its masked modulus projection,
         as ``cdiflow.physics.farfield.project_modulus``; ``err`` (B,) receives eq. 5's
         chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels."""
-        kernels, spec = _kernels(), _flat_real(spectrum)
+        kernels, spec = _kernels(), _flat_complex(spectrum)
         if self.measured is None:
             kernels.project(spec, self.m, self.norm, err, self.eps)
         else:
             kernels.project_masked(spec, self.m, self.measured, self.norm, err, self.eps)
 
     @staticmethod
-    def coefficients(coefficients, support: torch.Tensor, beta: torch.Tensor) -> tuple:
-        """What ``update_`` takes for one algorithm (``COEFFICIENTS[name]``), the
-        (B, P, P) bool ``support`` and ``beta`` (B, 1, 1): per pattern (a_out, a_in,
-        c_out, c_in), and the support as 0/1 reals of beta's dtype."""
+    def support_reals(support: torch.Tensor, real: torch.dtype) -> np.ndarray:
+        """A (B, P, P) bool support as the (B, P^2) 0/1 reals ``update_`` reads (made
+        once per support, for every algorithm; bool -> uint8 -> real is 3x faster than
+        bool -> real, measured)."""
+        return _flat(support.contiguous().view(torch.uint8).to(real))
+
+    @staticmethod
+    def coefficients(coefficients, support: np.ndarray, beta: torch.Tensor) -> tuple:
+        """What ``update_`` takes for one algorithm (``COEFFICIENTS[name]``), the support
+        (``support_reals``) and ``beta`` (B, 1, 1): per pattern (a_out, a_in, c_out,
+        c_in), and the support."""
         real = beta.dtype
         a, c = coefficients(torch.tensor([False, True]), beta, real)
         shape = (beta.shape[0], 2)  # ER's coefficients do not depend on beta: broadcast
         a = torch.zeros(shape, dtype=real) if a is None else a.reshape(-1, 2).expand(shape)
         quad = torch.cat([a, c.reshape(-1, 2).expand(shape)], dim=1).numpy()
-        return quad, _flat(support.to(real))
+        return quad, support
 
     @staticmethod
     def update_(coefficients: tuple, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -203,7 +201,7 @@ class FusedSteps:
         ``coefficients`` (from ``coefficients``) for a pixel off or on the support.
         ``x`` is not touched. Returns ``y``."""
         quad, support = coefficients
-        _kernels().update(_flat_real(y), _flat_real(x), support, quad)
+        _kernels().update(_flat_complex(y), _flat_complex(x), support, quad)
         return y
 
 
@@ -211,7 +209,7 @@ def magnitude(z: torch.Tensor) -> torch.Tensor:
     """|z| of a contiguous complex (B, P, P) tensor in one pass, as
     ``cdiflow.physics.farfield.magnitude`` computes it."""
     out = torch.empty(z.shape, dtype=z.real.dtype)
-    _kernels().magnitude(_flat_real(z), _flat(out))
+    _kernels().magnitude(_flat_complex(z), _flat(out))
     return out
 
 
@@ -221,6 +219,8 @@ def threshold_support(blurred: torch.Tensor, upper: torch.Tensor, fraction: floa
     ``cdiflow.phasing.shrinkwrap.shrink_wrap`` computes it; (B, P, P) bool."""
     out = torch.empty(blurred.shape, dtype=torch.bool)
     ub = upper.reshape(-1, *upper.shape[-2:]).contiguous()
-    frac = np.dtype(str(blurred.dtype).removeprefix("torch.")).type(fraction)
-    _kernels().threshold(_flat(blurred), _flat(ub), frac, _flat(out))
+    # the cut exactly as torch's path computes it; +inf (nothing kept) without a peak
+    peak = blurred.amax((-2, -1))
+    cut = torch.where(peak > 0, fraction * peak, math.inf).contiguous()
+    _kernels().threshold(_flat(blurred), _flat(ub), cut.numpy(), _flat(out))
     return out

@@ -420,7 +420,8 @@ class _State:
         ``(a, c)`` tensors, or with ``fused`` ``cpu_kernels``' per-pattern
         (a_out, a_in, c_out, c_in) and the support as 0/1 reals."""
         if self.fused is not None:
-            return {n: self.fused.coefficients(COEFFICIENTS[n], self.s, self.b) for n in names}
+            s = self.fused.support_reals(self.s, self.real)
+            return {n: self.fused.coefficients(COEFFICIENTS[n], s, self.b) for n in names}
         cplx = _complex_of(self.real)
         out = {}
         for name in names:

@@ -129,7 +129,8 @@ def test_the_coefficient_pairs_come_from_the_projections_table():
     support = torch.zeros(2, 4, 4, dtype=torch.bool)
     support[:, 1, 1] = True
     for name, fn in COEFFICIENTS.items():
-        quad, s = cpu_kernels.FusedSteps.coefficients(fn, support, beta)
+        reals = cpu_kernels.FusedSteps.support_reals(support, torch.float32)
+        quad, s = cpu_kernels.FusedSteps.coefficients(fn, reals, beta)
         a, c = fn(support, beta, torch.float32)
         a = torch.zeros_like(c) if a is None else a.expand_as(c)
         for b in range(2):  # (a_out, a_in, c_out, c_in) are a and c off and on the support
