@@ -22,10 +22,13 @@ chi^2 only every k-th iteration and at the last iterate of each ER run (where ER
 falling error is lowest); the curve is NaN elsewhere, the best is chosen among the
 sampled valid iterates, and its chi^2 and the final one are exact. ``k=1`` (default) records all.
 
-The loop allocates only what the two FFTs return (the projection and chi^2 run in
-buffers made once; the update writes into the inverse transform's output), and the
-coefficients are complex (complex-by-real multiplies convert on the fly: about twice
-the cost on CPU). Nothing waits for the device: the best is kept with ``torch.where``
+On CPU the loop's pixel-wise steps (the projection with chi^2, the update, shrink-wrap's
+magnitude and cut) run as fused numba kernels (``cpu_kernels``, ``kernels="auto"``);
+the torch ops below are what a GPU runs, and the reference the kernels are tested
+against. The loop allocates only what the two FFTs return (the projection and chi^2 run
+in buffers made once; the update writes into the inverse transform's output), and the
+torch path's coefficients are complex (complex-by-real multiplies convert on the fly:
+about twice the cost on CPU). Nothing waits for the device: the best is kept with ``torch.where``
 (on CPU, where reading a bool costs no synchronisation, "every pattern improved" keeps
 a reference instead of a copy). Validation is the caller's job (``refine``); a pattern
 whose support collapses keeps its last support, is flagged in ``collapsed``, and the
