@@ -1,18 +1,20 @@
-"""Fused CPU kernels for the phasing loop's two pixel-wise steps (numba).
+"""Fused CPU kernels for the phasing loop's pixel-wise steps (numba).
 
 The loop (``cdiflow.phasing.runner``) does, per iteration, the FFT pair and two
 pixel-wise steps: the masked modulus projection with its chi^2, and the affine update
-``x' = a x + c y`` of ER, HIO and RAAR. On a GPU torch fuses nothing either, but memory
-is fast; on a CPU the dozen torch passes of those two steps cost 3-4x the FFT pair
-(docs/phasing.md). Here each step is one pass over the pixels, compiled by numba, so
-the loop runs near its FFT-only bound.
+``x' = a x + c y`` of ER, HIO and RAAR; every few iterations shrink-wrap adds |x| and a
+threshold cut. On a GPU torch fuses nothing either, but memory is fast; on a CPU the
+dozen torch passes of those steps cost 3-4x the FFT pair (docs/phasing.md). Here each
+step is one pass over the pixels, compiled by numba, so the loop runs near its FFT-only
+bound.
 
 What is computed stays defined once, elsewhere: the projection is
 ``cdiflow.physics.farfield.project_modulus`` (the torch path, ``_State.fourier``, is
 checked against it, and these kernels against the torch path), and the update's
 coefficients come from ``cdiflow.phasing.projections.COEFFICIENTS``, evaluated for a
-pixel outside and a pixel inside the support (``support_coefficients``). Only the loop
-over pixels is written here.
+pixel outside and a pixel inside the support (``FusedSteps.coefficients``); the
+shrink-wrap steps are ``shrinkwrap.shrink_wrap``'s, tested for the same support. Only
+the loops over pixels are written here.
 
 numba is imported on first use, not when cdiflow is imported; compiled kernels are
 cached on disk (numba's ``cache=True``), so a new process loads them in well under a
@@ -29,7 +31,7 @@ import types
 import numpy as np
 import torch
 
-_RATIO_EPS = 1e-12  # the clamp of ``cdiflow.physics.farfield.project_modulus``
+from cdiflow.physics.farfield import RATIO_EPS
 
 
 @functools.cache
@@ -164,7 +166,7 @@ class FusedSteps:
         broadcastable to it (True = measured) or None."""
         m = _flat(modulus)
         measured = None if mask is None else _flat(mask.expand(modulus.shape).to(modulus.dtype))
-        return cls(m, norm.contiguous().numpy(), measured, m.dtype.type(_RATIO_EPS))
+        return cls(m, norm.contiguous().numpy(), measured, m.dtype.type(RATIO_EPS))
 
     def project_(self, spectrum: torch.Tensor, err: np.ndarray) -> None:
         """In place: ``spectrum`` (B, P, P) complex becomes its masked modulus projection,

@@ -49,12 +49,11 @@ from cdiflow.phasing import cpu_kernels
 from cdiflow.phasing.projections import COEFFICIENTS
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, gaussian_transfer, shrink_wrap
+from cdiflow.physics.farfield import RATIO_EPS, magnitude
 from cdiflow.physics.farfield import chi2 as chi2_of
-from cdiflow.physics.farfield import magnitude
 
 _DIMS2 = (-2, -1)
 _EPS = 1e-12
-_RATIO_EPS = 1e-12  # the clamp of ``cdiflow.physics.farfield.project_modulus``
 
 
 @dataclasses.dataclass(frozen=True)
@@ -456,7 +455,7 @@ class _State:
             err = torch.linalg.vecdot(diff, diff, dim=-1).sum(-1) / self.norm
             if out is not None:
                 err = out.copy_(err)
-        ratio = torch.clamp_min(mag, _RATIO_EPS, out=self.tmp)
+        ratio = torch.clamp_min(mag, RATIO_EPS, out=self.tmp)
         torch.div(self.m, ratio, out=ratio)
         if self.unmeasured is not None:
             ratio.masked_fill_(self.unmeasured, 1.0)

@@ -35,7 +35,7 @@ from cdiflow.physics.fft import (
 
 _DIMS2 = (-2, -1)
 _EPS = 1e-30
-_RATIO_EPS = 1e-12
+RATIO_EPS = 1e-12  # the clamp of |F| in the modulus projection (every path uses it)
 
 
 def magnitude(z: torch.Tensor) -> torch.Tensor:
@@ -114,7 +114,7 @@ def project_modulus(
     (the phasing loop's way to save one complex allocation per iteration).
     """
     mag = magnitude(spectrum)
-    ratio = modulus / mag.clamp_min(_RATIO_EPS)
+    ratio = modulus / mag.clamp_min(RATIO_EPS)
     if mask is not None:
         ratio = torch.where(mask, ratio, 1.0)
     return (spectrum.mul_(ratio) if inplace else spectrum * ratio), mag
