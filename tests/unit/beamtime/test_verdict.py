@@ -8,7 +8,11 @@ Schedule: the short test schedule (``FAST``, 50 iterations) cannot make the four
 agree on a particle when the start is an untrained CNN's (consensus errors 0.13-0.9
 on generator particles 0-5); the smallest schedule measured that does is
 ``3*(80*HIO+20*ER)`` with shrink-wrap from iteration 50 (300 iterations: consensus
-0.03-0.20 on particles 0-5, under 0.3), about 0.2 s per scan with four starts.
+0.03-0.20 on particles 0-5, under 0.3), about 0.2 s per scan with four starts. Four
+starts sit at the edge on some CPUs: where the FFT rounds differently, one of
+particle 1's three best runs stagnates (HIO is chaotic) and its consensus is 0.30-0.32
+with 300, 400 or 600 iterations. Six starts give 0.03-0.08 on particles 0-2 there (noise
+images 1.7), so the end-to-end run uses six.
 """
 
 from __future__ import annotations
@@ -51,6 +55,7 @@ AS_IS = PreprocessConfig(crop=64, bin=1)
 VERDICT = ReconstructConfig(
     schedule="3*(80*HIO+20*ER)",
     shrinkwrap=ShrinkWrap(start=50, every=10),
+    starts=6,
     preprocess=AS_IS,
     guess=None,  # the thresholds were set with every run on this schedule
 )
@@ -139,7 +144,7 @@ def test_a_clean_particle_reads_ok(judged):
     for row in _rows(outcome, "particle"):
         assert row["status"] == "ok", row
         assert row["verdict"] == "ok", row
-        assert row["starts"] == 4 and row["chi2_converged"]
+        assert row["starts"] == VERDICT.starts and row["chi2_converged"]
         assert 0 <= row["consensus_error"] < VERDICT.verdict.max_consensus_error
         assert 0 < row["support_fraction"] < 0.5
         assert row["refined_chi2"] < 1e-3
@@ -240,13 +245,13 @@ def test_all_starts_of_a_batch_go_through_one_refine_call(
     import cdiflow.phasing.refine_groups as refine_module
 
     calls = []
-    real = refine_module.refine
+    real = refine_module.refine_settings
 
     def counting(modulus, start, *args, **kwargs):
         calls.append((len(modulus), kwargs["upper_bound"].shape))
         return real(modulus, start, *args, **kwargs)
 
-    monkeypatch.setattr(refine_module, "refine", counting)
+    monkeypatch.setattr(refine_module, "refine_settings", counting)
     _write_particles(tmp_path / "p")
     items = plan_scans([tmp_path / "p"])
     assert len(items) == 3
