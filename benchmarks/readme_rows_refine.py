@@ -25,7 +25,7 @@ def seeded(s):
     image = summary["fraction_cnn_below_random_median_image_error"][kind]["amplitude_error"]
     reach = summary["iterations_to_random_median"][kind]
     variants = "; ".join(
-        f"`{v['schedule']}` (beta {v['beta']}{_support(v.get('median_support_pixels'))}): "
+        f"{_settings(v)} (beta {v['beta']}{_support(v.get('median_support_pixels'))}): "
         f"{_share(v[kind]['fraction_below_random_median_chi2'])} / "
         f"{_share(v[kind]['fraction_below_random_median_image_error']['amplitude_error'])}"
         for v in s["cnn_variants"].values()
@@ -38,21 +38,35 @@ def seeded(s):
         else ""
     )
     guess = s["settings"]["cnn"]
+    work = s.get("work_to_random_median", reach["median"])
     return (
         f"CNN-seeded refinement, {summary['patterns']} held-out patterns, shipped model; "
         f"random starts {summary['repeats']} runs each with `{s['settings'][kind]['schedule']}`",
-        f"CNN start with `{guess['schedule']}` (beta {guess['beta']}) below the random "
+        f"CNN start with {_settings(guess)} (beta {guess['beta']}) below the random "
         f"median: **{_share(chi2)}** on chi^2, **{_share(image)}** on amplitude error; "
-        f"reaches the random median chi^2 in {reach['median']} iterations (median; "
+        f"reaches the random median chi^2 in {_work(s, reach)} (median; "
         f"{reach['nulls']} never do); time per pattern "
         f"{timing['cnn_seeded_seconds_per_pattern'] * 1e3:.0f} ms vs "
         f"{timing['random_600_seconds_per_pattern'] * 1e3:.0f} ms "
         f"({timing['random_600_iterations']} iterations).{supports} Other "
         f"CNN-start schedules, chi^2 / amplitude-error share: {variants}",
         f">= {SEEDED_FRACTION:.0%} on both: {_met(min(chi2, image) >= SEEDED_FRACTION)}; "
-        f"<= {SEEDED_REACH} iterations: "
-        f"{_met(reach['median'] is not None and reach['median'] <= SEEDED_REACH)}",
+        f"<= {SEEDED_REACH} iterations of work: {_met(work is not None and work <= SEEDED_REACH)}",
     )
+
+
+def _settings(v: dict) -> str:
+    """A refinement's settings in words: candidates, schedule, tail."""
+    k, tail = v.get("candidates", 1), v.get("tail", "")
+    text = f"`{v['schedule']}`" + (f" then `{tail}`" if tail else "")
+    return text if k == 1 else f"{k} candidates (the guess, {k - 1} random-phase) x {text}"
+
+
+def _work(s: dict, reach: dict) -> str:
+    """Iterations to the random median: the winner's, and the work with every candidate."""
+    work = s.get("work_to_random_median")
+    text = f"{reach['median']} iterations"
+    return text if work in (None, reach["median"]) else f"{text} ({work:.0f} of work)"
 
 
 def _support(pixels) -> str:

@@ -5,18 +5,22 @@ on), with the shipped model, in one process:
 
 - the four starts of Fig. 5(f) through ``compare_patterns``, each with its default
   settings (``cdiflow.phasing.settings``): the random starts ``--repeats`` times with
-  the paper's 600 iterations, the CNN start once with the gentle 220-iteration schedule
-  (120 gentle iterations, then 100 ER in a frozen support);
+  the paper's 600 iterations, the CNN start with ``SEEDED_SETTINGS`` (the guess and
+  four random-phase copies in its support, 99 gentle iterations each, then 60 ER for
+  the one of least chi^2: 555 iterations of work);
 - variants of the CNN start's refinement, scored against the same random runs: the
-  paper's schedule, the gentle 120 iterations alone (``gentle-120``), the default
-  (``gentle``), the gentle 120 followed by 100 gradient (ADAM) steps, HIO/ER cycles in
-  the support frozen after iteration 120, and the same with shrink-wrap on to 240;
-  each with the median size of its answers' supports, since chi^2 falls as a support
-  loosens (the summary's ``median_support_pixels`` holds the four starts');
+  paper's schedule, the gentle 120 iterations alone (``gentle-120``), the guess alone
+  with 120 gentle iterations and 100 ER in a frozen support (``gentle``, the default
+  before candidates), the gentle 120 followed by 100 gradient (ADAM) steps, HIO/ER
+  cycles in the support frozen after iteration 120, the same with shrink-wrap on to
+  240, and the default (``candidates``); each with its iterations of work and the median
+  size of its answers' supports, since chi^2 falls as a support loosens (the summary's
+  ``median_support_pixels`` holds the four starts');
 - time per pattern of random start + 600 iterations against CNN start + its schedule
   (batched, same batch size), and the ratio at equal chi^2: the random start's 600
-  iterations against the iterations the CNN start needs to reach the random starts'
-  median final chi^2 (iterations cost the same in both).
+  iterations against the iterations of work the CNN start needs to reach the random
+  starts' median final chi^2 (iterations cost the same in both; with candidates, every
+  candidate's iterations count until the winner reaches it).
 
     PYTHONPATH=platform python benchmarks/seeded_refinement.py          # ~5 min, 2 cores
     PYTHONPATH=platform python benchmarks/seeded_refinement.py --smoke --out /tmp/s.json
@@ -40,11 +44,13 @@ sys.path.insert(0, str(ROOT / "platform"))
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.models import load_weights  # noqa: E402
 from cdiflow.models.reconstructor import CNNReconstructor  # noqa: E402
+from cdiflow.phasing.candidates import refine_settings  # noqa: E402
 from cdiflow.phasing.compare import image_errors, truth_object  # noqa: E402
-from cdiflow.phasing.compare_batch import compare_patterns  # noqa: E402
+from cdiflow.phasing.compare_batch import compare_patterns, pattern_generator  # noqa: E402
 from cdiflow.phasing.compare_summary import comparison_json, summarise  # noqa: E402
-from cdiflow.phasing.refine import refine  # noqa: E402
+from cdiflow.phasing.schedule import as_schedule  # noqa: E402
 from cdiflow.phasing.settings import (  # noqa: E402
+    GENTLE_SETTINGS,
     GRADIENT_SETTINGS,
     PAPER_SETTINGS,
     SEEDED_SETTINGS,
@@ -62,7 +68,7 @@ DEFAULT_WEIGHTS = ROOT / "platform" / "cdiflow" / "pretrained" / "cnn.pt"
 VARIANTS = {
     "paper": PAPER_SETTINGS,
     "gentle-120": RefineSettings("2*(40*HIO+20*ER)", 0.5, ShrinkWrap(start=20)),
-    "gentle": SEEDED_SETTINGS,
+    "gentle": GENTLE_SETTINGS,
     "gentle+adam": GRADIENT_SETTINGS,
     # HIO/ER cycles at beta 0.9 in the support frozen after iteration 120
     "gentle+frozen-hio": RefineSettings(
@@ -73,6 +79,7 @@ VARIANTS = {
     "gentle+late-freeze": RefineSettings(
         "2*(40*HIO+20*ER)+2*(80*HIO+20*ER)+100*ER", 0.9, ShrinkWrap(start=20, stop=240)
     ),
+    "candidates": SEEDED_SETTINGS,
 }
 """Refinements of the CNN start compared against the same random runs."""
 
@@ -98,17 +105,26 @@ def _smoke_settings(kind: str) -> RefineSettings:
     )
 
 
-def variant_scores(variant: RefineSettings, modulus, predicted, truth, random_runs) -> dict:
+def candidate_rngs(seed: int, count: int) -> list:
+    """The candidates' generators of patterns 0..count-1, as ``compare_patterns`` seeds
+    the CNN start's."""
+    return [pattern_generator(seed, "cnn", i) for i in range(count)]
+
+
+def variant_scores(variant: RefineSettings, modulus, predicted, truth, random_runs, seed) -> dict:
     """One refinement of the CNN start scored against the random runs of each kind."""
     start = cnn_start(*predicted)
     t0 = time.perf_counter()
-    res = refine(modulus, start, variant.schedule, beta=variant.beta, shrinkwrap=variant.shrinkwrap)
+    res = refine_settings(modulus, start, variant, candidate_rngs(seed, len(modulus)))
     seconds = time.perf_counter() - t0
     errors = {k: v.numpy() for k, v in image_errors(res.obj, truth).items()}
     errors = {"amplitude_error": errors["amplitude"], "phase_rms": errors["phase_rms"]}
     out = {
         "schedule": variant.schedule,
         "beta": variant.beta,
+        "candidates": variant.candidates,
+        "tail": variant.tail,
+        "iterations_of_work": variant.work,
         "seconds_per_pattern": seconds / len(modulus),
     }
     out["median_best_chi2"] = float(np.nanmedian(res.best_chi2.numpy()))
@@ -121,8 +137,18 @@ def variant_scores(variant: RefineSettings, modulus, predicted, truth, random_ru
             "fraction_below_random_median_chi2": s["fraction_below_median_chi2"],
             "fraction_below_random_median_image_error": s["fraction_below_median_image_error"],
             "iterations_to_random_median": s["iterations_to_median"],
+            "work_to_random_median": work_to(s["iterations_to_median"]["median"], variant),
         }
     return out
+
+
+def work_to(iterations, settings: RefineSettings):
+    """Iterations of work until the winner's curve reaches a chi^2 at ``iterations``:
+    every candidate runs the head (``schedule``), the winner alone the tail."""
+    if iterations is None:
+        return None
+    head = len(as_schedule(settings.schedule))
+    return float(iterations + (settings.candidates - 1) * min(iterations, head))
 
 
 def timing(modulus, predicted, batch_size: int, seed: int, smoke: bool) -> dict:
@@ -135,9 +161,9 @@ def timing(modulus, predicted, batch_size: int, seed: int, smoke: bool) -> dict:
     out = {}
     for name, start, s in (("random_600", rand, blind), ("cnn_seeded", cnn, guess)):
         t0 = time.perf_counter()
-        refine(modulus[:n], start, s.schedule, beta=s.beta, shrinkwrap=s.shrinkwrap)
+        refine_settings(modulus[:n], start, s, candidate_rngs(seed, n))
         out[f"{name}_seconds_per_pattern"] = (time.perf_counter() - t0) / n
-        out[f"{name}_iterations"] = s.iterations
+        out[f"{name}_iterations"] = s.work
     out["speedup_full_runs"] = (
         out["random_600_seconds_per_pattern"] / out["cnn_seeded_seconds_per_pattern"]
     )
@@ -177,13 +203,15 @@ def main(argv=None) -> dict:
         "compare_seconds": compare_seconds,
         "summary": comparison_json(runs, np.arange(args.patterns))["summary"],
         "cnn_variants": {
-            name: variant_scores(v, modulus, predicted, truth, random_runs)
+            name: variant_scores(v, modulus, predicted, truth, random_runs, args.seed)
             for name, v in variants.items()
         },
         "timing": timing(modulus, predicted, args.batch_size, args.seed, args.smoke),
     }
     reach = result["summary"]["iterations_to_random_median"]["random-rectangle"]["median"]
+    reach = work_to(reach, settings("cnn"))  # every candidate's iterations count
     blind_iterations = result["timing"]["random_600_iterations"]
+    result["work_to_random_median"] = reach
     result["speedup_at_equal_chi2"] = None if not reach else blind_iterations / reach
     result["load_after"] = list(os.getloadavg())
     atomic_write_json(args.out, result, indent=2)

@@ -27,7 +27,6 @@ from cdiflow.beamtime.schema import RESULT_SIZE, result_size
 from cdiflow.beamtime.verdict import assess
 from cdiflow.errors import PhasingError
 from cdiflow.phasing.refine_groups import refine_grouped
-from cdiflow.phasing.schedule import parse
 from cdiflow.phasing.shrinkwrap import square_support
 from cdiflow.phasing.starts import Start
 from cdiflow.physics.farfield import FarField, object_from_targets
@@ -38,6 +37,15 @@ def start_seed(seed: int, key: str) -> int:
     """Seed of scan ``key``'s random starts: a pure function of (seed, key)."""
     digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
     return int.from_bytes(digest[:7], "little")
+
+
+def candidate_rng(config: ReconstructConfig, key):
+    """The generator of a scan's guess candidates' random phases (``RefineSettings.
+    candidates``): a pure function of the seed and the scan's key, apart from its
+    starts' draws."""
+    import torch
+
+    return torch.Generator().manual_seed(start_seed(config.seed, f"{key}/candidates"))
 
 
 def make_starts(config: ReconstructConfig, amp, target, keys, patterns=None, scales=None):
@@ -240,6 +248,7 @@ def _refine_rows(
             device=device,
             physics=FarField(pattern_size=size, object_size=size // 2),
             threads=threads,
+            rngs=[candidate_rng(config, key) for key in batch["key"][rows] for _ in range(s)],
         )
     except Exception as exc:  # noqa: BLE001
         for i in rows:
@@ -295,7 +304,7 @@ def _keep_best(batch, i: int, grouped, first: int, side: int, config) -> None:
         side * side,
         photons,
         config.verdict,
-        parse(config.run_settings(best).schedule).expand(),
+        config.run_settings(best).algorithms,
     )
     for name, value in found.items():
         batch[name][i] = value

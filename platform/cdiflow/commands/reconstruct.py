@@ -112,9 +112,10 @@ def _add_refinement_flags(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--guess-schedule",
-        help="phasing schedule of the run from the CNN's guess (default: the gentle "
-        "'2*(40*HIO+20*ER)+100*ER' at beta 0.5, the support frozen after iteration 120, "
-        "measured for guessed starts; 'same' uses --schedule)",
+        help="phasing schedule of the run from the CNN's guess, refined alone (default: "
+        "the guess and 4 random-phase copies in its support, '3*(25*HIO+8*ER)' at beta "
+        "0.5, then '60*ER' for the one of least chi^2, measured for guessed starts; "
+        "'same' uses --schedule)",
     )
     parser.add_argument(
         "--adapt",
@@ -171,9 +172,9 @@ def _add_detector_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def _with_guess_schedule(config, schedule: str | None):
-    """``--guess-schedule``: a schedule for the CNN's run (its beta and shrink-wrap stay
-    as configured, the guessed-start defaults unless the YAML says otherwise, except the
-    default's support freeze at iteration 120, which belongs to its own schedule), or
+    """``--guess-schedule``: a schedule for the CNN's run, the guess refined alone (its
+    beta and shrink-wrap stay as configured, the guessed-start defaults unless the YAML
+    says otherwise; the default's candidates and ER tail belong to its own schedule), or
     ``same`` for the random starts' settings."""
     from cdiflow.phasing.settings import SEEDED_SETTINGS
 
@@ -182,8 +183,8 @@ def _with_guess_schedule(config, schedule: str | None):
     if schedule == "same":
         return config.replace(guess=None)
     guess = config.guess or SEEDED_SETTINGS
-    if guess.shrinkwrap is not None and guess == SEEDED_SETTINGS:
-        guess = guess.replace(shrinkwrap=guess.shrinkwrap.replace(stop=0))
+    if guess == SEEDED_SETTINGS:
+        guess = guess.replace(candidates=1, tail="")
     return config.replace(guess=guess.replace(schedule=schedule))
 
 

@@ -2,7 +2,7 @@
 
 ``compare_patterns`` refines N patterns from each start kind of Fig. 5(f): the two
 random-phase starts ``repeats`` times per pattern (N*R runs), the CNN and NNS starts once
-per pattern. Each start kind is refined with one ``refine`` call per chunk of at most
+per pattern. Each start kind is refined with one ``refine_settings`` call per chunk of at most
 ``batch_size`` runs; a chunk holds whole patterns (all R repeats of each), so a few
 thousand 64 x 64 complex64 runs are phased at once on CPU or GPU. The random phases of
 a pattern come from a generator seeded with (seed, start kind, its test-split index), so
@@ -22,8 +22,9 @@ import numpy as np
 import torch
 
 from cdiflow.errors import InputError
+from cdiflow.phasing.candidates import refine_settings
 from cdiflow.phasing.compare import image_errors, truth_object
-from cdiflow.phasing.refine import PAPER_SHRINKWRAP, refine
+from cdiflow.phasing.refine import PAPER_SHRINKWRAP
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.settings import PAPER_SETTINGS, RefineSettings, settings_for
 from cdiflow.phasing.shrinkwrap import ShrinkWrap
@@ -98,6 +99,8 @@ class _Job:
     batch_size: int
     example: int
     device: object
+    seed: int = 0
+    rows: np.ndarray | None = None  # (N,) test-split index per pattern: seeds candidates
 
 
 def pattern_generator(seed: int, kind: str, index: int) -> torch.Generator:
@@ -141,7 +144,13 @@ def _refine_chunk(job: _Job, index: np.ndarray, start: Start, repeats: int) -> d
     idx = torch.as_tensor(index)
     moduli = job.modulus[idx].repeat_interleave(repeats, 0)
     s = job.settings(start.name)
-    res = refine(moduli, start, s.schedule, beta=s.beta, shrinkwrap=s.shrinkwrap, device=job.device)
+    rngs = None
+    if s.candidates > 1:  # a guess's candidates: random phases seeded like the random starts'
+        rows = np.arange(len(job.modulus)) if job.rows is None else job.rows
+        rngs = [
+            pattern_generator(job.seed, start.name, int(rows[i])) for i in index.repeat(repeats)
+        ]
+    res = refine_settings(moduli, start, s, rngs, device=job.device)
     errors = image_errors(res.obj, job.truth[idx].repeat_interleave(repeats, 0))
     bad = ~torch.isfinite(res.best_chi2)
     n, shape = len(index), (len(index), repeats)
@@ -248,6 +257,8 @@ def compare_patterns(
         batch_size=batch_size,
         example=example,
         device=device,
+        seed=seed,
+        rows=rows,
     )
     out = {}
     for name, (arrays, r) in _kinds(predicted, nearest, repeats, gradient).items():

@@ -1,9 +1,9 @@
 """Refine a batch whose runs need different settings: one ``refine`` call per setting.
 
 The beamtime job refines every scan from a CNN guess and from random starts at once. A
-guess wants the gentle 220-iteration schedule and random phases the paper's 600
+guess wants its candidates and gentle schedule and random phases the paper's 600
 (``cdiflow.phasing.settings``), so the runs are grouped by their settings, each group is
-one batched ``refine`` call, and the results are put back in the runs' order. Curves of
+one batched ``refine_settings`` call, and the results are put back in the runs' order. Curves of
 the shorter schedules are padded with NaN to the longest; ``iterations`` says how many
 iterations each run had.
 """
@@ -16,7 +16,8 @@ from collections.abc import Sequence
 import torch
 
 from cdiflow.errors import InputError
-from cdiflow.phasing.refine import RefineResult, refine
+from cdiflow.phasing.candidates import refine_settings
+from cdiflow.phasing.refine import RefineResult
 from cdiflow.phasing.settings import RefineSettings
 from cdiflow.phasing.starts import Start
 from cdiflow.physics.farfield import PAPER, FarField
@@ -48,11 +49,14 @@ def refine_grouped(
     device=None,
     physics: FarField = PAPER,
     threads: int | None = None,
+    rngs: Sequence | None = None,
 ) -> GroupedResult:
     """Refine run i of ``modulus`` (B, P, P) from ``start`` with ``settings[i]``.
 
     ``mask`` and ``upper_bound`` are (P, P) or one per run (B, P, P), and ``threads``
-    (CPU workers per call) is as in ``refine``.
+    (CPU workers per call) is as in ``refine``. ``rngs``: one seed or generator per run,
+    for the random phases of settings with ``candidates`` > 1
+    (``cdiflow.phasing.candidates``).
     """
     modulus = torch.as_tensor(modulus)
     batch = len(modulus)
@@ -64,13 +68,12 @@ def refine_grouped(
     parts = []
     for s, rows in groups.items():
         index = torch.tensor(rows)
-        res = refine(
+        res = refine_settings(
             modulus[index],
             start.select(index),
-            s.schedule,
+            s,
+            None if rngs is None else [rngs[i] for i in rows],
             mask=_rows(mask, index),
-            beta=s.beta,
-            shrinkwrap=s.shrinkwrap,
             threads=threads,
             upper_bound=_rows(upper_bound, index),
             device=device,

@@ -73,6 +73,20 @@ def _random_phase(shape, rng) -> torch.Tensor:
     return torch.polar(torch.ones(shape), phase)
 
 
+def phase_scrambled(start: Start, copies: int, rngs) -> Start:
+    """``copies`` copies of each of ``start``'s guesses, pattern-major: the guess's
+    amplitude and support with uniform random phases, copy by copy from ``rngs[i]`` (one
+    seed or ``torch.Generator`` per pattern, so a pattern's copies do not depend on its
+    batch)."""
+    if len(rngs) != len(start):
+        raise ValueError(f"{len(start)} starts but {len(rngs)} generators")
+    shape = start.object.shape[1:]
+    phases = [_random_phase((copies, *shape), rng) for rng in rngs]
+    amp = start.object.abs().repeat_interleave(copies, 0)
+    obj = (amp * torch.cat(phases)).to(torch.complex64)
+    return Start(obj, start.support.repeat_interleave(copies, 0), start.name)
+
+
 def random_phase_rectangle(
     batch: int,
     rng: int | torch.Generator,

@@ -147,13 +147,13 @@ def test_refinement_calls_stay_under_the_pixel_budget(
     import cdiflow.phasing.refine_groups as refine_module
 
     calls = []
-    original = refine_module.refine
+    original = refine_module.refine_settings
 
     def counting(modulus, *args, **kwargs):
         calls.append(tuple(modulus.shape))
         return original(modulus, *args, **kwargs)
 
-    monkeypatch.setattr(refine_module, "refine", counting)
+    monkeypatch.setattr(refine_module, "refine_settings", counting)
     np.save(tmp_path / "a.npy", _particle_frame(0))
     row = read_and_preprocess(plan_scans([tmp_path])[0], fast_config)
     config = fast_config.replace(refine_pixels=2 * fast_config.starts * 64 * 64)

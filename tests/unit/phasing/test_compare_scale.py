@@ -224,7 +224,7 @@ def test_without_a_schedule_each_start_gets_its_default_settings(dataset, weight
 
 
 def test_gradient_start_runs_beside_the_cnn_and_is_summarised(dataset, weights, tmp_path):
-    from cdiflow.phasing.settings import GRADIENT_SETTINGS
+    from cdiflow.phasing.settings import GRADIENT_SETTINGS, SEEDED_SETTINGS
 
     out = tmp_path / "cmp"
     argv = ["compare-init", "--data", str(dataset / "test"), "--model", str(weights)]
@@ -244,9 +244,9 @@ def test_gradient_start_runs_beside_the_cnn_and_is_summarised(dataset, weights, 
     with np.load(out / "compare_init_runs.npz") as npz:
         curve = npz["cnn-gradient.chi2"]
         assert curve.shape == (2, GRADIENT_SETTINGS.iterations)
-        # both run the gentle 120 iterations, then 100 ER or 100 Adam steps from there
-        gentle = npz["cnn.chi2"]
-        assert np.allclose(curve[:, :120], gentle[:, :120], rtol=1e-4, equal_nan=True)
+        # the CNN start runs its candidates, the gradient start the gentle 120 alone
+        assert npz["cnn.chi2"].shape == (2, SEEDED_SETTINGS.iterations)
+        assert np.isfinite(curve[:, :120]).all()
         # the Adam steps never leave the answer worse than the iterate they started from
         assert (npz["cnn-gradient.best_chi2"][:, 0] <= curve[:, 120] * (1 + 1e-5)).all()
     for p in result["patterns"]:
