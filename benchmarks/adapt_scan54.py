@@ -129,8 +129,8 @@ def one_setting(row, starts, settings_of, bound, args) -> dict:
     """Each start refined with ``settings_of(name)``: the engine's best chi^2, then that
     object polished by gradient steps inside the support it satisfies (its nonzero
     pixels)."""
+    from cdiflow.phasing.candidates import refine_settings
     from cdiflow.phasing.gradient import GradientConfig, gradient_refine
-    from cdiflow.phasing.refine import refine
 
     modulus, mask = torch.from_numpy(row["modulus"]), torch.from_numpy(row["mask"])
     polish = GradientConfig(steps=args.gradient_steps, patience=50)
@@ -138,15 +138,8 @@ def one_setting(row, starts, settings_of, bound, args) -> dict:
     for name, start in starts.items():
         settings = settings_of(name)
         t = time.perf_counter()
-        res = refine(
-            modulus[None],
-            start,
-            settings.schedule,
-            mask=mask,
-            beta=settings.beta,
-            shrinkwrap=settings.shrinkwrap,
-            upper_bound=bound,
-        )
+        rngs = [torch.Generator().manual_seed(0)]  # the candidates' phases, if any
+        res = refine_settings(modulus[None], start, settings, rngs, mask=mask, upper_bound=bound)
         seconds = time.perf_counter() - t
         g = gradient_refine(modulus[None], res.obj, res.obj != 0, polish, mask=mask[None])
         out[name] = {

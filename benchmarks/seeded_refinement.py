@@ -13,7 +13,8 @@ on), with the shipped model, in one process:
   with 120 gentle iterations and 100 ER in a frozen support (``gentle``, the default
   before candidates), the gentle 120 followed by 100 gradient (ADAM) steps, HIO/ER
   cycles in the support frozen after iteration 120, the same with shrink-wrap on to
-  240, and the default (``candidates``); each with its iterations of work and the median
+  240, the default (``candidates``) and the same with ten candidates (``candidates-10``,
+  1,050 iterations of work); each with its iterations of work and the median
   size of its answers' supports, since chi^2 falls as a support loosens (the summary's
   ``median_support_pixels`` holds the four starts');
 - time per pattern of random start + 600 iterations against CNN start + its schedule
@@ -80,8 +81,15 @@ VARIANTS = {
         "2*(40*HIO+20*ER)+2*(80*HIO+20*ER)+100*ER", 0.9, ShrinkWrap(start=20, stop=240)
     ),
     "candidates": SEEDED_SETTINGS,
+    # twice the candidates: more than one random start's work (1,050 iterations)
+    "candidates-10": SEEDED_SETTINGS.replace(candidates=10),
 }
 """Refinements of the CNN start compared against the same random runs."""
+
+SMOKE_VARIANTS = {
+    "gentle+adam": RefineSettings("6*ER+4*ADAM", 0.5, None),
+    "candidates": RefineSettings("6*ER", 0.5, None, candidates=2, tail="3*ER"),
+}
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -193,7 +201,7 @@ def main(argv=None) -> dict:
     truth = truth_object(amplitude.numpy(), phase.numpy())
     random_runs = {k: v for k, v in runs.items() if k.startswith("random")}
     variants = (
-        VARIANTS if not args.smoke else {"gentle+adam": RefineSettings("6*ER+4*ADAM", 0.5, None)}
+        VARIANTS if not args.smoke else SMOKE_VARIANTS
     )
     result = {
         **run_record("seeded_refinement.py", load_before),

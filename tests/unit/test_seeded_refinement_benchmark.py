@@ -26,4 +26,15 @@ def test_smoke_run_writes_consistent_results(tmp_path):
         expected = result["timing"]["random_600_iterations"] / reach
         assert abs(result["speedup_at_equal_chi2"] - expected) < 1e-9
     assert result["timing"]["cnn_seeded_seconds_per_pattern"] > 0
+    both = result["cnn_variants"]["candidates"]
+    assert (both["candidates"], both["iterations_of_work"]) == (2, 2 * 6 + 3)
     assert result["git_sha"] is None or len(result["git_sha"]) == 40
+
+
+def test_work_counts_every_candidates_head_until_the_winner_reaches_the_median():
+    settings = seeded_refinement.SEEDED_SETTINGS  # 5 candidates x 99, then 60 ER
+    assert seeded_refinement.work_to(40, settings) == 5 * 40
+    assert seeded_refinement.work_to(120, settings) == 5 * 99 + 21
+    assert seeded_refinement.work_to(None, settings) is None
+    alone = seeded_refinement.GENTLE_SETTINGS
+    assert seeded_refinement.work_to(40, alone) == 40
