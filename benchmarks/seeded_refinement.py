@@ -200,9 +200,7 @@ def main(argv=None) -> dict:
     compare_seconds = time.perf_counter() - t0
     truth = truth_object(amplitude.numpy(), phase.numpy())
     random_runs = {k: v for k, v in runs.items() if k.startswith("random")}
-    variants = (
-        VARIANTS if not args.smoke else SMOKE_VARIANTS
-    )
+    variants = VARIANTS if not args.smoke else SMOKE_VARIANTS
     result = {
         **run_record("seeded_refinement.py", load_before),
         "weights": weights.name,
