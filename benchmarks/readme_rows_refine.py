@@ -25,10 +25,10 @@ def seeded(s):
     image = summary["fraction_cnn_below_random_median_image_error"][kind]["amplitude_error"]
     reach = summary["iterations_to_random_median"][kind]
     variants = "; ".join(
-        f"{_settings(v)} (beta {v['beta']}{_support(v.get('median_support_pixels'))}): "
+        f"`{name}` ({_iterations(v)}beta {v['beta']}{_support(v.get('median_support_pixels'))}): "
         f"{_share(v[kind]['fraction_below_random_median_chi2'])} / "
         f"{_share(v[kind]['fraction_below_random_median_image_error']['amplitude_error'])}"
-        for v in s["cnn_variants"].values()
+        for name, v in s["cnn_variants"].items()
     )
     sizes = summary.get("median_support_pixels")
     supports = (
@@ -49,7 +49,8 @@ def seeded(s):
         f"{timing['cnn_seeded_seconds_per_pattern'] * 1e3:.0f} ms vs "
         f"{timing['random_600_seconds_per_pattern'] * 1e3:.0f} ms "
         f"({timing['random_600_iterations']} iterations).{supports} Other "
-        f"CNN-start schedules, chi^2 / amplitude-error share: {variants}",
+        f"CNN-start refinements (`seeded_refinement.py`'s variants), chi^2 / amplitude-error "
+        f"share: {variants}",
         f">= {SEEDED_FRACTION:.0%} on both: {_met(min(chi2, image) >= SEEDED_FRACTION)}; "
         f"<= {SEEDED_REACH} iterations of work: {_met(work is not None and work <= SEEDED_REACH)}",
     )
@@ -59,14 +60,19 @@ def _settings(v: dict) -> str:
     """A refinement's settings in words: candidates, schedule, tail."""
     k, tail = v.get("candidates", 1), v.get("tail", "")
     text = f"`{v['schedule']}`" + (f" then `{tail}`" if tail else "")
-    return text if k == 1 else f"{k} candidates (the guess, {k - 1} random-phase) x {text}"
+    return text if k == 1 else f"{k} candidates (the guess and random-phase copies) x {text}"
+
+
+def _iterations(v: dict) -> str:
+    work = v.get("iterations_of_work")
+    return "" if work is None else f"{work} iterations of work, "
 
 
 def _work(s: dict, reach: dict) -> str:
     """Iterations to the random median: the winner's, and the work with every candidate."""
     work = s.get("work_to_random_median")
     text = f"{reach['median']} iterations"
-    return text if work in (None, reach["median"]) else f"{text} ({work:.0f} of work)"
+    return text if work is None else f"{text} ({work:.0f} of work)"
 
 
 def _support(pixels) -> str:

@@ -83,7 +83,8 @@ def test_a_beamtime_adapts_once_and_chunks_do_not_change_the_gradient(shipped, u
 def test_never_worse_than_the_input(shipped, unlike):
     # a step far too large: every step is worse, so the input weights come back
     net, info = adapt(shipped, unlike[:1], config=AdaptConfig(steps=3, lr=1.0))
-    assert (info.objective[1:] > info.objective[0]).all()
+    # every step worse, or diverged to NaN (where the CPU rounds differently)
+    assert not (info.objective[1:] <= info.objective[0]).any()
     assert info.best_step == 0 and info.after == info.before
     ref = shipped.state_dict()
     assert all(torch.equal(v, ref[k]) for k, v in net.state_dict().items())
