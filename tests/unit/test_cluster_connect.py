@@ -175,3 +175,27 @@ def test_check_mlflow_reads_env(monkeypatch):
 def test_check_mlflow_skips_local_stores(uri, monkeypatch):
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     assert cluster.check_mlflow(uri or None, timeout_s=0.1) is None
+
+
+def test_dashboard_port_skips_ray_default_ports(monkeypatch):
+    """The OS may hand out 52365, the dashboard agent's default: ray.init then refuses."""
+    handed_out = iter([52365, 6379, 41234])
+
+    class Socket:
+        def __init__(self):
+            self.port = next(handed_out)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def bind(self, address):
+            pass
+
+        def getsockname(self):
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(cluster.socket, "socket", Socket)
+    assert cluster._free_port() == 41234

@@ -273,10 +273,20 @@ def _after_init() -> None:
     ray_console.after_init()
 
 
+# Ports Ray's own components take by default on a local node: a dashboard port the OS
+# hands out may be one of them (52365, the dashboard agent's, is in the ephemeral range),
+# and then ray.init refuses to start.
+_RAY_DEFAULT_PORTS = frozenset({6379, 8265, 10001, 52365})
+
+
 def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free TCP port on 127.0.0.1 that none of Ray's default-port components claims."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _RAY_DEFAULT_PORTS:
+            return port
 
 
 def _describe(address: str) -> ClusterInfo:
