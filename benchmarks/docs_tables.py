@@ -3,7 +3,8 @@
 Like ``readme_tables.py`` for the README: the text between ``<!-- NAME:begin -->`` and
 ``<!-- NAME:end -->`` in a page is replaced by what section NAME builds from
 ``benchmarks/results/``: ``phasing-modes`` in ``docs/phasing.md`` (one row per pattern
-size of each ``benchmarks/phasing.py`` mode file); ``measured-rates`` (one row per stage,
+size of each ``benchmarks/phasing.py`` mode file) and ``phasing-chunks`` (one row per thread mode of
+``benchmarks/phasing_chunks.py``); ``measured-rates`` (one row per stage,
 each from its own file) and ``generation-scaling`` (one row per worker count of
 ``benchmarks/generate_scaling.py``) in ``docs/scaling.md``.
 
@@ -87,6 +88,33 @@ def phasing_modes(load) -> str:
             "shrink-wrap; the bound is the FFT pair alone at the same batch and threads, in "
             "the same run.",
         ]
+    return "\n".join(lines)
+
+
+def phasing_chunks(load) -> str:
+    """One row per thread mode of ``phasing_chunks.json``: a batch whole against chunked."""
+    result = load("phasing_chunks.json")
+    if result is None:
+        return "`benchmarks/results/phasing_chunks.json`: not measured yet"
+    lines = [
+        "| mode | chunk | whole, patterns/s | chunked, patterns/s | chunked / whole | same chi^2 |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    for name, mode in result["modes"].items():
+        rates = mode["median_patterns_per_s"]
+        lines.append(
+            f"| {name} | {mode['chunk']} | {rates['whole']:.0f} | {rates['chunked']:.0f} | "
+            f"{mode['speedup_chunked_vs_whole']:.2f}x | {'yes' if mode['same_chi2'] else 'no'} |"
+        )
+    args, before, after = result["args"], result["load_before"][0], result["load_after"][0]
+    lines += [
+        "",
+        f"Measured on {result['machine']} at commit `{result['git_sha'][:7]}`, "
+        f"{result['date'][:10]}, load {before:.1f}-{after:.1f}: {args['patterns']:,} "
+        f"patterns of 64 x 64, `{args['schedule']}` with shrink-wrap, medians of "
+        f"{args['rounds']} alternating runs in one process "
+        "(`benchmarks/results/phasing_chunks.json`).",
+    ]
     return "\n".join(lines)
 
 
@@ -237,7 +265,7 @@ def measured_rates(load) -> str:
 
 
 PAGES = {
-    "phasing.md": {"phasing-modes": phasing_modes},
+    "phasing.md": {"phasing-modes": phasing_modes, "phasing-chunks": phasing_chunks},
     "scaling.md": {
         "measured-rates": measured_rates,
         "generation-scaling": generation_scaling,

@@ -6,7 +6,8 @@ Both run the paper's 600-iteration ER/HIO switch schedule (``PAPER_SCHEDULE``,
 at pattern sizes P = 64, 128, 256 and 512. cohere-core runs one pattern at a time on
 numpy, in a subprocess (it reseeds numpy's global RNG from the clock); we run one scan
 at a time (batch 1) and batched (the batch ``cdiflow.phasing.runner.batch_for`` picks
-from the cache size; at 64 x 64 also a sweep of batch sizes); at 2 threads also with
+from the cache size; at 64 x 64 also a sweep of batch sizes, where a batch above
+``batch_for``'s runs in chunks of that size, as ``run_phasing`` does); at 2 threads also with
 ``run_phasing(threads=2)`` (rows with ``threads``: two single-threaded workers on
 halves of the batch instead of torch's OpenMP threads, and one scan with the threads
 ``useful_threads`` gives it); the one-scan figures are the best batch-1 row.

@@ -97,6 +97,7 @@ def run_phasing(
     chi2_every: int = 1,
     threads: int | None = None,
     kernels: str = "auto",
+    chunk: int | None = None,
 ) -> PhasingResult:
     """Run ``schedule`` on a batch of patterns; returns a ``PhasingResult``.
 
@@ -120,6 +121,9 @@ def run_phasing(
     kernels : the pixel-wise steps on CPU: "numba" (``cpu_kernels``: one fused pass
         each), "torch" (torch ops, as on a GPU), or "auto": numba on CPU when it
         imports, torch otherwise. Both give the same iterates to rounding (tested).
+    chunk : on CPU, run the batch (each worker's slice) this many patterns at a time, one
+        chunk after another; None: ``batch_for``'s size for the threads each run has, 0:
+        the batch whole. The iterates do not depend on it (tested).
     """
     if chi2_every < 1:
         raise ValueError(f"chi2_every must be >= 1, got {chi2_every}")
@@ -131,7 +135,7 @@ def run_phasing(
         threads = useful_threads(modulus.shape[-1], threads)
     if threads is None or threads < 2 or modulus.device.type != "cpu" or batch < 2:
         with engine_threads(threads):
-            return _run(inputs, *rest)
+            return _run_in_chunks(inputs, rest, chunk)
     # n single-threaded workers on slices of the batch instead of n OpenMP threads per
     # op: an op's threads wait for each other at its end, and on a loaded machine one of
     # them is often descheduled (measured 20x slower than 1 thread under load 8 on 2
@@ -139,7 +143,7 @@ def run_phasing(
     cuts = [batch * i // threads for i in range(threads + 1)]
     parts = [_slice(inputs, batch, a, b) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     with engine_threads(1), ThreadPoolExecutor(len(parts)) as pool:
-        done = list(pool.map(lambda part: _run(part, *rest), parts))
+        done = list(pool.map(lambda part: _run_in_chunks(part, rest, chunk), parts))
     return _concat(done)
 
 
@@ -170,6 +174,20 @@ def _run(inputs, algorithms, shrinkwrap, wanted, every, fused) -> PhasingResult:
     modulus, start, support, mask, upper_bound, beta = inputs
     st = _State.prepare(modulus, start, support, mask, upper_bound, beta, shrinkwrap, fused)
     return _iterate(st, algorithms, shrinkwrap, wanted, every)
+
+
+def _run_in_chunks(inputs, rest: tuple, chunk: int | None) -> PhasingResult:
+    """``_run`` one cache-sized chunk of the batch after another (``run_phasing``'s
+    ``chunk``; ``batch_for`` by default): a whole batch whose working set leaves the
+    cache runs slower (``benchmarks/phasing_chunks.py``). On a GPU the batch runs whole."""
+    modulus = inputs[0]
+    batch = modulus.shape[0]
+    if chunk is None and modulus.device.type == "cpu":
+        chunk = batch_for(modulus.shape[-1], threads=torch.get_num_threads())
+    if not chunk or modulus.device.type != "cpu" or batch <= chunk:
+        return _run(inputs, *rest)
+    cuts = range(0, batch, chunk)
+    return _concat([_run(_slice(inputs, batch, a, min(a + chunk, batch)), *rest) for a in cuts])
 
 
 def _slice(inputs, batch: int, a: int, b: int) -> tuple:
@@ -325,11 +343,13 @@ def batch_for(
 
     On CPU the loop is bound by memory traffic once its working set leaves the per-core
     cache, so the batch is as many patterns as fit in ``threads`` per-core caches, but
-    never fewer than ``_MIN_PIXELS`` pixels (each of the ~12 ops per iteration costs a
-    fixed dispatch, and torch splits an op over threads only above 32768 elements) nor
-    fewer than one pattern per thread. Measured at 64 x 64 on 2 cores: batch 32 at least
-    as fast as 8 (the cache fit), faster than 64 or 128. On a GPU: what fits in a quarter
-    of the free memory, at most 16384 (throughput flattens well before).
+    never fewer than ``_MIN_PIXELS`` pixels per thread (each of the ~12 ops per iteration
+    costs a fixed dispatch, and torch splits an op over threads only above 32768
+    elements) nor fewer than one pattern per thread. ``run_phasing`` runs a larger CPU
+    batch in chunks of this size. Measured at 64 x 64 on 2 cores (1 MiB L2 each), 1,024
+    patterns: on 1 thread chunks of 32 ran 3x faster than the batch whole; on 2 threads
+    chunks of 64 to 256 ran 2.8x faster than whole, and 32 varied most. On a GPU: what
+    fits in a quarter of the free memory, at most 16384 (throughput flattens well before).
     """
     per_pattern = _BYTES_PER_PIXEL * pattern_size * pattern_size
     if torch.device(device).type == "cuda":
@@ -337,7 +357,7 @@ def batch_for(
         return max(1, min(16384, free // (4 * per_pattern)))
     threads = threads or torch.get_num_threads()
     cache = cache_bytes or cache_bytes_per_core()
-    floor = -(-_MIN_PIXELS // (pattern_size * pattern_size))
+    floor = -(-_MIN_PIXELS * threads // (pattern_size * pattern_size))
     return max(threads, floor, (cache * threads) // per_pattern)
 
 

@@ -152,7 +152,28 @@ def test_batch_for_fits_the_cache_and_gives_each_thread_work():
     sizes = [batch_for(p, threads=1, cache_bytes=cache) for p in (64, 128, 256, 512)]
     assert sizes == [32, 8, 2, 1]  # at least 2^17 pixels, at least one pattern
     assert batch_for(512, threads=2, cache_bytes=cache) == 2
+    assert batch_for(64, threads=2, cache_bytes=cache) == 64  # 2^17 pixels per thread
     assert batch_for(128, threads=2, cache_bytes=2**30) > 8  # a big cache holds more
+
+
+@pytest.mark.parametrize("threads", [None, 2])
+def test_a_batch_run_in_chunks_gives_the_same_answer(threads):
+    """A CPU batch runs in chunks (``batch_for``'s by default): per pattern the same
+    result, shared and per-pattern inputs cut alike."""
+    mod, start, upper = _problem(64, 7, 11, dtype=torch.float32)
+    kw = dict(beta=torch.linspace(0.6, 0.9, 7), shrinkwrap=ShrinkWrap(start=4, every=4))
+    kw |= dict(upper_bound=upper, mask=torch.rand(7, 64, 64) > 0.01, snapshots=(5,))
+    kw |= dict(threads=threads)
+    start = start.to(torch.complex64)
+    whole = run_phasing(mod, start, upper, "8*HIO+4*ER", chunk=0, **kw)
+    chunked = run_phasing(mod, start, upper, "8*HIO+4*ER", chunk=2, **kw)
+    assert torch.allclose(chunked.best_obj, whole.best_obj, atol=1e-5)
+    assert torch.equal(chunked.support, whole.support)
+    assert torch.allclose(chunked.chi2, whole.chi2, rtol=1e-4, equal_nan=True)
+    assert torch.allclose(chunked.snapshots[5], whole.snapshots[5], atol=1e-5)
+    default = run_phasing(mod.repeat(6, 1, 1), start.repeat(6, 1, 1), upper, "4*ER", chunk=None)
+    alone = run_phasing(mod, start, upper, "4*ER", chunk=0)
+    assert torch.allclose(default.chi2[35:], alone.chi2, rtol=1e-4)  # 42 > batch_for's 32
 
 
 def test_threads_split_the_batch_and_give_the_same_answer():
