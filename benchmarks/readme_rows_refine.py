@@ -38,13 +38,13 @@ def seeded(s):
         else ""
     )
     guess = s["settings"]["cnn"]
-    work = s.get("work_to_random_median", reach["median"])
+    work = s.get("work_to_random_median")  # every candidate's iterations counted
     return (
         f"CNN-seeded refinement, {summary['patterns']} held-out patterns, shipped model; "
         f"random starts {summary['repeats']} runs each with `{s['settings'][kind]['schedule']}`",
         f"CNN start with {_settings(guess)} (beta {guess['beta']}) below the random "
         f"median: **{_share(chi2)}** on chi^2, **{_share(image)}** on amplitude error; "
-        f"reaches the random median chi^2 in {_work(s, reach)} (median; "
+        f"reaches the random median chi^2 in {_work(reach, work)} (median; "
         f"{reach['nulls']} never do); time per pattern "
         f"{timing['cnn_seeded_seconds_per_pattern'] * 1e3:.0f} ms vs "
         f"{timing['random_600_seconds_per_pattern'] * 1e3:.0f} ms "
@@ -68,9 +68,8 @@ def _iterations(v: dict) -> str:
     return "" if work is None else f"{work} iterations of work, "
 
 
-def _work(s: dict, reach: dict) -> str:
+def _work(reach: dict, work) -> str:
     """Iterations to the random median: the winner's, and the work with every candidate."""
-    work = s.get("work_to_random_median")
     text = f"{reach['median']} iterations"
     return text if work is None else f"{text} ({work:.0f} of work)"
 

@@ -49,7 +49,6 @@ from cdiflow.phasing.candidates import refine_settings  # noqa: E402
 from cdiflow.phasing.compare import image_errors, truth_object  # noqa: E402
 from cdiflow.phasing.compare_batch import compare_patterns, pattern_generator  # noqa: E402
 from cdiflow.phasing.compare_summary import comparison_json, summarise  # noqa: E402
-from cdiflow.phasing.schedule import as_schedule  # noqa: E402
 from cdiflow.phasing.settings import (  # noqa: E402
     GENTLE_SETTINGS,
     GRADIENT_SETTINGS,
@@ -151,12 +150,9 @@ def variant_scores(variant: RefineSettings, modulus, predicted, truth, random_ru
 
 
 def work_to(iterations, settings: RefineSettings):
-    """Iterations of work until the winner's curve reaches a chi^2 at ``iterations``:
-    every candidate runs the head (``schedule``), the winner alone the tail."""
-    if iterations is None:
-        return None
-    head = len(as_schedule(settings.schedule))
-    return float(iterations + (settings.candidates - 1) * min(iterations, head))
+    """Iterations of work until the winner's curve reaches a chi^2 at ``iterations``
+    (``RefineSettings.work_until``); None when it never does."""
+    return None if iterations is None else float(settings.work_until(iterations))
 
 
 def timing(modulus, predicted, batch_size: int, seed: int, smoke: bool) -> dict:

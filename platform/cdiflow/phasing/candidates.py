@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import numpy as np
 import torch
 
-from cdiflow.phasing.refine import RefineResult, refine
+from cdiflow.phasing.refine import RefineResult, refine, select_rows
 from cdiflow.phasing.schedule import as_schedule
 from cdiflow.phasing.settings import RefineSettings
 from cdiflow.phasing.starts import Start, phase_scrambled
@@ -39,12 +39,11 @@ def refine_settings(
     if k > 1 and rngs is None:
         raise ValueError(f"{k} candidates need one random generator per pattern")
     modulus = torch.as_tensor(np.asarray(modulus) if not torch.is_tensor(modulus) else modulus)
-    kwargs = {n: _tensor(v) for n, v in kwargs.items()}
     head, head_kwargs = start, kwargs
     if k > 1:
         head = _interleave(start, phase_scrambled(start, k - 1, rngs), k)
         repeat = torch.arange(batch).repeat_interleave(k)
-        head_kwargs = {n: _rows(v, repeat, batch) for n, v in kwargs.items()}
+        head_kwargs = {n: select_rows(v, repeat) for n, v in kwargs.items()}
     res = refine(
         modulus if k == 1 else modulus.repeat_interleave(k, 0), head, settings.schedule,
         beta=settings.beta, shrinkwrap=settings.shrinkwrap, **head_kwargs,
@@ -54,17 +53,6 @@ def refine_settings(
     if not settings.tail:
         return res
     return _then_tail(modulus, res, settings, start.name, kwargs)
-
-
-def _tensor(value):
-    return torch.from_numpy(value) if isinstance(value, np.ndarray) else value
-
-
-def _rows(value, index: torch.Tensor, batch: int):
-    """A per-pattern (``batch``, P, P) tensor cut or repeated to ``index``; others stay."""
-    if torch.is_tensor(value) and value.ndim == 3 and value.shape[0] == batch:
-        return value[index]
-    return value
 
 
 def _interleave(start: Start, copies: Start, k: int) -> Start:
@@ -101,7 +89,7 @@ def _then_tail(modulus, res: RefineResult, settings: RefineSettings, name: str, 
     tail = refine(
         modulus[idx], Start(res.obj[idx], support[idx], name), settings.tail,
         beta=settings.beta, shrinkwrap=None,
-        **{n: _rows(v, idx, len(ok)) for n, v in kwargs.items()},
+        **{n: select_rows(v, idx) for n, v in kwargs.items()},
     )  # fmt: skip
     for field in ("obj", "final_obj", "support", "best_chi2", "final_chi2"):
         getattr(out, field)[idx] = getattr(tail, field)

@@ -99,8 +99,8 @@ class _Job:
     batch_size: int
     example: int
     device: object
-    seed: int = 0
-    rows: np.ndarray | None = None  # (N,) test-split index per pattern: seeds candidates
+    seed: int
+    rows: np.ndarray  # (N,) test-split index per pattern: seeds the candidates
 
 
 def pattern_generator(seed: int, kind: str, index: int) -> torch.Generator:
@@ -146,9 +146,8 @@ def _refine_chunk(job: _Job, index: np.ndarray, start: Start, repeats: int) -> d
     s = job.settings(start.name)
     rngs = None
     if s.candidates > 1:  # a guess's candidates: random phases seeded like the random starts'
-        rows = np.arange(len(job.modulus)) if job.rows is None else job.rows
         rngs = [
-            pattern_generator(job.seed, start.name, int(rows[i])) for i in index.repeat(repeats)
+            pattern_generator(job.seed, start.name, int(job.rows[i])) for i in index.repeat(repeats)
         ]
     res = refine_settings(moduli, start, s, rngs, device=job.device)
     errors = image_errors(res.obj, job.truth[idx].repeat_interleave(repeats, 0))

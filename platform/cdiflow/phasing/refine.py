@@ -216,12 +216,20 @@ def _empty_result(batch: int, n_iter: int, p: int, snapshots) -> RefineResult:
     )
 
 
+def select_rows(value, index: torch.Tensor):
+    """Rows ``index`` of a per-pattern (B, P, P) array or tensor (as a tensor); a shared
+    (P, P) one, None and anything else as they are. How the callers that split or repeat
+    a batch (candidates, settings groups) cut a mask or upper bound along with it."""
+    if isinstance(value, np.ndarray):
+        value = torch.from_numpy(value)
+    return value[index] if torch.is_tensor(value) and value.ndim == 3 else value
+
+
 def _rows_of(mask, index: torch.Tensor, device):
     """The mask of the patterns that run: (P, P) as it is, (B, P, P) cut to them."""
     if mask is None:
         return None
-    m = torch.as_tensor(mask, dtype=torch.bool)
-    return (m[index] if m.ndim == 3 else m).to(device)
+    return select_rows(torch.as_tensor(mask, dtype=torch.bool), index).to(device)
 
 
 def _fill(out: RefineResult, res, index: torch.Tensor) -> None:

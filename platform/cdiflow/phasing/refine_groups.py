@@ -17,7 +17,7 @@ import torch
 
 from cdiflow.errors import InputError
 from cdiflow.phasing.candidates import refine_settings
-from cdiflow.phasing.refine import RefineResult
+from cdiflow.phasing.refine import RefineResult, select_rows
 from cdiflow.phasing.settings import RefineSettings
 from cdiflow.phasing.starts import Start
 from cdiflow.physics.farfield import PAPER, FarField
@@ -29,14 +29,6 @@ class GroupedResult:
 
     result: RefineResult
     iterations: torch.Tensor
-
-
-def _rows(value, index: torch.Tensor):
-    """A per-run (B, ...) tensor cut to ``index``; a shared (P, P) one as it is."""
-    if value is None:
-        return None
-    t = torch.as_tensor(value)
-    return t[index] if t.ndim == 3 else t
 
 
 def refine_grouped(
@@ -73,9 +65,9 @@ def refine_grouped(
             start.select(index),
             s,
             None if rngs is None else [rngs[i] for i in rows],
-            mask=_rows(mask, index),
+            mask=select_rows(mask, index),
             threads=threads,
-            upper_bound=_rows(upper_bound, index),
+            upper_bound=select_rows(upper_bound, index),
             device=device,
             physics=physics,
         )

@@ -67,7 +67,13 @@ class RefineSettings(Config):
     @property
     def work(self) -> int:
         """Iterations computed per pattern: every candidate's ``schedule``, then ``tail``."""
-        return self.iterations + (self.candidates - 1) * len(parse(self.schedule))
+        return self.work_until(self.iterations)
+
+    def work_until(self, iterations: float) -> float:
+        """Iterations computed per pattern until the answer's curve is ``iterations``
+        long: every candidate runs the ``schedule``, the winner alone the ``tail``."""
+        head = len(parse(self.schedule))
+        return iterations + (self.candidates - 1) * min(iterations, head)
 
 
 PAPER_SETTINGS = RefineSettings()
