@@ -103,7 +103,7 @@ def _refined_from_adapted(job) -> str:
         return ""
     label, r = same
     return (
-        f"; refined ({label}, `{r['adapted-cnn']['settings']['schedule']}`): adapted start "
+        f"; refined ({label}: {_settings(r['adapted-cnn']['settings'])}): adapted start "
         f"{r['adapted-cnn']['chi2']:.3e}, CNN start {r['cnn']['chi2']:.3e}, best of "
         f"{sum(k.startswith('random-') for k in r)} random {r['random_best_chi2']:.3e}"
     )
