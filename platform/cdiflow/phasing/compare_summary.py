@@ -58,11 +58,10 @@ def summarise(best_chi2, curves, errors: dict, random_chi2, random_errors: dict)
     dict: ``random_median_chi2`` (N,) float64; ``iterations`` (N,) 1-based int or None
     (``first_reach`` of that median); ``fraction_below_median_chi2``;
     ``fraction_below_median_image_error`` {kind: fraction}; ``iterations_to_median``
-    {"median": median of the non-None iterations or None, "nulls": how many are None}.
+    {"median": ``median_reach`` of the iterations, "nulls": how many are None}.
     """
     target = row_median(random_chi2)
     iterations = first_reach(curves, target)
-    reached = [k for k in iterations if k is not None]
     return {
         "random_median_chi2": target,
         "iterations": iterations,
@@ -71,10 +70,20 @@ def summarise(best_chi2, curves, errors: dict, random_chi2, random_errors: dict)
             k: fraction_below(np.ravel(errors[k]), row_median(random_errors[k])) for k in errors
         },
         "iterations_to_median": {
-            "median": float(np.median(reached)) if reached else None,
-            "nulls": len(iterations) - len(reached),
+            "median": median_reach(iterations),
+            "nulls": iterations.count(None),
         },
     }
+
+
+def median_reach(iterations: list[int | None]) -> float | None:
+    """The median over all patterns of the iteration each first reaches a target, a
+    pattern that never does counting as never (None when the median falls there, i.e.
+    half or more never do). Dropping those patterns instead would flatter a start that
+    reaches the target fast where it reaches it at all."""
+    values = np.array([np.inf if k is None else k for k in iterations], dtype=np.float64)
+    median = float(np.median(values)) if len(values) else np.inf
+    return median if np.isfinite(median) else None
 
 
 def _number(x) -> float | None:

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
 
 from cdiflow.cli import main
 from cdiflow.phasing.compare_batch import RANDOM_KINDS, compare_patterns
-from cdiflow.phasing.compare_summary import first_reach, fraction_below, row_median, summarise
+from cdiflow.phasing.compare_summary import (
+    first_reach,
+    fraction_below,
+    median_reach,
+    row_median,
+    summarise,
+)
 
 STARTS = ["random-rectangle", "random-cnn-support", "cnn", "nns"]
 SCHEDULE = "20*HIO+10*ER"
@@ -107,10 +114,14 @@ def test_the_summary_matches_the_patterns_and_the_stored_curves(scale_run):
             hits = np.flatnonzero(curve <= medians[i])
             expected.append(int(hits[0]) + 1 if hits.size else None)
             assert p["cnn_iterations_to_random_median"][kind] == expected[-1]
-        reached = [k for k in expected if k is not None]
         reach = summary["iterations_to_random_median"][kind]
         assert reach["nulls"] == expected.count(None)
-        assert reach["median"] == (float(np.median(reached)) if reached else None)
+        never_last = sorted(expected, key=lambda k: math.inf if k is None else k)
+        middle = never_last[(len(expected) - 1) // 2 : len(expected) // 2 + 1]
+        if None in middle:  # half or more never get there
+            assert reach["median"] is None
+        else:
+            assert reach["median"] == float(np.mean(middle))
 
 
 def test_the_figures_are_written(scale_run):
@@ -167,7 +178,10 @@ def test_summarise_on_known_arrays():
     assert s["iterations"] == [3, None, 1, None]
     assert s["fraction_below_median_chi2"] == pytest.approx(1 / 3)  # 0.2 < 0.2 is not below
     assert s["fraction_below_median_image_error"] == {"amplitude_error": pytest.approx(2 / 3)}
-    assert s["iterations_to_median"] == {"median": 2.0, "nulls": 2}
+    # [1, 3, never, never]: the median falls among the patterns that never get there
+    assert s["iterations_to_median"] == {"median": None, "nulls": 2}
+    assert median_reach([3, None, 1]) == 3.0  # not 2.0, the median of those that get there
+    assert median_reach([4, 2, None, 1, 5]) == 4.0
 
 
 def test_the_summary_helpers_on_edge_cases():
