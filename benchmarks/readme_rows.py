@@ -246,6 +246,22 @@ def phasing_batches(p):
     )
 
 
+def phasing_chunks(c):
+    args, modes = c["args"], c["modes"].values()
+    return (
+        f"phasing, {args['patterns']:,} patterns in one call, `{args['schedule']}`: in "
+        "cache-sized chunks (`batch_for`) vs the batch whole",
+        "; ".join(
+            f"{m['torch_threads']} torch thread(s) x {m['workers']} worker(s): "
+            f"{m['median_patterns_per_s']['chunked']:.0f} vs "
+            f"{m['median_patterns_per_s']['whole']:.0f} patterns/s "
+            f"(**{m['speedup_chunked_vs_whole']:.2f}x**, chunks of {m['chunk']})"
+            for m in modes
+        ),
+        "-",
+    )
+
+
 def phasing_rows(g, what: str, target: int):
     rows = g["rows"]
     rate = [r["patterns_per_s"] for r in rows]
@@ -327,6 +343,7 @@ ROWS = [
     *(([f], f"phasing vs cohere-core, {run}", PHASING_TARGET, phasing_vs_cohere)
       for f, run in phasing_modes),
     (["phasing.json"], "phasing batch sizes", "-", phasing_batches),
+    (["phasing_chunks.json"], "phasing, a large batch in chunks", "-", phasing_chunks),
     (["cpu2_phasing_h200host.json"], "phasing, H200 host's CPU", "-",
      lambda g: phasing_rows(g, "phasing on the H200 host's CPU", 0)),
     (["gpu_phasing.json"], "phasing on GPU", GPU_TARGET,
