@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -182,9 +183,11 @@ def _run_in_chunks(inputs, rest: tuple, chunk: int | None) -> PhasingResult:
     cache runs slower (``benchmarks/phasing_chunks.py``). On a GPU the batch runs whole."""
     modulus = inputs[0]
     batch = modulus.shape[0]
-    if chunk is None and modulus.device.type == "cpu":
+    if modulus.device.type != "cpu":
+        return _run(inputs, *rest)
+    if chunk is None:
         chunk = batch_for(modulus.shape[-1], threads=torch.get_num_threads())
-    if not chunk or modulus.device.type != "cpu" or batch <= chunk:
+    if not chunk or batch <= chunk:
         return _run(inputs, *rest)
     cuts = range(0, batch, chunk)
     return _concat([_run(_slice(inputs, batch, a, min(a + chunk, batch)), *rest) for a in cuts])
@@ -320,6 +323,7 @@ _BYTES_PER_PIXEL = 5 * 8 + 3 * 4 + 8
 _MIN_PIXELS = 2**17
 
 
+@functools.cache  # read once: every CPU run_phasing call asks
 def cache_bytes_per_core(default: int = 2 * 2**20) -> int:
     """The per-core (L2) cache size from Linux sysfs, else ``default`` (2 MiB)."""
     for index in range(4):
@@ -346,7 +350,7 @@ def batch_for(
     never fewer than ``_MIN_PIXELS`` pixels per thread (each of the ~12 ops per iteration
     costs a fixed dispatch, and torch splits an op over threads only above 32768
     elements) nor fewer than one pattern per thread. ``run_phasing`` runs a larger CPU
-    batch in chunks of this size. Measured at 64 x 64 on 2 cores (1 MiB L2 each), 1,024
+    batch in chunks of this size. Measured at 64 x 64 on 2 cores (2 MiB L2 each), 1,024
     patterns: on 1 thread chunks of 32 ran 3x faster than the batch whole; on 2 threads
     chunks of 64 to 256 ran 2.8x faster than whole, and 32 varied most. On a GPU: what
     fits in a quarter of the free memory, at most 16384 (throughput flattens well before).
