@@ -33,7 +33,7 @@ import torch
 from cdiflow.formats.atomic import atomic_path, atomic_write_json
 from cdiflow.losses import LossWeights
 from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
-from cdiflow.models.cnn import widened, with_mask_channel
+from cdiflow.models.cnn import widened, with_angle_head, with_mask_channel
 from cdiflow.models.weights import load_weights
 from cdiflow.physics.generator import GeneratorConfig
 from cdiflow.pipelines.tracking_store import git_sha
@@ -85,6 +85,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup-fraction", type=float, default=0.1)
     p.add_argument(
         "--twin-invariant", action="store_true", help="real-space loss against the closer twin"
+    )
+    p.add_argument(
+        "--phase-head",
+        choices=("target", "angle"),
+        default="target",
+        help="the paper's phase-target channel, or two channels whose angle is the phase "
+        "(sharp wrap lines; the phase loss is then taken on the circle); with "
+        "--init-weights a target-head model gains a fresh angle head, the rest kept",
     )
     p.add_argument(
         "--bn-batches", type=int, default=16, help="batches that recompute BN stats before eval"
@@ -270,7 +278,7 @@ def read_parquet(folder: str) -> dict[str, torch.Tensor]:
 
 
 def config_loss(args) -> LossWeights:
-    return LossWeights(twin_invariant=args.twin_invariant)
+    return LossWeights(twin_invariant=args.twin_invariant, phase_wrapped=args.phase_head == "angle")
 
 
 def train(args, model, stream, val, device) -> dict:
@@ -424,10 +432,16 @@ def initial_model(args):
         if args.preset == "realistic":  # the realistic data come with a mask to read
             model = with_mask_channel(model)
             mconfig = model.config
+        if args.phase_head == "angle":
+            model = with_angle_head(model, seed=args.seed)
+            mconfig = model.config
         args.width, args.depth = mconfig.base_width, mconfig.depth
         return model, mconfig
     mask_channel = args.preset == "realistic"
-    mconfig = ModelConfig(base_width=args.width, depth=args.depth, mask_channel=mask_channel)
+    mconfig = ModelConfig(
+        base_width=args.width, depth=args.depth, mask_channel=mask_channel,
+        phase_head=args.phase_head,
+    )  # fmt: skip
     return build_model(mconfig, seed=args.seed), mconfig
 
 

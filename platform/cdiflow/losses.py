@@ -48,6 +48,7 @@ class LossWeights(Config):
     phase: float = 1.0
     physics: float = 4.0
     twin_invariant: bool = False  # real-space terms against the closer of target / twin
+    phase_wrapped: bool = False  # the phase term on the circle: see ``wrapped_relative_error``
 
     def validate(self) -> None:
         for name in ("amplitude", "phase", "physics"):
@@ -63,6 +64,21 @@ def relative_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor
     return num / torch.linalg.vector_norm(truth, dim=_DIMS2).clamp_min(_EPS)
 
 
+def wrapped_relative_error(predicted: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """``relative_error`` of phase targets measured on the circle, inside the support.
+
+    Where the target is in the support (p > 0), p_p - p_g counts modulo 1 (a phase
+    modulo 2 pi): a prediction just across a wrap line is near, not a whole turn off, and
+    its gradient moves it across the line, not the long way round. Outside the support
+    the target's 0 is a convention, not a phase, and nothing is counted: whether a pixel
+    is in the support is the amplitude's to say (``ModelConfig.phase_gate``).
+    """
+    diff = predicted - truth
+    diff = torch.where(truth > 0, diff - torch.round(diff), 0.0)
+    num = torch.linalg.vector_norm(diff, dim=_DIMS2)
+    return num / torch.linalg.vector_norm(truth, dim=_DIMS2).clamp_min(_EPS)
+
+
 def real_space_errors(
     prediction: torch.Tensor,
     amplitude: torch.Tensor,
@@ -70,12 +86,14 @@ def real_space_errors(
     weights: LossWeights,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pattern L(A) and L(phi), (B,) each; against the closer twin if asked."""
+    phase_error = wrapped_relative_error if weights.phase_wrapped else relative_error
     if weights.twin_invariant:
         pair = (weights.amplitude, weights.phase)
         return twin_aware_errors(
-            relative_error, prediction[:, 0], prediction[:, 1], amplitude, phase, pair
-        )
-    return relative_error(prediction[:, 0], amplitude), relative_error(prediction[:, 1], phase)
+            relative_error, prediction[:, 0], prediction[:, 1], amplitude, phase, pair,
+            phase_error=phase_error,
+        )  # fmt: skip
+    return relative_error(prediction[:, 0], amplitude), phase_error(prediction[:, 1], phase)
 
 
 def predicted_object(amplitude: torch.Tensor, phase_target: torch.Tensor) -> torch.Tensor:

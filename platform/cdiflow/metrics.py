@@ -46,17 +46,20 @@ def twin_aware_errors(
     amplitude: torch.Tensor,
     phase_target: torch.Tensor,
     weights: tuple[float, float] = (1.0, 1.0),
+    phase_error=None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-pattern (amplitude, phase) errors against the closer of the target and its twin.
 
     The one place where a target or its twin is chosen: |F| cannot tell them apart, so a
     prediction is scored against whichever of the two its weighted error
     ``weights[0] * amplitude + weights[1] * phase`` is lower for. ``error(pred, truth)``
-    maps (..., N, N) pairs to (...) (``image_error``, ``losses.relative_error``).
+    maps (..., N, N) pairs to (...) (``image_error``, ``losses.relative_error``);
+    ``phase_error`` (default ``error``) scores the phase.
     """
+    phase_error = phase_error or error
     twin_amp, twin_phase = twin_targets(amplitude, phase_target)
-    amp, ph = error(predicted_amplitude, amplitude), error(predicted_phase, phase_target)
-    amp_t, ph_t = error(predicted_amplitude, twin_amp), error(predicted_phase, twin_phase)
+    amp, ph = error(predicted_amplitude, amplitude), phase_error(predicted_phase, phase_target)
+    amp_t, ph_t = error(predicted_amplitude, twin_amp), phase_error(predicted_phase, twin_phase)
     use_twin = weights[0] * amp_t + weights[1] * ph_t < weights[0] * amp + weights[1] * ph
     return torch.where(use_twin, amp_t, amp), torch.where(use_twin, ph_t, ph)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 
 import torch
 from torch import nn
@@ -64,9 +65,9 @@ class PhaseRetrievalCNN(nn.Module):
         code = c.level_width(c.depth)
         self.bottleneck = conv_block(cin, code, slope, mom)
         self.amplitude_decoder = self._decoder(code // 2)
-        self.phase_decoder = self._decoder(code // 2)
+        self.phase_decoder = self._decoder(code // 2, 2 if c.phase_head == "angle" else 1)
 
-    def _decoder(self, cin: int) -> nn.Sequential:
+    def _decoder(self, cin: int, outputs: int = 1) -> nn.Sequential:
         c = self.config
         layers: list[nn.Module] = []
         # Levels depth-1 .. 1: resolution input / 2**level, width of encoder level-1.
@@ -75,13 +76,13 @@ class PhaseRetrievalCNN(nn.Module):
             layers += [nn.Upsample(scale_factor=2, mode="nearest")]
             layers += [conv_block(cin, cout, c.leaky_slope, c.bn_momentum)]
             cin = cout
-        head = nn.Conv2d(cin, 1, 3, padding=1)
+        head = nn.Conv2d(cin, outputs, 3, padding=1)
         # Start every output pixel near 0.5, inside the linear part of ReLU / clamp:
         # with torch's default init a whole output channel can start (and stay) below 0,
         # where ReLU passes no gradient (seen as an amplitude loss stuck at 1.0).
         with torch.no_grad():
             head.weight.mul_(0.1)
-            head.bias.fill_(0.5)
+            head.bias.fill_(0.5)  # an angle head starts at (0.5, 0.5): away from (0, 0)
         layers.append(head)
         return nn.Sequential(*layers)
 
@@ -107,8 +108,20 @@ class PhaseRetrievalCNN(nn.Module):
             x = self.pool(block(x))
         code = self.bottleneck(x)
         amp_code, phase_code = torch.chunk(code, 2, dim=1)
-        out = torch.cat([self.amplitude_decoder(amp_code), self.phase_decoder(phase_code)], 1)
-        return self._activate(out)
+        amplitude, phase = self.amplitude_decoder(amp_code), self.phase_decoder(phase_code)
+        if self.config.phase_head == "target":
+            return self._activate(torch.cat([amplitude, phase], 1))
+        amplitude = self._activate(amplitude)
+        return torch.cat([amplitude, self._angle_target(phase, amplitude)], 1)
+
+    def _angle_target(self, cs: torch.Tensor, amplitude: torch.Tensor) -> torch.Tensor:
+        """(B, 2, N, N) (c, s) -> (B, 1, N, N) target p = (atan2(s, c) + pi) / (2 pi) where
+        the amplitude is above ``phase_gate``, else 0 (the target's convention); float32:
+        the angle must not be taken in bf16."""
+        cs = cs.float()
+        angle = torch.atan2(cs[:, 1:], cs[:, :1])
+        p = ((angle + math.pi) / (2 * math.pi)).clamp(0, 1 - 1e-7)  # phase_to_target's range
+        return torch.where(amplitude.float() > self.config.phase_gate, p, 0.0).to(amplitude.dtype)
 
 
 def build_model(config: ModelConfig | None = None, seed: int | None = None) -> PhaseRetrievalCNN:
@@ -170,6 +183,26 @@ def with_mask_channel(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
     state[first] = torch.cat([weight, torch.zeros_like(weight)], dim=1)
     widened.load_state_dict(state, strict=True)
     return widened.train(model.training)
+
+
+@torch.no_grad()
+def with_angle_head(model: PhaseRetrievalCNN, seed: int = 0) -> PhaseRetrievalCNN:
+    """A copy of ``model`` with the ``"angle"`` phase head (``ModelConfig.phase_head``).
+
+    Every weight is kept but the phase decoder's last conv, which now has two outputs
+    and starts fresh (from ``seed``): a warm start whose encoder and amplitude decoder
+    already know the patterns. A model with the angle head is returned as is.
+    """
+    if model.config.phase_head == "angle":
+        return model
+    config = dataclasses.replace(model.config, phase_head="angle")
+    angled = build_model(config, seed=seed).to(next(model.parameters()).device)
+    state, fresh = model.state_dict(), angled.state_dict()
+    for name, value in fresh.items():
+        if state[name].shape != value.shape:  # the head: (1, w, 3, 3) -> (2, w, 3, 3)
+            state[name] = value
+    angled.load_state_dict(state, strict=True)
+    return angled.train(model.training)
 
 
 @torch.no_grad()

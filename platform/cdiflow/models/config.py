@@ -7,6 +7,7 @@ import dataclasses
 from cdiflow.config import Config, require
 
 OUTPUT_ACTIVATIONS = ("relu_clamp", "relu", "sigmoid")
+PHASE_HEADS = ("target", "angle")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -31,6 +32,14 @@ class ModelConfig(Config):
         paper's exact ReLU gradient. Outputs are unchanged.
     mask_channel : take the detector mask as a second input channel (for data with a
         beamstop and gaps, the realistic preset); off in the paper.
+    phase_head : ``"target"`` (the paper: one channel, the phase target p regressed
+        directly) or ``"angle"`` (two channels (c, s), p from their angle). The phase
+        spans 2 pi inside a particle, so the target jumps from 1 to 0 along wrap lines,
+        which a smooth regression blurs to p ~ 0.5, a phase wrong by pi: on the shipped
+        target-head model those ~10 pixels per pattern carry 75% of the phase error. The
+        angle of a smooth (c, s) field wraps sharply.
+    phase_gate : with ``"angle"``, p is 0 where the predicted amplitude is at or below
+        this, as the generator sets the target (its ``support_threshold``).
     """
 
     input_size: int = 64
@@ -42,6 +51,8 @@ class ModelConfig(Config):
     bn_momentum: float = 0.1
     output_gradient_leak: float = 0.01
     mask_channel: bool = False
+    phase_head: str = "target"
+    phase_gate: float = 0.1
 
     def validate(self) -> None:
         require(self.base_width >= 1, f"base_width must be >= 1, got {self.base_width}")
@@ -62,6 +73,11 @@ class ModelConfig(Config):
             f"output_activation must be one of {OUTPUT_ACTIVATIONS}, got "
             f"{self.output_activation!r}",
         )
+        require(
+            self.phase_head in PHASE_HEADS,
+            f"phase_head must be one of {PHASE_HEADS}, got {self.phase_head!r}",
+        )
+        require(0 <= self.phase_gate < 1, f"phase_gate must be in [0, 1), got {self.phase_gate}")
         require(0 < self.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         require(
             0 <= self.output_gradient_leak < 1,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -61,6 +63,8 @@ def test_output_range(activation):
         {"leaky_slope": 1.5},
         {"output_activation": "tanh"},
         {"bn_momentum": 0.0},
+        {"phase_head": "cosine"},
+        {"phase_gate": 1.0},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -218,3 +222,46 @@ def test_widened_noise_breaks_the_copies_tie_but_stays_close():
     assert torch.equal(again.encoder[0][0].convs[0].weight, w_noisy)
     with pytest.raises(ConfigError):
         widened(source, 0)
+
+
+def test_angle_head_gives_a_phase_target_gated_by_the_amplitude():
+    model = _model(base_width=4, depth=2, phase_head="angle").train()
+    with torch.no_grad():  # amplitudes on both sides of the gate
+        head = model.amplitude_decoder[-1]
+        head.weight.mul_(30)
+        head.bias.fill_(model.config.phase_gate)
+        out = model(_inputs(4) * 10)
+    amp, phase = out[:, 0], out[:, 1]
+    assert out.shape == (4, 2, 32, 32)
+    assert model.phase_decoder[-1].out_channels == 2
+    gated = amp <= model.config.phase_gate
+    assert gated.any() and (~gated).any()
+    assert torch.all(phase[gated] == 0)
+    assert phase.min() >= 0 and phase.max() < 1
+
+
+def test_angle_head_wraps_sharply_where_c_s_turn_smoothly():
+    """Half a turn of (c, s) across a row gives p going 1 -> 0 in one pixel, not a ramp."""
+    model = _model(base_width=4, depth=2, phase_head="angle")
+    angle = torch.linspace(-3.0, 3.0, 32) + math.pi  # crosses pi once, mid-row
+    cs = torch.stack([torch.cos(angle), torch.sin(angle)]).reshape(1, 2, 1, 32).expand(1, 2, 32, 32)
+    p = model._angle_target(cs, torch.ones(1, 1, 32, 32))[0, 0, 0]
+    steps = p.diff()
+    assert (steps.abs() > 0.5).sum() == 1  # one jump: the wrap line
+    assert torch.all(steps[steps.abs() <= 0.5] > 0)  # smooth elsewhere
+
+
+def test_with_angle_head_keeps_every_weight_but_the_phase_head():
+    from cdiflow.models.cnn import with_angle_head
+
+    source = build_model(ModelConfig(base_width=4, depth=2), seed=3).eval()
+    angled = with_angle_head(source, seed=1).eval()
+    assert angled.config.phase_head == "angle" and source.config.phase_head == "target"
+    head = f"phase_decoder.{len(angled.phase_decoder) - 1}.weight"
+    ours, theirs = angled.state_dict(), source.state_dict()
+    assert ours[head].shape[0] == 2 and theirs[head].shape[0] == 1
+    assert all(torch.equal(v, theirs[k]) for k, v in ours.items() if not k.startswith(head[:-7]))
+    x = _inputs(2)
+    with torch.no_grad():
+        assert torch.equal(angled(x)[:, 0], source(x)[:, 0])  # the amplitude is unchanged
+    assert with_angle_head(angled) is angled

@@ -108,3 +108,31 @@ def test_twin_has_the_same_modulus_and_twin_invariant_loss_accepts_it():
     assert invariant["amplitude"] == 0 and invariant["phase"] == 0
     direct = physics_loss(pred, modulus, amp, phase, LossWeights(twin_invariant=True))
     assert direct["amplitude"] == 0 and direct["phase"] == 0
+
+
+def test_wrapped_phase_error_counts_a_wrap_as_near_and_skips_outside():
+    from cdiflow.losses import relative_error, wrapped_relative_error
+
+    truth = torch.tensor([[[0.02, 0.5], [0.0, 0.3]]])
+    across = torch.tensor([[[0.98, 0.5], [0.7, 0.3]]])  # 0.04 across the wrap; 0.7 outside
+    assert wrapped_relative_error(across, truth).item() == pytest.approx(
+        0.04 / truth.norm().item(), rel=1e-5
+    )
+    assert relative_error(across, truth).item() > 10 * wrapped_relative_error(across, truth).item()
+    # the gradient takes the prediction across the line (up, to 1 = 0), not back round
+    pred = across.clone().requires_grad_(True)
+    wrapped_relative_error(pred, truth).backward()
+    assert pred.grad[0, 0, 0].item() < 0  # descent raises p from 0.98 towards 1.02 = 0.02
+    assert pred.grad[0, 1, 0].item() == 0  # outside the support: nothing
+
+
+def test_phase_wrapped_loss_is_zero_on_the_truth_and_below_the_plain_one_off_by_a_turn():
+    batch = generate_samples(GeneratorConfig(), 0, range(4))
+    amp, phase = torch.from_numpy(batch.amplitude), torch.from_numpy(batch.phase)
+    modulus = torch.from_numpy(batch.modulus)
+    wrapped = LossWeights(phase_wrapped=True, twin_invariant=True)
+    truth = torch.stack([amp, phase], 1)
+    assert physics_loss(truth, modulus, amp, phase, wrapped)["phase"].item() == 0
+    shifted = torch.stack([amp, torch.where(phase > 0, (phase + 0.9) % 1, 0.0)], 1)
+    plain = physics_loss(shifted, modulus, amp, phase, LossWeights(twin_invariant=True))
+    assert physics_loss(shifted, modulus, amp, phase, wrapped)["phase"] < plain["phase"]
