@@ -116,12 +116,17 @@ class PhaseRetrievalCNN(nn.Module):
 
     def _angle_target(self, cs: torch.Tensor, amplitude: torch.Tensor) -> torch.Tensor:
         """(B, 2, N, N) (c, s) -> (B, 1, N, N) target p = (atan2(s, c) + pi) / (2 pi) where
-        the amplitude is above ``phase_gate``, else 0 (the target's convention); float32:
-        the angle must not be taken in bf16."""
-        cs = cs.float()
+        the amplitude is above ``phase_gate``, else 0 (the target's convention), through
+        a ramp of ``phase_gate_width``; float32: the angle must not be taken in bf16."""
+        dtype, c = amplitude.dtype, self.config
+        cs, amplitude = cs.float(), amplitude.float()
         angle = torch.atan2(cs[:, 1:], cs[:, :1])
         p = ((angle + math.pi) / (2 * math.pi)).clamp(0, 1 - 1e-7)  # phase_to_target's range
-        return torch.where(amplitude.float() > self.config.phase_gate, p, 0.0).to(amplitude.dtype)
+        if c.phase_gate_width > 0:
+            p = p * ((amplitude - c.phase_gate) / c.phase_gate_width + 0.5).clamp(0, 1)
+        else:
+            p = torch.where(amplitude > c.phase_gate, p, 0.0)
+        return p.to(dtype)
 
 
 def build_model(config: ModelConfig | None = None, seed: int | None = None) -> PhaseRetrievalCNN:

@@ -40,6 +40,11 @@ class ModelConfig(Config):
         angle of a smooth (c, s) field wraps sharply.
     phase_gate : with ``"angle"``, p is 0 where the predicted amplitude is at or below
         this, as the generator sets the target (its ``support_threshold``).
+    phase_gate_width : with ``"angle"``, the gate is a linear ramp this wide in amplitude,
+        centred on ``phase_gate`` (0: a step). Whether an edge pixel is in the support
+        is uncertain, and a step then costs the whole of p^2 (the squared error of the
+        paper's phase metric), a ramp about half; the phase it scales is that of pixels
+        of amplitude ~0.1, which changes the object little.
     """
 
     input_size: int = 64
@@ -53,6 +58,7 @@ class ModelConfig(Config):
     mask_channel: bool = False
     phase_head: str = "target"
     phase_gate: float = 0.1
+    phase_gate_width: float = 0.0
 
     def validate(self) -> None:
         require(self.base_width >= 1, f"base_width must be >= 1, got {self.base_width}")
@@ -78,6 +84,10 @@ class ModelConfig(Config):
             f"phase_head must be one of {PHASE_HEADS}, got {self.phase_head!r}",
         )
         require(0 <= self.phase_gate < 1, f"phase_gate must be in [0, 1), got {self.phase_gate}")
+        require(
+            0 <= self.phase_gate_width <= 2 * self.phase_gate,
+            f"phase_gate_width must be in [0, 2 phase_gate], got {self.phase_gate_width}",
+        )
         require(0 < self.bn_momentum <= 1, f"bn_momentum must be in (0, 1], got {self.bn_momentum}")
         require(
             0 <= self.output_gradient_leak < 1,

@@ -65,6 +65,7 @@ def test_output_range(activation):
         {"bn_momentum": 0.0},
         {"phase_head": "cosine"},
         {"phase_gate": 1.0},
+        {"phase_gate_width": 0.3},
     ],
 )
 def test_config_rejects_bad_values(bad):
@@ -265,3 +266,12 @@ def test_with_angle_head_keeps_every_weight_but_the_phase_head():
     with torch.no_grad():
         assert torch.equal(angled(x)[:, 0], source(x)[:, 0])  # the amplitude is unchanged
     assert with_angle_head(angled) is angled
+
+
+def test_angle_head_ramp_gate_scales_p_across_the_gate_and_no_further():
+    model = _model(base_width=4, depth=2, phase_head="angle", phase_gate_width=0.1)
+    cs = torch.tensor([-1.0, 1e-3]).reshape(1, 2, 1, 1).expand(1, 2, 1, 5)  # p ~ 1
+    amplitude = torch.tensor([0.0, 0.05, 0.1, 0.15, 0.9]).reshape(1, 1, 1, 5)
+    p = model._angle_target(cs, amplitude)[0, 0, 0]
+    expected = torch.tensor([0.0, 0.0, 0.5, 1.0, 1.0])
+    assert torch.allclose(p, expected * p[-1], atol=1e-6) and p[-1] > 0.99
