@@ -1,7 +1,8 @@
 """Where a CNN's phase error lies, and what the angle phase head changes.
 
-For each weights file, on held-out patterns of the paper's generator (indices 0 ..
-``--patterns``-1 at seed 0, never trained on), in one process:
+For each weights file, on held-out patterns of the paper's generator (indices ``--first``
+.. + ``--patterns``-1 at seed 0: 0.. are the test patterns, 1000.. the validation ones
+that choose a gate width; training draws from 10**7 up), in one process:
 
 - the twin-aware errors (``cdiflow.train.loop.per_pattern_metrics``, means);
 - the twin-aware phase error split by pixel: inside the support on the circle (the phase
@@ -45,6 +46,9 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("weights", nargs="+", help="weights files (.pt) to compare")
     p.add_argument("--patterns", type=int, default=1000)
+    p.add_argument(
+        "--first", type=int, default=0, help="first index (1000: the validation patterns)"
+    )
     p.add_argument("--aligned", type=int, default=256, help="patterns for aligned_errors")
     p.add_argument("--gate-widths", default="0,0.05,0.1,0.15", help="angle head ramps")
     p.add_argument("--batch", type=int, default=250)
@@ -106,7 +110,7 @@ def with_gate(model: PhaseRetrievalCNN, width: float) -> PhaseRetrievalCNN:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     record = run_record("phase_head.py")
-    s = generate_samples(GeneratorConfig(), 0, np.arange(args.patterns))
+    s = generate_samples(GeneratorConfig(), 0, np.arange(args.first, args.first + args.patterns))
     data = {k: torch.from_numpy(getattr(s, k)) for k in ("modulus", "amplitude", "phase")}
     rows = []
     for path in args.weights:
@@ -127,7 +131,13 @@ def main(argv=None) -> dict:
                 f" wrap {sp['wrap_lines']:.4f} | aligned phase rms "
                 f"{row['aligned']['phase_rms']['median']:.3f} rad"
             )
-    result = {**record, "patterns": args.patterns, "aligned_patterns": args.aligned, "rows": rows}
+    result = {
+        **record,
+        "first_index": args.first,
+        "patterns": args.patterns,
+        "aligned_patterns": args.aligned,
+        "rows": rows,
+    }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out, result)
     return result
