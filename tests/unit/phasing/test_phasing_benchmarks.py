@@ -41,3 +41,20 @@ def test_cohere_layout_round_trip():
     ours = np.abs(np.fft.fftshift(np.fft.fft2(np.fft.ifftshift(x))))
     theirs = np.abs(np.fft.fftshift(np.fft.ifft2(z, norm="forward")))
     assert np.allclose(ours, theirs)
+
+
+def test_paired_chi2_ratio_and_interval():
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from phasing import paired_chi2
+
+    theirs = np.random.default_rng(1).lognormal(-7.0, 0.5, size=64)
+    same = paired_chi2(theirs, theirs)
+    assert same["median_ratio"] == 1.0 and same["median_ratio_ci95"] == [1.0, 1.0]
+    assert same["fraction_ours_not_worse"] == 1.0
+    worse = paired_chi2(1.1 * theirs, theirs)
+    assert np.isclose(worse["median_ratio"], 1.1) and worse["fraction_ours_not_worse"] == 0.0
+    noisy = paired_chi2(theirs * np.random.default_rng(2).lognormal(0.0, 0.3, 64), theirs)
+    low, high = noisy["median_ratio_ci95"]
+    assert low < noisy["median_ratio"] < high and high - low > 0.05  # 64 patterns: wide
