@@ -6,7 +6,8 @@ Like ``readme_tables.py`` for the README: the text between ``<!-- NAME:begin -->
 size of each ``benchmarks/phasing.py`` mode file) and ``phasing-chunks`` (one row per thread mode of
 ``benchmarks/phasing_chunks.py``); ``measured-rates`` (one row per stage,
 each from its own file) and ``generation-scaling`` (one row per worker count of
-``benchmarks/generate_scaling.py``) in ``docs/scaling.md``.
+``benchmarks/generate_scaling.py``) in ``docs/scaling.md``; ``phase-head`` in
+``docs/training.md`` (one row per model of ``benchmarks/phase_head.py``).
 
     python benchmarks/docs_tables.py            # rewrite the sections
     python benchmarks/docs_tables.py --check    # exit 1 if a page is stale
@@ -264,8 +265,58 @@ def measured_rates(load) -> str:
     return "\n".join(lines)
 
 
+PHASE_HEAD_COLUMNS = (
+    ("modulus", lambda r: r["twin_aware"]["chi2_modulus"]),
+    ("amplitude (twin-aware)", lambda r: r["twin_aware"]["chi2_amplitude_twin_aware"]),
+    ("phase (twin-aware)", lambda r: r["phase_split"]["total"]),
+    ("of it: phase in the support", lambda r: r["phase_split"]["support_on_circle"]),
+    ("wrap lines", lambda r: r["phase_split"]["wrap_lines"]),
+    (
+        "the gate",
+        lambda r: (
+            r["phase_split"]["gate_support_given_zero"]
+            + r["phase_split"]["gate_outside_given_phase"]
+        ),
+    ),
+    ("aligned phase rms, rad (median)", lambda r: r["aligned"]["phase_rms"]["median"]),
+)
+
+
+def phase_head(load) -> str:
+    """One row per model of ``phase_head.json``: where the twin-aware phase error lies."""
+    result, train = load("phase_head.json"), load("cpu_train_angle_head.json")
+    if result is None or train is None:
+        return "`benchmarks/results/phase_head.json`: not measured yet"
+    lines = [
+        "| model | " + " | ".join(name for name, _ in PHASE_HEAD_COLUMNS) + " |",
+        "| --- " * (len(PHASE_HEAD_COLUMNS) + 1) + "|",
+    ]
+    for row in result["rows"]:
+        name = (
+            "shipped `cnn.pt` (target head)"
+            if row["phase_head"] == "target"
+            else (f"angle head, gate ramp {row['phase_gate_width']:g}")
+        )
+        cells = " | ".join(f"{get(row):.4f}" for _, get in PHASE_HEAD_COLUMNS)
+        lines.append(f"| {name} | {cells} |")
+    a, steps = train["args"], train["final_val"]["steps"]
+    lines += [
+        "",
+        f"Scored by `benchmarks/phase_head.py` on {result['patterns']:,} held-out patterns "
+        f"of the paper's generator (aligned errors on the first {result['aligned_patterns']})"
+        f" at commit `{result['git_sha'][:7]}`, {result['date'][:10]}, {result['machine']}, "
+        f"load {result['load_before'][0]:.1f}. The angle model: `gpu_train.py --init-weights "
+        f"platform/cdiflow/pretrained/cnn.pt --phase-head angle --twin-invariant --lr "
+        f"{a['lr']:g} --budget-s {a['budget_s']:.0f} --threads {train['threads']}` on "
+        f"{train['machine']} ({steps:,} steps of {a['batch_size']}; "
+        "`benchmarks/results/cpu_train_angle_head.json`).",
+    ]
+    return "\n".join(lines)
+
+
 PAGES = {
     "phasing.md": {"phasing-modes": phasing_modes, "phasing-chunks": phasing_chunks},
+    "training.md": {"phase-head": phase_head},
     "scaling.md": {
         "measured-rates": measured_rates,
         "generation-scaling": generation_scaling,
