@@ -306,9 +306,10 @@ def phase_head(load) -> str:
         f"of the paper's generator (aligned errors on the first {result['aligned_patterns']})"
         f" at commit `{result['git_sha'][:7]}`, {result['date'][:10]}, {result['machine']}, "
         f"load {result['load_before'][0]:.1f}. The angle model: `gpu_train.py --init-weights "
-        f"platform/cdiflow/pretrained/cnn.pt --phase-head angle --twin-invariant --lr "
-        f"{a['lr']:g} --budget-s {a['budget_s']:.0f} --threads {train['threads']}` on "
-        f"{train['machine']} ({steps:,} steps of {a['batch_size']}; "
+        f"{a['init_weights']} --phase-head {a['phase_head']}"
+        f"{' --twin-invariant' if a['twin_invariant'] else ''} --lr {a['lr']:g} --budget-s "
+        f"{a['budget_s']:.0f} --threads {a['threads']}` on {train['machine']} "
+        f"({steps:,} steps of {a['batch_size']}; "
         "`benchmarks/results/cpu_train_angle_head.json`).",
     ]
     return "\n".join(lines)
