@@ -79,6 +79,7 @@ MODES = ((1, False), (2, False), (2, True))  # (threads, beside a busy process)
 
 def run_ours(engine, modulus, start, batch: int, schedule, **extra) -> dict:
     """``engine.run_phasing`` over all patterns in batches; time and eq. 5 of the results."""
+    # the schedule goes as its string: a baseline engine has its own Schedule class
     n, size = len(modulus), modulus.shape[-1]
     upper = square_support(size, size // 2)
     finals, seconds = [], 0.0
@@ -86,7 +87,7 @@ def run_ours(engine, modulus, start, batch: int, schedule, **extra) -> dict:
         m = torch.from_numpy(modulus[a : a + batch])
         t0 = time.perf_counter()
         res = engine.run_phasing(
-            m, start.object[a : a + batch], start.support[a : a + batch], schedule,
+            m, start.object[a : a + batch], start.support[a : a + batch], str(schedule),
             shrinkwrap=SHRINKWRAP, upper_bound=upper, **extra,
         )  # fmt: skip
         seconds += time.perf_counter() - t0

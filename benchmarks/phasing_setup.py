@@ -3,11 +3,12 @@ earlier commit, the machine and the commit (see ``benchmarks/phasing.py``)."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import platform as std_platform
 import subprocess
 import sys
-import types
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -45,21 +46,37 @@ def test_patterns(n: int, seed: int, size: int = 64) -> np.ndarray:
 
 
 def load_baseline(rev: str):
-    """``phasing/runner.py`` as it was at git revision ``rev``, as a module (or None)."""
-    path = "platform/cdiflow/phasing/runner.py"
-    proc = subprocess.run(
-        ["git", "show", f"{rev}:{path}"], cwd=HERE.parent, capture_output=True, text=True
-    )
-    if proc.returncode != 0:
-        print(f"baseline {rev}: {proc.stderr.strip()}")
-        return None
+    """``cdiflow.phasing.runner`` as it was at git revision ``rev``, with the whole
+    ``cdiflow`` package of that revision behind it (its kernels, shrink-wrap and physics,
+    so the engine is the old one throughout), as a module beside today's (or None).
+
+    The old tree is extracted to a temporary folder and imported while today's
+    ``cdiflow`` modules are set aside; the old modules keep their references to each
+    other, and today's come back afterwards, so both engines run in this process."""
     sha = subprocess.run(
-        ["git", "rev-parse", rev], cwd=HERE.parent, capture_output=True, text=True
-    ).stdout.strip()
-    module = types.ModuleType("runner_baseline")
-    module.REVISION = sha or rev
-    sys.modules[module.__name__] = module  # dataclasses look their module up
-    exec(compile(proc.stdout, f"runner@{rev}", "exec"), module.__dict__)
+        ["git", "rev-parse", "--verify", f"{rev}^{{commit}}"],
+        cwd=HERE.parent, capture_output=True, text=True,
+    ).stdout.strip()  # fmt: skip
+    if not sha:
+        print(f"baseline {rev}: not a commit")
+        return None
+    root = Path(tempfile.mkdtemp(prefix="cdiflow-baseline-"))
+    archive = subprocess.run(
+        ["git", "archive", sha, "platform/cdiflow"], cwd=HERE.parent, capture_output=True
+    )
+    subprocess.run(["tar", "-x", "-C", str(root)], input=archive.stdout, check=True)
+    today = {k: v for k, v in sys.modules.items() if k == "cdiflow" or k.startswith("cdiflow.")}
+    for name in today:
+        del sys.modules[name]
+    sys.path.insert(0, str(root / "platform"))
+    try:
+        module = importlib.import_module("cdiflow.phasing.runner")
+    finally:
+        sys.path.remove(str(root / "platform"))
+        for name in [k for k in sys.modules if k == "cdiflow" or k.startswith("cdiflow.")]:
+            del sys.modules[name]
+        sys.modules.update(today)
+    module.REVISION = sha
     return module
 
 

@@ -444,9 +444,9 @@ class _State:
     def coefficients(self, names) -> dict:
         """Per algorithm, the update's coefficients for the support in force: complex
         ``(a, c)`` tensors, or with ``fused`` ``cpu_kernels``' per-pattern
-        (a_out, a_in, c_out, c_in) and the support as 0/1 reals."""
+        (a_out, a_in, c_out, c_in) and the support as bytes."""
         if self.fused is not None:
-            s = self.fused.support_reals(self.s, self.real)
+            s = self.fused.support_bytes(self.s)
             return {n: self.fused.coefficients(COEFFICIENTS[n], s, self.b) for n in names}
         cplx = _complex_of(self.real)
         out = {}
@@ -501,4 +501,7 @@ class _State:
             fused=self.fused is not None,
         )  # fmt: skip
         self.collapsed |= new.flatten(1).sum(1) < shrinkwrap.min_pixels
+        if self.device.type == "cpu" and not bool(self.collapsed.any()):
+            self.s = new  # the usual case; reading a CPU bool waits for nothing
+            return
         self.s = torch.where(self.collapsed[:, None, None], self.s, new)

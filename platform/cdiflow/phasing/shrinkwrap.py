@@ -6,7 +6,8 @@ square upper-bound support (the paper's "Support 2"). The support may therefore 
 well as shrink. An update that leaves fewer than ``min_pixels`` pixels is a collapse.
 
 The blur is a circular convolution done with the FFT (the transfer function of a
-Gaussian of width ``sigma`` pixels). Circular convolution commutes with circular shifts,
+Gaussian of width ``sigma`` pixels), two patterns per complex transform
+(``pack_pairs``, ``blur_pairs``). Circular convolution commutes with circular shifts,
 so it gives the same support in the centred layout and in the unshifted layout that the
 batched runner uses; on a 64 x 64 field with the object in the central 32 x 32 there is
 no wrap-around in practice.
@@ -76,16 +77,33 @@ def gaussian_transfer(size: int, sigma: float, device=None, dtype=torch.float32)
     return torch.exp(-2.0 * math.pi**2 * sigma**2 * f2)
 
 
-def blurred_amplitude(x: torch.Tensor, transfer: torch.Tensor, fused: bool = False):
-    """``|x|`` convolved (circularly) with the Gaussian whose transfer is ``transfer``.
+def pack_pairs(amplitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real (B, P, P) ``amplitude`` -> ``(packed, peak)``: each pattern divided by its peak
+    (0 stays 0), patterns 2j and 2j+1 as the real and imaginary planes of ``packed[j]``
+    ((ceil(B/2), P, P) complex; an odd last pattern has a zero partner), and the (B,)
+    peaks. Dividing by the peak keeps a faint pattern clear of its partner's rounding
+    (the cut is relative, so the support does not change)."""
+    peak = amplitude.amax(_DIMS2)
+    unit = amplitude / torch.where(peak > 0, peak, 1)[:, None, None]
+    if unit.shape[0] % 2:
+        unit = torch.cat([unit, torch.zeros_like(unit[:1])])
+    return torch.complex(unit[0::2], unit[1::2]), peak
 
-    ``|x|`` is real and the transfer even, so the half spectrum of ``rfft2`` does: half
-    the transform's work, and a contiguous real result (the ``.real`` of a complex
-    inverse is a strided view, and reducing over it cost 40x more on CPU, measured).
-    ``fused``: |x| in one pass of ``cpu_kernels`` (CPU, contiguous (B, P, P) x)."""
-    amp = cpu_kernels.magnitude(x) if fused else magnitude(x)
-    half = transfer[..., : amp.shape[-1] // 2 + 1]
-    return torch.fft.irfft2(torch.fft.rfft2(amp) * half, s=amp.shape[-2:])
+
+def blur_pairs(packed: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
+    """Both real planes of each complex ``packed`` field convolved (circularly) with the
+    Gaussian whose (P, P) transfer is ``transfer``: the transfer is real and even, so a complex transform blurs the two planes at once and keeps them apart. One
+    complex transform of B/2 fields costs less than B real ones (``rfft2``/``irfft2``
+    of 32 fields of 64 x 64 took 2.3x one complex pair of 16, measured on CPU)."""
+    spectrum = torch.fft.fft2(packed)
+    torch.view_as_real(spectrum).mul_(transfer[..., None])  # real x real: no conversion
+    return torch.fft.ifft2(spectrum)
+
+
+def unpack_pairs(packed: torch.Tensor, batch: int) -> torch.Tensor:
+    """The real planes of ``pack_pairs``' complex fields back as (batch, P, P) reals."""
+    planes = torch.view_as_real(packed).movedim(-1, 1)
+    return planes.reshape(-1, *packed.shape[-2:])[:batch]
 
 
 def shrink_wrap(
@@ -110,16 +128,21 @@ def shrink_wrap(
 
     Returns
     -------
-    (..., P, P) bool support. It may be larger or smaller than the previous one.
+    (..., P, P) bool support. It may be larger or smaller than the previous one; it is
+    empty where ``x`` is zero.
     """
     if transfer is None:
         transfer = gaussian_transfer(x.shape[-1], sigma, device=x.device, dtype=x.real.dtype)
-    blurred = blurred_amplitude(x, transfer, fused)
     if fused:
-        return cpu_kernels.threshold_support(blurred, upper_bound, threshold)
-    peak = blurred.amax(_DIMS2, keepdim=True)
-    support = torch.ge(blurred, threshold * peak).logical_and_(upper_bound)
-    return support.logical_and_(peak > 0)
+        packed, peak = cpu_kernels.magnitude_pairs(x)
+        blurred = blur_pairs(packed, transfer)
+        return cpu_kernels.threshold_pairs(blurred, peak, upper_bound, threshold)
+    flat = x.reshape(-1, *x.shape[-2:])
+    packed, peak = pack_pairs(magnitude(flat))
+    blurred = unpack_pairs(blur_pairs(packed, transfer), flat.shape[0])
+    cut = threshold * blurred.amax(_DIMS2, keepdim=True)
+    support = torch.ge(blurred, cut).logical_and_(upper_bound.reshape(-1, *x.shape[-2:]))
+    return support.logical_and_(peak[:, None, None] > 0).reshape(x.shape)
 
 
 def check_support(support: torch.Tensor, min_pixels: int = 1) -> None:

@@ -84,3 +84,19 @@ def test_stop_freezes_the_support_from_that_iteration_on():
     assert shifted(sw, 60) is None and shifted(sw, 80) is None
     with pytest.raises(ConfigError):
         ShrinkWrap(stop=-1)
+
+
+@pytest.mark.parametrize("fused", [False, True])
+def test_a_patterns_support_does_not_depend_on_the_pattern_blurred_beside_it(fused):
+    # two patterns share one complex transform (pack_pairs): a faint one beside a bright
+    # one, a zero one, and an odd batch must each cut the support they cut alone
+    g = torch.Generator().manual_seed(3)
+    noise = torch.randn(64, 64, dtype=torch.complex64, generator=g)
+    x = torch.stack([1e-6 * _disc(5).to(torch.complex64), 1e4 * (_disc(9) + 0.1 * noise), 0 * noise])
+    x = x.to(torch.complex64).contiguous()
+    upper = square_support(64, 32)
+    together = shrink_wrap(x, upper, threshold=0.1, fused=fused)
+    for b in range(3):
+        alone = shrink_wrap(x[b : b + 1].contiguous(), upper, threshold=0.1, fused=fused)
+        assert torch.equal(together[b], alone[0]), b
+    assert together[0].sum() < together[1].sum() and not together[2].any()
