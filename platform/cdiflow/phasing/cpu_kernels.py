@@ -57,8 +57,10 @@ def _kernels():
     )
 
     # Complex arrays go in as they are (numba reads z.real / z.imag and vectorises as
-    # well as on a real view, and the conversion from torch costs half); a complex times
-    # a real is exact (the imaginary part of the real is an exact zero).
+    # well as on a real view, and the conversion from torch costs half). A complex is
+    # scaled by a real componentwise, ``complex(r * z.real, r * z.imag)``: the same
+    # numbers as ``r * z`` (whose real's imaginary part is an exact zero) in half the
+    # multiplies.
     one = np.float32(1)  # a literal 1 would make float32 arithmetic float64 in numba
 
     @jit
@@ -71,7 +73,8 @@ def _kernels():
             mag = np.sqrt(z.real * z.real + z.imag * z.imag)
             d = mag - m[i]
             acc += d * d
-            spec[i] = z * (m[i] / (mag if mag > eps else eps))
+            r = m[i] / (mag if mag > eps else eps)
+            spec[i] = complex(z.real * r, z.imag * r)
         return acc
 
     @jit
@@ -84,8 +87,8 @@ def _kernels():
             mag = np.sqrt(z.real * z.real + z.imag * z.imag)
             d = (mag - m[i]) * w[i]
             acc += d * d
-            r = m[i] / (mag if mag > eps else eps)
-            spec[i] = z * (r if w[i] > 0 else one)
+            r = m[i] / (mag if mag > eps else eps) if w[i] > 0 else one
+            spec[i] = complex(z.real * r, z.imag * r)
         return acc
 
     @jit
@@ -104,7 +107,10 @@ def _kernels():
         (selects: exact, and they vectorise)."""
         for i in range(s.shape[0]):
             inside = s[i] > 0
-            y[i] = (c1 if inside else c0) * y[i] + (a1 if inside else a0) * x[i]
+            a, c = (a1 if inside else a0), (c1 if inside else c0)
+            # componentwise: numba multiplies a complex by a real as by a complex with
+            # zero imaginary part (4 multiplies, not 2: 19% slower on the kernel alone)
+            y[i] = complex(c * y[i].real + a * x[i].real, c * y[i].imag + a * x[i].imag)
 
     @jit
     def update(y, x, s, coef):
