@@ -92,9 +92,10 @@ def pack_pairs(amplitude: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 
 def blur_pairs(packed: torch.Tensor, transfer: torch.Tensor) -> torch.Tensor:
     """Both real planes of each complex ``packed`` field convolved (circularly) with the
-    Gaussian whose (P, P) transfer is ``transfer``: the transfer is real and even, so a complex transform blurs the two planes at once and keeps them apart. One
-    complex transform of B/2 fields costs less than B real ones (``rfft2``/``irfft2``
-    of 32 fields of 64 x 64 took 2.3x one complex pair of 16, measured on CPU)."""
+    Gaussian whose (P, P) transfer is ``transfer``: the transfer is real and even, so a
+    complex transform blurs the two planes at once and keeps them apart. One complex
+    transform of B/2 fields costs less than B real ones (``rfft2``/``irfft2`` of 32
+    fields of 64 x 64 took 2.3x one complex pair of 16, measured on CPU)."""
     spectrum = torch.fft.fft2(packed)
     torch.view_as_real(spectrum).mul_(transfer[..., None])  # real x real: no conversion
     return torch.fft.ifft2(spectrum)

@@ -92,7 +92,8 @@ def test_a_patterns_support_does_not_depend_on_the_pattern_blurred_beside_it(fus
     # one, a zero one, and an odd batch must each cut the support they cut alone
     g = torch.Generator().manual_seed(3)
     noise = torch.randn(64, 64, dtype=torch.complex64, generator=g)
-    x = torch.stack([1e-6 * _disc(5).to(torch.complex64), 1e4 * (_disc(9) + 0.1 * noise), 0 * noise])
+    faint, bright = 1e-6 * _disc(5).to(torch.complex64), 1e4 * (_disc(9) + 0.1 * noise)
+    x = torch.stack([faint, bright, 0 * noise])
     x = x.to(torch.complex64).contiguous()
     upper = square_support(64, 32)
     together = shrink_wrap(x, upper, threshold=0.1, fused=fused)
