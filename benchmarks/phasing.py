@@ -105,8 +105,9 @@ def run_ours(engine, modulus, start, batch: int, schedule, **extra) -> dict:
     }
 
 
-def interleaved(engines, modulus, start, batch: int, schedule, repeats: int = 2) -> list:
-    """Per engine, the fastest of ``repeats`` runs, the engines taking turns."""
+def interleaved(engines, modulus, start, batch: int, schedule, repeats: int = 4) -> list:
+    """Per engine, the fastest of ``repeats`` runs, the engines taking turns (two turns
+    each swung the ratio of one engine to itself by 20% on the shared 2-core box)."""
     best = [None] * len(engines)
     for _ in range(repeats):
         for i, engine in enumerate(engines):
