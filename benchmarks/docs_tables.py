@@ -188,7 +188,7 @@ def _training_gpu(d):
 
 
 def _inference_cpu(d):
-    row = next(m for m in d["models"] if m["base_width"] == shipped_width())
+    row = d.get("shipped") or next(m for m in d["models"] if m["base_width"] == shipped_width())
     return (
         f"width {row['base_width']}, BN folded, channels_last, batch {d['batch']}, "
         f"{d['threads']} thread",

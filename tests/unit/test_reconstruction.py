@@ -64,3 +64,14 @@ def test_iterative_reconstructor_curve_ends_at_the_answer():
     assert (rec.final_chi2 <= rec.chi2[:, 0] + 1e-6).all()  # never worse than its start
     # with the scale fitted, the one scoring path can only agree or do better
     assert (modulus_chi2(rec, modulus, None, PAPER) <= rec.final_chi2 * (1 + 1e-4) + 1e-7).all()
+
+
+def test_cnn_reconstructor_batches_by_device_and_answers_the_same_at_any_batch():
+    from cdiflow.models import inference_batch
+
+    modulus, _, _ = _samples(5)
+    model = build_model(ModelConfig(base_width=4, depth=2), seed=0)
+    cpu = CNNReconstructor(model, device="cpu")
+    assert cpu.batch_size == inference_batch("cpu") < inference_batch("cuda")
+    one_pass = CNNReconstructor(model, device="cpu", batch_size=5).predict(modulus)
+    assert torch.allclose(CNNReconstructor(model, batch_size=2).predict(modulus), one_pass)

@@ -3,7 +3,13 @@
 Pure PyTorch; no Ray, no MLflow.
 """
 
-from cdiflow.models.cnn import PhaseRetrievalCNN, build_model, fold_batchnorm, inference_model
+from cdiflow.models.cnn import (
+    PhaseRetrievalCNN,
+    build_model,
+    fold_batchnorm,
+    inference_batch,
+    inference_model,
+)
 from cdiflow.models.config import ModelConfig
 from cdiflow.models.flops import count_flops, count_parameters
 from cdiflow.models.weights import WeightsError, load_weights, save_weights
@@ -16,6 +22,7 @@ __all__ = [
     "count_flops",
     "count_parameters",
     "fold_batchnorm",
+    "inference_batch",
     "inference_model",
     "load_weights",
     "save_weights",

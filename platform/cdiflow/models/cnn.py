@@ -151,6 +151,19 @@ def fold_batchnorm(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
     return model
 
 
+# Patterns per forward pass. On CPU a batch of 32 keeps each stage's activations (8 MiB
+# at the widest) near the caches, and 256 does not: with the shipped model at 1 thread,
+# taking turns with the matmul, 63% of the fp32 matmul rate at 32, 47% at 64 and 33% at
+# 256 (benchmarks/cnn_inference.py). A GPU wants large batches.
+CPU_INFERENCE_BATCH = 32
+GPU_INFERENCE_BATCH = 256
+
+
+def inference_batch(device: str | torch.device = "cpu") -> int:
+    """The batch ``CNNReconstructor`` runs the network at on ``device``."""
+    return CPU_INFERENCE_BATCH if torch.device(device).type == "cpu" else GPU_INFERENCE_BATCH
+
+
 def inference_model(model: nn.Module) -> PhaseRetrievalCNN:
     """An inference-optimised copy: BN folded, eval mode, channels_last, no grad.
 

@@ -6,6 +6,7 @@ import torch
 from torch import nn
 
 from cdiflow.errors import InputError
+from cdiflow.models.cnn import inference_batch
 from cdiflow.physics.farfield import FarField
 from cdiflow.reconstruction import SUPPORT_THRESHOLD, Reconstruction
 
@@ -18,7 +19,7 @@ class CNNReconstructor:
     model : the network (any module mapping (B, P, P) moduli to (B, 2, N, N) amplitude and
         phase target); it is put in eval mode and run under ``torch.inference_mode``.
     device : where to run (default: where the model's parameters are).
-    batch_size : patterns per forward pass.
+    batch_size : patterns per forward pass (default: ``inference_batch`` of the device).
     threshold : support = amplitude above this fraction of its maximum.
     """
 
@@ -26,13 +27,13 @@ class CNNReconstructor:
         self,
         model: nn.Module,
         device: str | torch.device | None = None,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         threshold: float = SUPPORT_THRESHOLD,
     ):
         self.model = model.eval()
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model.to(self.device)
-        self.batch_size = batch_size
+        self.batch_size = batch_size or inference_batch(self.device)
         self.threshold = threshold
 
     def predict(self, modulus, mask=None) -> torch.Tensor:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from cdiflow.formats.location import Location
+from cdiflow.models.cnn import inference_model
 from cdiflow.models.reconstructor import CNNReconstructor
 from cdiflow.pipelines.data import read_split_arrays, validate_split
 from cdiflow.pipelines.tracking import EXPERIMENT, RunLogger, configure, experiment_id, load_model
@@ -36,13 +37,15 @@ PANEL_SAMPLES = 6
 
 
 def predict(
-    model, modulus: np.ndarray, mask: np.ndarray | None = None, batch_size: int = 256
+    model, modulus: np.ndarray, mask: np.ndarray | None = None, batch_size: int | None = None
 ) -> np.ndarray:
     """Run the model on (B, P, P) float32 moduli; returns (B, 2, N, N) float32 on CPU.
 
     ``mask`` ((P, P) or (B, P, P), nonzero = measured) reaches a model with a mask channel.
+    The network runs as its inference copy (BN folded, channels_last; ``model`` is not
+    touched) at ``batch_size`` patterns a pass (default: ``inference_batch``).
     """
-    cnn = CNNReconstructor(model, batch_size=batch_size)
+    cnn = CNNReconstructor(inference_model(model), batch_size=batch_size)
     mask = None if mask is None else np.asarray(mask) != 0
     return cnn.predict(np.ascontiguousarray(modulus), mask).numpy()
 
