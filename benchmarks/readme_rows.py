@@ -142,7 +142,7 @@ def cnn_inference(c):
     ok = m["patterns_per_s"] >= INFERENCE_RATE and m["fraction_of_matmul"] >= INFERENCE_SHARE
     matmul = max(m["matmul_gflops_before"], m["matmul_gflops_after"])  # what the share used
     what = "the shipped model" if "weights" in m else "the shipped width"
-    others = [r for r in m.get("by_batch", [])[1:]]
+    others = m.get("by_batch", [])[1:]
     also = "".join(
         f"; at batch {r['batch']}: {r['patterns_per_s']:.0f} patterns/s, "
         f"{r['fraction_of_matmul']:.0%}"
