@@ -18,13 +18,15 @@ Cost of the default (w = 16, d = 3), from ``count_flops`` / ``count_parameters``
 0.131 GFLOP per pattern (conv multiply-adds x 2; elementwise ops are not counted) and
 0.29 M parameters. ``base_width`` scales both about quadratically: w = 8 gives 0.033
 GFLOP and 0.07 M parameters, w = 12 0.074 GFLOP / 0.16 M, w = 24 0.29 GFLOP / 0.65 M.
-On a 2-core CPU the inference copy (``inference_model``) of w = 16 runs 460-660
-patterns/s at batch 256: 36% of the fp32 matmul rate measured beside it
-(``benchmarks/results/pretrained.json``). The 75% of ``cnn_inference.json`` divided by
-a matmul rate that load had cut to a third. 82% of the time is the convolutions, which
-at 16 to 64 channels do not fill the vector units: w = 8 and 12 are no faster, w = 24 is
-2.5x slower, and ``torch.compile`` (fusing the activations, pooling and upsampling)
-gained 1.2-1.5x for 30 s of compiling, measured at 1 thread.
+On a 2-core CPU the inference copy (``inference_model``) of the shipped model runs
+about 680 patterns/s at 1 thread and batch 32 (``inference_batch``): 60% of the fp32
+matmul rate measured in turns with it, against 40% at batch 256, whose activations leave
+the caches (``benchmarks/results/cnn_inference.json``). The convolutions take most of
+the time; at 16 to 64 channels they do not fill the vector units, so w = 8 reaches only
+35%. ``torch.compile`` (fusing the activations, pooling and upsampling) gained 1.2-1.5x
+at batch 256 for 30 s of compiling, measured at 1 thread; a traced, frozen TorchScript
+copy and bf16 autocast were slower (222 and 382 patterns/s against 722 channels_last,
+batch 256, same process).
 """
 
 from __future__ import annotations
