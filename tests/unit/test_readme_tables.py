@@ -41,8 +41,18 @@ def test_a_changed_measurement_makes_the_readme_stale(tmp_path, monkeypatch):
 # --- the "## Benchmarks" section (benchmarks/readme_benchmarks.py, readme_rows.py) ---
 
 # Integers under these keys pick rows or index other fields (a batch size keys the FFT bound,
-# the CNN row picks its width): they stay as they are, and the section may show them as is.
-KEPT = {"base_width", "batch", "workers", "binning", "cpu_count", "torch_threads", "threads"}
+# the CNN row picks its width, a pattern size picks the 64 x 64 figures): they stay as they
+# are, and the section may show them as is.
+KEPT = {
+    "base_width",
+    "batch",
+    "workers",
+    "binning",
+    "cpu_count",
+    "torch_threads",
+    "threads",
+    "size",
+}
 NUMBER = re.compile(r"(?<![\w.])\d[\d,]*(?:\.\d+)?(?:e[-+]?\d+)?(?=x\b|[^\w]|$)")
 
 
