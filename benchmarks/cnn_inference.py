@@ -54,11 +54,9 @@ def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
 
 
 @torch.inference_mode()
-def taking_turns(model, batch: int, rounds: int) -> dict:
-    """patterns/s of ``model``'s inference copy at ``batch`` and the matmul rate, best of
-    ``rounds`` turns each (one matmul, then the model)."""
-    fast = inference_model(model.eval())
-    flops = count_flops(model)
+def taking_turns(fast, flops: int, batch: int, rounds: int) -> dict:
+    """patterns/s of the inference copy ``fast`` (``flops`` per pattern) at ``batch`` and
+    the matmul rate, best of ``rounds`` turns each (one matmul, then the model)."""
     x = torch.rand(batch, 1, 64, 64, generator=torch.Generator().manual_seed(1))
     x = x.contiguous(memory_format=torch.channels_last)
     model_s, matmul = best_time(lambda: fast(x), 1), 0.0
@@ -77,11 +75,12 @@ def taking_turns(model, batch: int, rounds: int) -> dict:
 
 def model_row(model, label: dict, batches: list[int], rounds: int) -> dict:
     """One model: its size, and ``taking_turns`` at each batch (the first is the row's)."""
-    runs = [taking_turns(model, b, rounds) for b in batches]
+    fast, flops = inference_model(model.eval()), count_flops(model)
+    runs = [taking_turns(fast, flops, b, rounds) for b in batches]
     first = runs[0]
     row = {
         **label,
-        "gflop_per_pattern": count_flops(model) / 1e9,
+        "gflop_per_pattern": flops / 1e9,
         "parameters": count_parameters(model),
         "patterns_per_s": first["patterns_per_s"],
         "gflops_achieved": first["gflops_achieved"],

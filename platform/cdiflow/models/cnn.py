@@ -155,8 +155,8 @@ def fold_batchnorm(model: PhaseRetrievalCNN) -> PhaseRetrievalCNN:
 
 # Patterns per forward pass. On CPU a batch of 32 keeps each stage's activations (8 MiB
 # at the widest) near the caches, and 256 does not: with the shipped model at 1 thread,
-# taking turns with the matmul, 63% of the fp32 matmul rate at 32, 47% at 64 and 33% at
-# 256 (benchmarks/cnn_inference.py). A GPU wants large batches.
+# taking turns with the matmul, 60% of the fp32 matmul rate at 32 against 40% at 256
+# (benchmarks/results/cnn_inference.json). A GPU wants large batches.
 CPU_INFERENCE_BATCH = 32
 GPU_INFERENCE_BATCH = 256
 
