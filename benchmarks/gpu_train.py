@@ -32,7 +32,14 @@ import torch
 
 from cdiflow.formats.atomic import atomic_path, atomic_write_json
 from cdiflow.losses import LossWeights
-from cdiflow.models import ModelConfig, build_model, count_flops, inference_model, save_weights
+from cdiflow.models import (
+    ModelConfig,
+    build_model,
+    count_flops,
+    inference_model,
+    save_weights,
+    training_layout,
+)
 from cdiflow.models.cnn import widened, with_angle_head, with_mask_channel
 from cdiflow.models.weights import load_weights
 from cdiflow.physics.generator import GeneratorConfig
@@ -471,7 +478,7 @@ def main(argv=None) -> dict:
         for name, config in PRESETS.items()
     }
     model, mconfig = initial_model(args)
-    model = model.to(device).to(memory_format=torch.channels_last)
+    model = training_layout(model.to(device))
     if args.infer_batch is None:
         args.infer_batch = 8192 if device.type == "cuda" else 256
     print(f"device {device}, data ready in {time.perf_counter() - t_start:.1f}s", flush=True)

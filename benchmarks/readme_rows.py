@@ -169,6 +169,14 @@ def gpu_inference(g):
     )
 
 
+def _layout_clause(t) -> str:
+    """How much the channels_last layout gained over the default one (older runs: none)."""
+    ratio = t.get("ratio_channels_last_vs_contiguous_1_thread")
+    if ratio is None:
+        return ""
+    return f"; channels_last layout {ratio:.2f}x the default (1 thread, in turns)"
+
+
 def train_throughput(t):
     pure = [
         f"{v:.0f} ({_plural(int(k.split('_')[0]), 'thread')})"
@@ -178,7 +186,7 @@ def train_throughput(t):
     return (
         f"training throughput, width {t['model']['base_width']}, batch "
         f"{t['batch_size_per_worker']} per worker",
-        f"pure PyTorch {', '.join(pure)} samples/s; Ray Train {', '.join(ray)}",
+        f"pure PyTorch {', '.join(pure)} samples/s; Ray Train {', '.join(ray)}" + _layout_clause(t),
         "-",
     )
 

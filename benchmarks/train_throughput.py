@@ -1,7 +1,9 @@
 """CPU training throughput on Ray Train: samples/s with 1 and 2 DDP workers.
 
 In one process: writes a seeded Parquet dataset, measures the pure-PyTorch loop on
-in-memory batches (no Ray; the baseline, 1 and 2 intra-op threads), then runs
+in-memory batches (no Ray; the baseline, at 1 and 2 intra-op threads, in the
+channels_last layout every training path uses; then at 1 thread the default layout and
+channels_last in turns), then runs
 ``cdiflow.pipelines.train.run_training`` (Ray Data streaming, gloo DDP) with 1 and 2
 workers and reads the samples/s of the last epoch (the first one warms up). Ratios against
 the baseline are what to compare across machines; machines here are shared, so the load
@@ -33,11 +35,17 @@ def write_dataset(root: Path, num_patterns: int, seed: int = 0) -> None:
     dataset_folder.write_dataset(root, config)
 
 
-def pure_torch_rate(model_config: dict, root: Path, batch_size: int, threads: int) -> float:
-    """Samples/s of ``train_one_epoch`` over in-memory batches (second of two epochs)."""
+def pure_torch_rate(
+    model_config: dict, root: Path, batch_size: int, threads: int, layout: str = "channels_last"
+) -> float:
+    """Samples/s of ``train_one_epoch`` over in-memory batches (second of two epochs).
+
+    ``layout``: ``channels_last`` (``training_layout``, as every training path runs) or
+    ``contiguous`` (the default layout the model is built in).
+    """
     import torch
 
-    from cdiflow.models import ModelConfig, build_model
+    from cdiflow.models import ModelConfig, build_model, training_layout
     from cdiflow.pipelines.data import read_split_arrays
     from cdiflow.train import TrainConfig, build_optimizer, build_scheduler, train_one_epoch
 
@@ -49,6 +57,8 @@ def pure_torch_rate(model_config: dict, root: Path, batch_size: int, threads: in
     ]
     torch.manual_seed(0)
     model = build_model(ModelConfig.from_dict(model_config))
+    if layout == "channels_last":
+        model = training_layout(model)
     config = TrainConfig(epochs=2, batch_size=batch_size)
     optimizer = build_optimizer(model, config)
     scheduler = build_scheduler(optimizer, config, len(batches))
@@ -58,6 +68,24 @@ def pure_torch_rate(model_config: dict, root: Path, batch_size: int, threads: in
         train_one_epoch(model, batches, optimizer, scheduler, config.loss, "cpu")
         rate = count / (time.perf_counter() - t0)
     return rate
+
+
+def layout_turns(model_config: dict, root: Path, batch_size: int, turns: int) -> dict:
+    """Pure-loop samples/s at 1 thread in each layout, the layouts taking turns (the
+    machine's speed drifts between runs, so only rates taken in turns compare)."""
+    out = {"contiguous": [], "channels_last": []}
+    for _ in range(turns):
+        for layout, rates in out.items():
+            rates.append(pure_torch_rate(model_config, root, batch_size, 1, layout))
+    return out
+
+
+def layout_ratio(turns: dict) -> float:
+    """Median over turns of channels_last's rate over the contiguous one's in that turn."""
+    import statistics
+
+    pairs = zip(turns["channels_last"], turns["contiguous"], strict=True)
+    return statistics.median(new / old for new, old in pairs)
 
 
 def ray_rate(model_config: dict, root: Path, workspace: Path, workers: int, args) -> dict:
@@ -108,6 +136,7 @@ def main() -> None:
         baseline = {
             f"{t}_threads": pure_torch_rate(model_config, root, args.batch_size, t) for t in (1, 2)
         }
+        layouts = layout_turns(model_config, root, args.batch_size, turns=1 if args.smoke else 3)
         ray.init(
             num_cpus=2,
             include_dashboard=False,
@@ -130,6 +159,8 @@ def main() -> None:
         "cpu_count": os.cpu_count(),
         "load_average": os.getloadavg(),
         "pure_torch_samples_per_s": baseline,
+        "layout_turns_1_thread": layouts,
+        "ratio_channels_last_vs_contiguous_1_thread": layout_ratio(layouts),
         "ray_train": runs,
         "ratio_2_workers_vs_1": runs[1]["samples_per_s"] / runs[0]["samples_per_s"],
         "ratio_1_worker_vs_pure_torch_1_thread": runs[0]["samples_per_s"] / baseline["1_threads"],

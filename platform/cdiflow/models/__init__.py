@@ -9,6 +9,7 @@ from cdiflow.models.cnn import (
     fold_batchnorm,
     inference_batch,
     inference_model,
+    training_layout,
 )
 from cdiflow.models.config import ModelConfig
 from cdiflow.models.flops import count_flops, count_parameters
@@ -26,4 +27,5 @@ __all__ = [
     "inference_model",
     "load_weights",
     "save_weights",
+    "training_layout",
 ]

@@ -166,6 +166,19 @@ def inference_batch(device: str | torch.device = "cpu") -> int:
     return CPU_INFERENCE_BATCH if torch.device(device).type == "cpu" else GPU_INFERENCE_BATCH
 
 
+def training_layout(model: nn.Module) -> nn.Module:
+    """``model`` with its weights in channels_last, in place, ready to train.
+
+    The convolutions then run in the layout oneDNN (CPU) and the tensor cores (GPU)
+    prefer, and their activations follow it. A training step of the default width-16
+    model took about 1.4x less time at 1 thread this way than in the default layout
+    (``benchmarks/train_throughput.py`` measures both in one process). The maths is
+    unchanged: outputs agree to float rounding. Call it before wrapping the model in DDP,
+    so DDP's gradient buckets take the weights' strides.
+    """
+    return model.to(memory_format=torch.channels_last)
+
+
 def inference_model(model: nn.Module) -> PhaseRetrievalCNN:
     """An inference-optimised copy: BN folded, eval mode, channels_last, no grad.
 

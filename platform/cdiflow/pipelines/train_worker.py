@@ -73,7 +73,7 @@ def train_worker(loop_config: dict) -> None:
     import torch
 
     # lazy: torch; the Ray driver (pipelines.train) stays torch-free
-    from cdiflow.models import build_model
+    from cdiflow.models import build_model, training_layout
     from cdiflow.train.loop import fit
 
     job = TrainJobConfig.from_dict(loop_config["job"])
@@ -84,6 +84,7 @@ def train_worker(loop_config: dict) -> None:
         torch.set_num_threads(threads)
 
     model = build_model(job.model, seed=job.train.seed)  # same initial weights on every rank
+    model = training_layout(model)  # before DDP wraps it
     resume = _load_state(ray.train.get_checkpoint())
     model = ray.train.torch.prepare_model(model)
     device = ray.train.torch.get_device()
