@@ -48,7 +48,12 @@ from cdiflow.models.reconstructor import CNNReconstructor  # noqa: E402
 from cdiflow.phasing.candidates import refine_settings  # noqa: E402
 from cdiflow.phasing.compare import image_errors, truth_object  # noqa: E402
 from cdiflow.phasing.compare_batch import compare_patterns, pattern_generator  # noqa: E402
-from cdiflow.phasing.compare_summary import comparison_json, summarise  # noqa: E402
+from cdiflow.phasing.compare_summary import (  # noqa: E402
+    comparison_json,
+    fraction_below,
+    row_median,
+    summarise,
+)
 from cdiflow.phasing.settings import (  # noqa: E402
     GENTLE_SETTINGS,
     GRADIENT_SETTINGS,
@@ -149,6 +154,41 @@ def variant_scores(variant: RefineSettings, modulus, predicted, truth, random_ru
     return out
 
 
+def start_diagnosis(predicted, truth, random_runs, refined) -> dict:
+    """Where the CNN start loses: its image errors before any refinement, and on which
+    patterns the refined CNN start ends above the random median.
+
+    Per random start kind: the fraction of patterns where the unrefined guess is already
+    below the random runs' median image error, and, over the patterns the refined CNN
+    start loses on amplitude error and over those it wins, the median image errors of the
+    unrefined guess (a refinement that moves a guess with the right amplitude and the
+    wrong phase leaves it in a wrong basin).
+    """
+    start = cnn_start(*predicted)
+    raw = {k: v.numpy() for k, v in image_errors(start.object, truth).items()}
+    raw = {"amplitude_error": raw["amplitude"], "phase_rms": raw["phase_rms"]}
+    final = refined.errors()
+    out = {"unrefined_median": {k: float(np.median(v)) for k, v in raw.items()}}
+    for kind, runs in random_runs.items():
+        medians = {k: row_median(v) for k, v in runs.errors().items()}
+        mine, median = final["amplitude_error"][:, 0], medians["amplitude_error"]
+        scored = np.isfinite(mine) & np.isfinite(median)
+        loses, wins = scored & (mine >= median), scored & (mine < median)
+        out[kind] = {
+            "fraction_unrefined_below_random_median": {
+                k: fraction_below(raw[k], medians[k]) for k in raw
+            },
+            "patterns_refined_loses_amplitude_error": int(loses.sum()),
+            "unrefined_median_where_refined_loses": _median_where(raw, loses),
+            "unrefined_median_where_refined_wins": _median_where(raw, wins),
+        }
+    return out
+
+
+def _median_where(errors: dict, rows: np.ndarray) -> dict:
+    return {k: float(np.median(v[rows])) if rows.any() else None for k, v in errors.items()}
+
+
 def work_to(iterations, settings: RefineSettings):
     """Iterations of work until the winner's curve reaches a chi^2 at ``iterations``
     (``RefineSettings.work_until``); None when it never does."""
@@ -208,6 +248,7 @@ def main(argv=None) -> dict:
             name: variant_scores(v, modulus, predicted, truth, random_runs, args.seed)
             for name, v in variants.items()
         },
+        "cnn_start_diagnosis": start_diagnosis(predicted, truth, random_runs, runs["cnn"]),
         "timing": timing(modulus, predicted, args.batch_size, args.seed, args.smoke),
     }
     reach = result["summary"]["iterations_to_random_median"]["random-rectangle"]["median"]

@@ -29,6 +29,14 @@ def test_smoke_run_writes_consistent_results(tmp_path):
     both = result["cnn_variants"]["candidates"]
     assert (both["candidates"], both["iterations_of_work"]) == (2, 2 * 6 + 3)
     assert result["git_sha"] is None or len(result["git_sha"]) == 40
+    diagnosis = result["cnn_start_diagnosis"]
+    for kind in ("random-rectangle", "random-cnn-support"):
+        # the patterns it loses are those the summary does not count as below the median
+        below = summary["fraction_cnn_below_random_median_image_error"][kind]["amplitude_error"]
+        lost = diagnosis[kind]["patterns_refined_loses_amplitude_error"]
+        assert lost == round((1 - below) * summary["patterns"])
+        raw = diagnosis[kind]["fraction_unrefined_below_random_median"]
+        assert all(0.0 <= v <= 1.0 for v in raw.values())
 
 
 def test_work_counts_every_candidates_head_until_the_winner_reaches_the_median():
