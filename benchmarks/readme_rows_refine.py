@@ -38,6 +38,7 @@ def seeded(s):
         else ""
     )
     guess = s["settings"]["cnn"]
+    diagnosis = _diagnosis(s.get("cnn_start_diagnosis"), kind)
     work = s.get("work_to_random_median")  # every candidate's iterations counted
     return (
         f"CNN-seeded refinement, {summary['patterns']} held-out patterns, shipped model; "
@@ -48,11 +49,28 @@ def seeded(s):
         f"{reach['nulls']} never do); time per pattern "
         f"{timing['cnn_seeded_seconds_per_pattern'] * 1e3:.0f} ms vs "
         f"{timing['random_600_seconds_per_pattern'] * 1e3:.0f} ms "
-        f"({timing['random_600_iterations']} iterations).{supports} Other "
+        f"({timing['random_600_iterations']} iterations).{supports}{diagnosis} Other "
         f"CNN-start refinements (`seeded_refinement.py`'s variants), chi^2 / amplitude-error "
         f"share: {variants}",
         f">= {SEEDED_FRACTION:.0%} on both: {_met(min(chi2, image) >= SEEDED_FRACTION)}; "
         f"<= {SEEDED_REACH} iterations of work: {_met(work is not None and work <= SEEDED_REACH)}",
+    )
+
+
+def _diagnosis(d: dict | None, kind: str) -> str:
+    """Where the CNN start loses, from the unrefined guess's errors (older runs: none)."""
+    if not d:
+        return ""
+    k = d[kind]
+    raw = k["fraction_unrefined_below_random_median"]
+    lose, win = k["unrefined_median_where_refined_loses"], k["unrefined_median_where_refined_wins"]
+    return (
+        f" Unrefined, the guess is below the random median on amplitude error in "
+        f"{_share(raw['amplitude_error'])} of patterns but on phase RMS in only "
+        f"{_share(raw['phase_rms'])}; its median phase RMS is {lose['phase_rms']:.2f} rad "
+        f"where the refined start loses on amplitude error "
+        f"({k['patterns_refined_loses_amplitude_error']} patterns), {win['phase_rms']:.2f} "
+        "where it wins."
     )
 
 
