@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 
 import numpy as np
@@ -62,43 +63,47 @@ def _kernels():
     # multiplies.
     one = np.float32(1)  # a literal 1 would make float32 arithmetic float64 in numba
 
+    # ``gain`` and ``out_gain`` fold the FFTs' normalisation into this pass (each
+    # normalising FFT is a pass of its own, ~10% of the pair): spec holds the
+    # unnormalised FFT, |F| = gain |spec|, and what is written back carries out_gain for
+    # an inverse that does not scale (``FusedSteps``). Both are 1 for ortho spectra.
     @jit
-    def project_row(spec, m, eps):
+    def project_row(spec, m, eps, gain, out_gain):
         """One pattern: spec (n complex) projected in place; sum (|F| - m)^2. ``eps`` (the
-        clamp) comes in m's dtype, so float32 stays float32 throughout."""
+        clamp) and the gains come in m's dtype, so float32 stays float32 throughout."""
         acc = eps - eps
         for i in range(m.shape[0]):
             z = spec[i]
-            mag = np.sqrt(z.real * z.real + z.imag * z.imag)
+            mag = np.sqrt(z.real * z.real + z.imag * z.imag) * gain
             d = mag - m[i]
             acc += d * d
-            r = m[i] / (mag if mag > eps else eps)
+            r = m[i] / (mag if mag > eps else eps) * out_gain
             spec[i] = complex(z.real * r, z.imag * r)
         return acc
 
     @jit
-    def project_row_masked(spec, m, w, eps):
+    def project_row_masked(spec, m, w, eps, gain, out_gain):
         """As ``project_row``; pixels with w == 0 (w: 0 or 1 in m's dtype) keep their
         value and add nothing. Selects, not ``1 + w (r - 1)``, which loses r's digits."""
         acc = eps - eps
         for i in range(m.shape[0]):
             z = spec[i]
-            mag = np.sqrt(z.real * z.real + z.imag * z.imag)
+            mag = np.sqrt(z.real * z.real + z.imag * z.imag) * gain
             d = (mag - m[i]) * w[i]
             acc += d * d
-            r = m[i] / (mag if mag > eps else eps) if w[i] > 0 else one
+            r = (m[i] / (mag if mag > eps else eps) if w[i] > 0 else one) * out_gain
             spec[i] = complex(z.real * r, z.imag * r)
         return acc
 
     @jit
-    def project(spec, m, norm, err, eps):
+    def project(spec, m, norm, err, eps, gain, out_gain):
         for b in range(m.shape[0]):
-            err[b] = project_row(spec[b], m[b], eps) / norm[b]
+            err[b] = project_row(spec[b], m[b], eps, gain, out_gain) / norm[b]
 
     @jit
-    def project_masked(spec, m, w, norm, err, eps):
+    def project_masked(spec, m, w, norm, err, eps, gain, out_gain):
         for b in range(m.shape[0]):
-            err[b] = project_row_masked(spec[b], m[b], w[b], eps) / norm[b]
+            err[b] = project_row_masked(spec[b], m[b], w[b], eps, gain, out_gain) / norm[b]
 
     @jit
     def update_row(y, x, s, a0, a1, c0, c1):
@@ -201,31 +206,45 @@ class FusedSteps:
     views made once (the tensors behind them stay alive with the views).
 
     m : (B, n) measured modulus; norm : (B,) eq. 5's denominator; measured : (B, n) 1
-    where measured, 0 elsewhere, or None (all measured); eps : the clamp, in m's dtype.
+    where measured, 0 elsewhere, or None (all measured); eps : the clamp, in m's dtype;
+    gain, out_gain : in m's dtype, 1/sqrt(n) and 1/n (``unnormalised``: ``project_``
+    takes ``torch.fft.fft2(x)`` and its output goes to ``ifft2(., norm="forward")``,
+    neither of which scales) or both 1 (ortho FFTs on both sides).
     """
 
     m: np.ndarray
     norm: np.ndarray
     measured: np.ndarray | None
     eps: np.floating
+    gain: np.floating
+    out_gain: np.floating
 
     @classmethod
-    def of(cls, modulus: torch.Tensor, norm: torch.Tensor, mask: torch.Tensor | None):
+    def of(
+        cls, modulus: torch.Tensor, norm: torch.Tensor, mask: torch.Tensor | None,
+        unnormalised: bool = False,
+    ):  # fmt: skip
         """For a (B, P, P) real ``modulus``, its (B,) ``norm`` and a bool ``mask``
         broadcastable to it (True = measured) or None."""
         m = _flat(modulus)
         measured = None if mask is None else _flat(mask.expand(modulus.shape).to(modulus.dtype))
-        return cls(m, norm.contiguous().numpy(), measured, m.dtype.type(RATIO_EPS))
+        real, pixels = m.dtype.type, m.shape[-1]
+        # 1/sqrt(n) and 1/n as float64, then rounded once (exact for power-of-2 sizes)
+        gain, out_gain = (1 / math.sqrt(pixels), 1 / pixels) if unnormalised else (1, 1)
+        norm_, eps = norm.contiguous().numpy(), real(RATIO_EPS)
+        return cls(m, norm_, measured, eps, real(gain), real(out_gain))
 
     def project_(self, spectrum: torch.Tensor, err: np.ndarray) -> None:
         """In place: ``spectrum`` (B, P, P) complex becomes its masked modulus projection,
         as ``cdiflow.physics.farfield.project_modulus``; ``err`` (B,) receives eq. 5's
-        chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels."""
+        chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels.
+        With ``unnormalised`` both sides carry the FFTs' scale (see the class)."""
         kernels, spec = _kernels(), _flat_complex(spectrum)
+        gains = (self.gain, self.out_gain)
         if self.measured is None:
-            kernels.project(spec, self.m, self.norm, err, self.eps)
+            kernels.project(spec, self.m, self.norm, err, self.eps, *gains)
         else:
-            kernels.project_masked(spec, self.m, self.measured, self.norm, err, self.eps)
+            kernels.project_masked(spec, self.m, self.measured, self.norm, err, self.eps, *gains)
 
     @staticmethod
     def support_bytes(support: torch.Tensor) -> np.ndarray:

@@ -437,7 +437,7 @@ class _State:
         unmeasured = None if w is None else ~w
         mag, tmp = torch.empty_like(m), torch.empty_like(m)
         squares = torch.empty(*m.shape, 2, device=device, dtype=real)
-        steps = cpu_kernels.FusedSteps.of(m, norm, w) if fused else None
+        steps = cpu_kernels.FusedSteps.of(m, norm, w, unnormalised=True) if fused else None
         buffers = (mag, tmp, squares, steps)
         return cls(m, w, unmeasured, s, ub, b, norm, x, transfer, collapsed, *buffers)
 
@@ -465,11 +465,13 @@ class _State:
         """``(P_M x, chi^2 of x or None)``: the masked modulus projection of
         ``cdiflow.physics.farfield.project_modulus`` and eq. 5, in the state's buffers;
         chi^2 goes into ``out`` (B,) when given."""
-        spectrum = torch.fft.fft2(x, norm="ortho")
         if self.fused is not None:  # chi^2 comes with the pass at next to no cost
+            # neither FFT scales: the kernel's pass applies both normalisations
+            spectrum = torch.fft.fft2(x, norm="backward")
             err = out if out is not None else torch.empty(self.batch, dtype=self.real)
             self.fused.project_(spectrum, err.numpy())
-            return torch.fft.ifft2(spectrum, norm="ortho"), err if with_chi2 else None
+            return torch.fft.ifft2(spectrum, norm="forward"), err if with_chi2 else None
+        spectrum = torch.fft.fft2(x, norm="ortho")
         mag = self._magnitude(spectrum)
         err = None
         if with_chi2:
