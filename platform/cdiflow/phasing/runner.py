@@ -5,7 +5,9 @@ with shrink-wrap (``cdiflow.phasing.shrinkwrap``) over a batch. Inputs and outpu
 centred (``cdiflow.physics.fft``); inside the loop every array is in the *unshifted* FFT
 layout (each update is pixel-wise and the support blur is a circular convolution, so
 only the four ``fftshift`` calls per iteration change). The transforms are the
-ortho-normalised FFTs of ``centred_fft2`` / ``centred_ifft2``.
+ortho-normalised FFTs of ``centred_fft2`` / ``centred_ifft2``; the fused CPU path runs
+them unscaled (FFTW's up to 128 x 128, ``cpu_fft``) and applies the normalisation in the
+projection's pass.
 
 chi^2 (eq. 5, ``cdiflow.physics.farfield.chi2`` without scale fitting) of the iterate
 comes from the magnitudes the modulus projection needs anyway (for HIO/RAAR iterates
@@ -46,7 +48,7 @@ from pathlib import Path
 
 import torch
 
-from cdiflow.phasing import cpu_kernels
+from cdiflow.phasing import cpu_fft, cpu_kernels
 from cdiflow.phasing.projections import COEFFICIENTS
 from cdiflow.phasing.schedule import Schedule, as_schedule
 from cdiflow.phasing.shrinkwrap import ShrinkWrap, gaussian_transfer, shrink_wrap
@@ -466,11 +468,12 @@ class _State:
         ``cdiflow.physics.farfield.project_modulus`` and eq. 5, in the state's buffers;
         chi^2 goes into ``out`` (B,) when given."""
         if self.fused is not None:  # chi^2 comes with the pass at next to no cost
-            # neither FFT scales: the kernel's pass applies both normalisations
-            spectrum = torch.fft.fft2(x, norm="backward")
+            # neither FFT scales: the kernel's pass applies both normalisations; FFTW
+            # where it is the faster (cpu_fft), torch's FFT elsewhere
+            spectrum = cpu_fft.fft2(x)
             err = out if out is not None else torch.empty(self.batch, dtype=self.real)
             self.fused.project_(spectrum, err.numpy())
-            return torch.fft.ifft2(spectrum, norm="forward"), err if with_chi2 else None
+            return cpu_fft.ifft2_(spectrum), err if with_chi2 else None
         spectrum = torch.fft.fft2(x, norm="ortho")
         mag = self._magnitude(spectrum)
         err = None
