@@ -9,8 +9,9 @@ Everything in one process, from inputs anyone can regenerate:
 - NNS: ``--references`` training patterns (indices 10**7 ..) searched for the first
   ``--nns-queries`` test patterns; both reconstructors are scored by the one
   ``cdiflow.reconstruction`` path (modulus chi^2, scale fitted);
-- CPU inference: patterns/s of the inference-optimised model at batch 256, as a fraction
-  of this machine's fp32 matmul rate, measured in the same run;
+- CPU inference: patterns/s of the inference-optimised model at the package's CPU batch
+  and at 256, as a fraction of this machine's fp32 matmul rate, the two taking turns in
+  the same run;
 - figures: chi^2 histograms (paper Fig. 3) and sample panels (Fig. 4).
 
     PYTHONPATH=platform python benchmarks/pretrained_eval.py            # ~4 min, 2 cores
@@ -34,14 +35,14 @@ sys.path.insert(0, str(ROOT / "platform"))
 sys.path.insert(0, str(HERE))
 
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
-from cdiflow.models import count_flops, inference_model, load_weights  # noqa: E402
+from cdiflow.models import count_flops, inference_batch, inference_model, load_weights  # noqa: E402,E501
 from cdiflow.models.reconstructor import CNNReconstructor  # noqa: E402
 from cdiflow.phasing.nns import NNSReconstructor, ReferenceSet  # noqa: E402
 from cdiflow.physics.farfield import PAPER  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
 from cdiflow.pipelines.evaluate import ERROR_KINDS, gamma_fit, pattern_errors  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
-from cnn_inference import best_time, matmul_gflops  # noqa: E402
+from cnn_inference import taking_turns  # noqa: E402
 from run_record import run_record  # noqa: E402
 
 TRAIN_START = 10**7
@@ -106,24 +107,13 @@ def nns_against_cnn(cnn, args, test) -> dict:
     }
 
 
-@torch.inference_mode()
-def inference_share(model) -> dict:
-    """Patterns/s at batch 256 and the achieved share of the fp32 matmul rate."""
-    fast = inference_model(model)
-    x = torch.rand(256, 1, 64, 64, generator=torch.Generator().manual_seed(1))
-    x = x.contiguous(memory_format=torch.channels_last)
-    mm = matmul_gflops()
-    seconds = best_time(lambda: fast(x), 5)
-    flops = count_flops(model)
-    achieved = flops * 256 / seconds / 1e9
-    return {
-        "batch": 256,
-        "patterns_per_s": 256 / seconds,
-        "gflop_per_pattern": flops / 1e9,
-        "gflops_achieved": achieved,
-        "matmul_gflops": mm,
-        "share_of_matmul_rate": achieved / mm,
-    }
+def inference_share(model, rounds: int = 8) -> dict:
+    """Patterns/s and the achieved share of the fp32 matmul rate, the model and the matmul
+    taking turns (``cnn_inference.taking_turns``, the one way both scripts measure it): at
+    the package's CPU batch (the row's figures) and at 256 (``by_batch``)."""
+    fast, flops = inference_model(model), count_flops(model)
+    runs = [taking_turns(fast, flops, b, rounds) for b in (inference_batch("cpu"), 256)]
+    return {**runs[0], "gflop_per_pattern": flops / 1e9, "by_batch": runs}
 
 
 def figures(errors, fits, test, prediction, folder: Path) -> list[str]:
@@ -171,7 +161,7 @@ def main(argv=None) -> dict:
     print(
         f"NNS / CNN modulus chi^2: {result['nns']['nns_over_cnn_gamma_mean']:.2f}x; inference "
         f"{result['inference']['patterns_per_s']:.0f} patterns/s = "
-        f"{100 * result['inference']['share_of_matmul_rate']:.0f}% of the matmul rate"
+        f"{100 * result['inference']['fraction_of_matmul']:.0f}% of the matmul rate"
     )
     return result
 

@@ -137,17 +137,21 @@ def _inference_row(c) -> dict:
     return c.get("shipped") or next(r for r in c["models"] if r["base_width"] == shipped_width())
 
 
+def other_batches(row: dict) -> str:
+    """The '; at batch B: R patterns/s, S%' of an inference row's other ``by_batch`` rows."""
+    return "".join(
+        f"; at batch {r['batch']}: {r['patterns_per_s']:.0f} patterns/s, "
+        f"{r['fraction_of_matmul']:.0%}"
+        for r in row.get("by_batch", [])[1:]
+    )
+
+
 def cnn_inference(c):
     m = _inference_row(c)
     ok = m["patterns_per_s"] >= INFERENCE_RATE and m["fraction_of_matmul"] >= INFERENCE_SHARE
-    matmul = max(m["matmul_gflops_before"], m["matmul_gflops_after"])  # what the share used
+    matmul = m["matmul_gflops"]  # what the share used: the best of the turns
     what = "the shipped model" if "weights" in m else "the shipped width"
-    others = m.get("by_batch", [])[1:]
-    also = "".join(
-        f"; at batch {r['batch']}: {r['patterns_per_s']:.0f} patterns/s, "
-        f"{r['fraction_of_matmul']:.0%}"
-        for r in others
-    )
+    also = other_batches(m)
     return (
         f"CNN inference, width {m['base_width']} ({m['gflop_per_pattern']:.3f} GFLOP, "
         f"{m['parameters'] / 1e6:.2f} M parameters), batch {c['batch']}, BN folded, "
