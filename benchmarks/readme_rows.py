@@ -279,7 +279,7 @@ def phasing_batches(p):
     rows, bound = p["ours"], p["fft_only_patterns_per_s"]
     return (
         f"phasing, same schedule, batch {_join([r['batch'] for r in rows], 'd')}",
-        f"{_join([r['patterns_per_s'] for r in rows], '.3g')} patterns/s (torch.fft alone: "
+        f"{_join([r['patterns_per_s'] for r in rows], '.3g')} patterns/s (the FFT pair alone: "
         f"{_join([bound[str(r['batch'])] for r in rows], '.3g')})",
         "-",
     )
