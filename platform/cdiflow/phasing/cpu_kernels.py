@@ -66,7 +66,7 @@ def _kernels():
     # ``gain`` and ``out_gain`` fold the FFTs' normalisation into this pass (each
     # normalising FFT is a pass of its own, ~10% of the pair): spec holds the
     # unnormalised FFT, |F| = gain |spec|, and what is written back carries out_gain for
-    # an inverse that does not scale (``FusedSteps``). Both are 1 for ortho spectra.
+    # an inverse that does not scale (``FusedSteps``).
     @jit
     def project_row(spec, m, eps, gain, out_gain):
         """One pattern: spec (n complex) projected in place; sum (|F| - m)^2. ``eps`` (the
@@ -207,9 +207,9 @@ class FusedSteps:
 
     m : (B, n) measured modulus; norm : (B,) eq. 5's denominator; measured : (B, n) 1
     where measured, 0 elsewhere, or None (all measured); eps : the clamp, in m's dtype;
-    gain, out_gain : in m's dtype, 1/sqrt(n) and 1/n (``unnormalised``: ``project_``
-    takes ``torch.fft.fft2(x)`` and its output goes to ``ifft2(., norm="forward")``,
-    neither of which scales) or both 1 (ortho FFTs on both sides).
+    gain, out_gain : 1/sqrt(n) and 1/n in m's dtype: ``project_`` takes the unscaled
+    forward FFT (``cpu_fft.fft2``, ``torch.fft.fft2(x)``) and its output goes to an
+    inverse that does not scale either (``cpu_fft.ifft2_``, ``norm="forward"``).
     """
 
     m: np.ndarray
@@ -220,25 +220,21 @@ class FusedSteps:
     out_gain: np.floating
 
     @classmethod
-    def of(
-        cls, modulus: torch.Tensor, norm: torch.Tensor, mask: torch.Tensor | None,
-        unnormalised: bool = False,
-    ):  # fmt: skip
+    def of(cls, modulus: torch.Tensor, norm: torch.Tensor, mask: torch.Tensor | None):
         """For a (B, P, P) real ``modulus``, its (B,) ``norm`` and a bool ``mask``
         broadcastable to it (True = measured) or None."""
         m = _flat(modulus)
         measured = None if mask is None else _flat(mask.expand(modulus.shape).to(modulus.dtype))
         real, pixels = m.dtype.type, m.shape[-1]
-        # 1/sqrt(n) and 1/n as float64, then rounded once (exact for power-of-2 sizes)
-        gain, out_gain = (1 / math.sqrt(pixels), 1 / pixels) if unnormalised else (1, 1)
-        norm_, eps = norm.contiguous().numpy(), real(RATIO_EPS)
-        return cls(m, norm_, measured, eps, real(gain), real(out_gain))
+        # 1/sqrt(n) and 1/n in float64, rounded once (exact when P is a power of 2)
+        gains = real(1 / math.sqrt(pixels)), real(1 / pixels)
+        return cls(m, norm.contiguous().numpy(), measured, real(RATIO_EPS), *gains)
 
     def project_(self, spectrum: torch.Tensor, err: np.ndarray) -> None:
         """In place: ``spectrum`` (B, P, P) complex becomes its masked modulus projection,
         as ``cdiflow.physics.farfield.project_modulus``; ``err`` (B,) receives eq. 5's
-        chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels.
-        With ``unnormalised`` both sides carry the FFTs' scale (see the class)."""
+        chi^2 of the spectrum, ``sum (|F| - m)^2 / norm`` over the measured pixels;
+        both sides unscaled (see the class)."""
         kernels, spec = _kernels(), _flat_complex(spectrum)
         gains = (self.gain, self.out_gain)
         if self.measured is None:

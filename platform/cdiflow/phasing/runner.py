@@ -439,7 +439,7 @@ class _State:
         unmeasured = None if w is None else ~w
         mag, tmp = torch.empty_like(m), torch.empty_like(m)
         squares = torch.empty(*m.shape, 2, device=device, dtype=real)
-        steps = cpu_kernels.FusedSteps.of(m, norm, w, unnormalised=True) if fused else None
+        steps = cpu_kernels.FusedSteps.of(m, norm, w) if fused else None
         buffers = (mag, tmp, squares, steps)
         return cls(m, w, unmeasured, s, ub, b, norm, x, transfer, collapsed, *buffers)
 
