@@ -50,6 +50,7 @@ ALLOWED_LAZY = {
     "pyarrow",  # pyarrow.fs / .parquet about 0.1 s: formats.location is on the --help path
     #            and reaches pyarrow.fs only for remote (s3://) locations
     "numba",  # about 0.5 s, and LLVM behind it: only the phasing loop's CPU kernels need it
+    "pyfftw",  # about 0.2 s after numpy and scipy (FFTW's libraries): only the CPU loop's FFTs
 }
 # Light enough to import at the top (same measure): h5py 50 ms, tifffile 40 ms, yaml 25 ms,
 # psutil 25 ms, PIL 15-60 ms, tqdm 65 ms, skimage.restoration.unwrap_phase 10 ms (skimage
