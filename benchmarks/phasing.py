@@ -143,7 +143,7 @@ def fft_bound(batch: int, size: int, iterations: int, schedule_length: int) -> f
 
 
 def _fft_pairs(x: torch.Tensor, iterations: int) -> None:
-    # the pair the fused loop runs (cpu_fft: FFTW up to 128 x 128, torch's above), neither
+    # the pair the fused loop runs (cpu_fft's backend up to 128 x 128, torch's above), neither
     # transform scaling (the kernel's pass does): the tightest bound for this engine
     for _ in range(iterations):
         cpu_fft.ifft2_(cpu_fft.fft2(x))

@@ -17,7 +17,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "platform"))
 
-from cdiflow.phasing import runner  # noqa: E402
+from cdiflow.phasing import cpu_fft, runner  # noqa: E402
 from cdiflow.physics.fft import centred_fft2, normalise_modulus, pad_centre  # noqa: E402
 
 
@@ -94,6 +94,8 @@ def machine() -> dict:
         "l2_cache_bytes_per_core": runner.cache_bytes_per_core(),
         "torch": torch.__version__,
         "numpy": np.__version__,
+        # which FFT the CPU loop ran (cpu_fft.backend: torch's MKL on Intel, FFTW elsewhere)
+        "cpu_fft": cpu_fft.backend(),
     }
 
 

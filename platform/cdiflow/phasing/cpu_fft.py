@@ -1,4 +1,4 @@
-"""The fused CPU loop's FFT pair through FFTW (pyfftw), where it beats torch's MKL.
+"""The fused CPU loop's FFT pair: FFTW (pyfftw) or torch's, whichever the CPU favours.
 
 The loop (``cdiflow.phasing.runner``, fused path) needs, per iteration, the unscaled
 forward transform of the iterate (a new array: the iterate itself stays valid, the kept
@@ -7,7 +7,12 @@ projection's pass applies both normalisations (``cpu_kernels``).
 
 On the 2-core AMD EPYC box torch's FFT (MKL, which takes slower code paths on CPUs that
 are not Intel's) ran the pair at 64 x 64, batch 32, 1 thread in 752 us, FFTW in 337 us;
-at 128 x 128, batch 8, 764 against 494 us (docs/phasing.md). The plans are
+at 128 x 128, batch 8, 764 against 494 us (docs/phasing.md). On an Intel Xeon box it was
+the other way round: MKL 317 us, FFTW 432 us at 64 x 64, and 368 against 565 us at
+128 x 128 (MKL 1.3x faster end to end). So ``backend()`` picks torch's FFT where torch
+runs MKL on an Intel CPU and FFTW everywhere else (AMD, and ARM, where torch's FFT is
+pocketfft); ``CDIFLOW_CPU_FFT=fftw|torch`` overrides it. The rule reads the CPU's vendor,
+not a timing, for the same reason as the plans below. The plans are
 ``FFTW_ESTIMATE``'s: made from FFTW's heuristics, not by timing, so a run's rounding, and
 with it the answer of a long HIO run, does not depend on what the machine was doing while
 it planned (``FFTW_MEASURE`` picks by timing). Above ``FFTW_MAX_SIZE`` those plans were
@@ -23,11 +28,17 @@ lock (FFTW's planner is not thread-safe).
 from __future__ import annotations
 
 import functools
+import os
 import threading
+from pathlib import Path
 
 import torch
 
+from cdiflow.errors import ConfigError
+
 FFTW_MAX_SIZE = 128  # the largest P (P x P patterns) the FFTW path takes
+BACKEND_ENV = "CDIFLOW_CPU_FFT"
+BACKENDS = ("auto", "fftw", "torch")
 _DIMS2 = (-2, -1)
 _PLAN_LOCK = threading.Lock()
 _LOCAL = threading.local()
@@ -45,6 +56,42 @@ def _pyfftw():
 def available() -> bool:
     """Whether pyfftw imports (the FFTW path can run)."""
     return _pyfftw() is not None
+
+
+@functools.cache
+def backend() -> str:
+    """This process's CPU FFT for patterns up to ``FFTW_MAX_SIZE``: "fftw" or "torch".
+
+    ``CDIFLOW_CPU_FFT`` (auto | fftw | torch; default auto) decides; auto means torch's
+    FFT where it is MKL on an Intel CPU, FFTW elsewhere. FFTW needs pyfftw: without it
+    the answer is "torch" whatever the setting.
+    """
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ConfigError(f"{BACKEND_ENV}={choice!r}: expected one of {', '.join(BACKENDS)}")
+    if not available():
+        return "torch"
+    if choice == "auto":
+        mkl_on_intel = torch.backends.mkl.is_available() and cpu_vendor() == "GenuineIntel"
+        return "torch" if mkl_on_intel else "fftw"
+    return choice
+
+
+def cpu_vendor(cpuinfo: str | None = None) -> str:
+    """The CPU's vendor string as /proc/cpuinfo (or the ``cpuinfo`` text) gives it
+    ("GenuineIntel", "AuthenticAMD"), or "" where there is none (not Linux, or an ARM CPU,
+    whose cpuinfo has no vendor_id)."""
+    text = cpuinfo
+    if text is None:
+        try:
+            text = Path("/proc/cpuinfo").read_text(errors="replace")
+        except OSError:
+            return ""
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "vendor_id":
+            return value.strip()
+    return ""
 
 
 def fft2(x: torch.Tensor) -> torch.Tensor:
@@ -71,12 +118,13 @@ def ifft2_(spectrum: torch.Tensor) -> torch.Tensor:
 
 
 def _takes(t: torch.Tensor) -> bool:
-    """Whether the FFTW path runs ``t``: pyfftw present, a small enough contiguous complex
-    CPU tensor, aligned for the SIMD plans."""
+    """Whether the FFTW path runs ``t``: FFTW is this process's backend, and ``t`` is a
+    small enough contiguous complex CPU tensor, aligned for the SIMD plans."""
+    if t.device.type != "cpu" or backend() != "fftw":
+        return False
     pyfftw = _pyfftw()
     return (
         pyfftw is not None
-        and t.device.type == "cpu"
         and t.dtype in (torch.complex64, torch.complex128)
         and t.ndim == 3
         and t.shape[-1] <= FFTW_MAX_SIZE
