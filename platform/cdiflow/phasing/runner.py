@@ -43,6 +43,8 @@ import contextlib
 import dataclasses
 import functools
 import math
+import os
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -120,7 +122,8 @@ def run_phasing(
     chi2_every : chi^2 every this many iterations (and at each ER run's end); see above.
     threads : CPU parallelism for this call: n single-threaded workers on slices of the
         batch (torch's threads restored after); a single pattern gets
-        ``useful_threads`` of them; None leaves torch's own threads.
+        ``useful_threads`` of them, no more than ``idle_cpus()``; None leaves torch's
+        own threads.
     kernels : the pixel-wise steps on CPU: "numba" (``cpu_kernels``: one fused pass
         each), "torch" (torch ops, as on a GPU), or "auto": numba on CPU when it
         imports, torch otherwise. Both give the same iterates to rounding (tested).
@@ -136,6 +139,7 @@ def run_phasing(
     batch = modulus.shape[0]
     if threads is not None and batch < 2:
         threads = useful_threads(modulus.shape[-1], threads)
+        threads = min(threads, idle_cpus()) if threads > 1 else threads
     if threads is None or threads < 2 or modulus.device.type != "cpu" or batch < 2:
         with engine_threads(threads):
             return _run_in_chunks(inputs, rest, chunk)
@@ -161,6 +165,40 @@ def useful_threads(pattern_size: int, threads: int) -> int:
     barrier costs more than the split gains (measured at 64 x 64 on 2 loaded cores: one
     scan at 0.44 patterns/s with 2 threads against 3.8 with 1)."""
     return max(1, min(threads, pattern_size * pattern_size // _GRAIN))
+
+
+def idle_cpus(loadavg: tuple[str, ...] | None = None) -> int:
+    """CPUs this process may use that nothing else is running on now (at least 1).
+
+    One pattern's OpenMP threads wait for each other at every op's end, so one thread
+    descheduled by another process stalls them all: on the 2-core Xeon box beside a busy
+    process, one 256 x 256 scan ran at 0.31 patterns/s on 2 threads, a tenth of its quiet
+    1-thread rate. So ``run_phasing`` gives one pattern no more threads than this. It
+    reads the kernel's count of runnable tasks now (/proc/loadavg's fourth field, which
+    counts the reader too), not the load average, which lags by a minute. One reading
+    often counts a short-lived task too, so it takes the least of a few readings 2 ms
+    apart (10 ms in all; a process that computes is runnable in every one).
+    ``loadavg`` is that file's texts, for tests. Without the file (not Linux) every CPU
+    counts as idle. The iterates do not depend on the thread count beyond rounding.
+    """
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = cpus or 1
+    try:
+        texts = loadavg if loadavg is not None else _loadavg_readings()
+    except OSError:
+        return cpus
+    running = min(int(text.split()[3].split("/")[0]) for text in texts)
+    return max(1, cpus - max(0, running - 1))
+
+
+def _loadavg_readings(count: int = 5, gap_s: float = 0.002) -> tuple[str, ...]:
+    texts = []
+    for k in range(count):
+        if k:
+            time.sleep(gap_s)
+        with open("/proc/loadavg") as f:
+            texts.append(f.read())
+    return tuple(texts)
 
 
 def fused_kernels(kernels: str, modulus: torch.Tensor) -> bool:

@@ -13,6 +13,7 @@ from cdiflow.phasing.runner import (
     _State,
     batch_for,
     engine_threads,
+    idle_cpus,
     run_phasing,
     sampled_iterations,
     useful_threads,
@@ -198,3 +199,31 @@ def test_threads_split_the_batch_and_give_the_same_answer():
     assert torch.allclose(split.chi2, whole.chi2, rtol=1e-4, equal_nan=True)
     assert split.snapshots.keys() == whole.snapshots.keys()
     assert torch.allclose(split.snapshots[3], whole.snapshots[3], atol=1e-5)
+
+
+def test_idle_cpus_counts_what_else_is_running_now(monkeypatch):
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1, 2, 3})
+    assert idle_cpus(("0.10 0.20 0.30 1/250 999\n",)) == 4  # only the reader runs
+    assert idle_cpus(("3.90 2.00 1.00 3/250 999\n",)) == 2  # two others run
+    assert idle_cpus(("8.00 8.00 8.00 9/250 999\n",)) == 1  # never below one
+    # a task that ran for one reading only does not count
+    assert idle_cpus(("0 0 0 2/250 9\n", "0 0 0 1/250 9\n", "0 0 0 3/250 9\n")) == 4
+
+
+def test_one_pattern_on_a_busy_machine_gets_one_thread(monkeypatch):
+    import cdiflow.phasing.runner as runner
+
+    seen = []
+    real = runner.engine_threads
+
+    def spy(threads):
+        seen.append(threads)
+        return real(threads)
+
+    monkeypatch.setattr(runner, "engine_threads", spy)
+    mod, start, upper = _problem(256, 1, seed=2, dtype=torch.float32)
+    monkeypatch.setattr(runner, "idle_cpus", lambda: 2)
+    run_phasing(mod, start, upper, "2*ER", threads=2)
+    monkeypatch.setattr(runner, "idle_cpus", lambda: 1)
+    run_phasing(mod, start, upper, "2*ER", threads=2)
+    assert seen == [2, 1]
