@@ -97,8 +97,10 @@ def cpu_vendor(cpuinfo: str | None = None) -> str:
 def fft2(x: torch.Tensor) -> torch.Tensor:
     """``torch.fft.fft2(x, norm="backward")`` (unscaled) of a (B, P, P) complex CPU tensor,
     as a new tensor; ``x`` is not touched."""
+    if not _takes(x):
+        return torch.fft.fft2(x, norm="backward")
     out = torch.empty_like(x, memory_format=torch.contiguous_format)
-    if not _takes(x) or not _takes(out):
+    if not _takes(out):  # misaligned: torch's FFT, not FFTW's slower unaligned plan
         return torch.fft.fft2(x, norm="backward")
     forward, _ = _plans(tuple(x.shape), x.dtype, torch.get_num_threads())
     forward(x.numpy(), out.numpy())
