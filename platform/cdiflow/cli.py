@@ -53,10 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _check_environment() -> None:
+    """Settings that the library reads from the environment only deep inside a job, read
+    here first so that a bad value stops the verb before any work."""
+    from cdiflow.phasing import cpu_fft
+
+    cpu_fft.backend_setting()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_environment()
         return int(args.run(args) or 0)
     except InputError as exc:
         print(f"cdiflow {args.verb}: error: {exc}", file=sys.stderr)

@@ -66,14 +66,22 @@ def backend() -> str:
     FFT where it is MKL on an Intel CPU, FFTW elsewhere. FFTW needs pyfftw: without it
     the answer is "torch" whatever the setting.
     """
-    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
-    if choice not in BACKENDS:
-        raise ConfigError(f"{BACKEND_ENV}={choice!r}: expected one of {', '.join(BACKENDS)}")
+    choice = backend_setting()
     if not available():
         return "torch"
     if choice == "auto":
         mkl_on_intel = torch.backends.mkl.is_available() and cpu_vendor() == "GenuineIntel"
         return "torch" if mkl_on_intel else "fftw"
+    return choice
+
+
+def backend_setting() -> str:
+    """``CDIFLOW_CPU_FFT`` as given (auto when unset); a ``ConfigError`` naming the
+    choices for any other value. The CLI checks it before a verb runs, so a typo fails
+    at once with one line rather than inside every phasing task."""
+    choice = os.environ.get(BACKEND_ENV, "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ConfigError(f"{BACKEND_ENV}={choice!r}: expected one of {', '.join(BACKENDS)}")
     return choice
 
 

@@ -4,6 +4,9 @@ and the rule that picks the backend."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -136,3 +139,14 @@ def test_the_vendor_is_read_from_cpuinfo():
     intel = "processor\t: 0\nvendor_id\t: GenuineIntel\nmodel name\t: Xeon\n"
     assert cpu_fft.cpu_vendor(intel) == "GenuineIntel"
     assert cpu_fft.cpu_vendor("processor\t: 0\nBogoMIPS\t: 50.00\n") == ""  # ARM
+
+
+def test_the_cli_stops_on_a_bad_setting_before_any_work(tmp_path):
+    env = {**os.environ, cpu_fft.BACKEND_ENV: "mkl"}
+    out = tmp_path / "data"
+    cmd = [sys.executable, "-m", "cdiflow.cli", "generate", "--num-patterns", "8"]
+    proc = subprocess.run([*cmd, "--out", str(out)], env=env, capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "CDIFLOW_CPU_FFT='mkl'" in lines[0], proc.stderr
+    assert not out.exists()  # nothing was written
