@@ -12,6 +12,9 @@ Everything in one process, from inputs anyone can regenerate:
 - CPU inference: patterns/s of the inference-optimised model at the package's CPU batch
   and at 256, as a fraction of this machine's fp32 matmul rate, the two taking turns in
   the same run;
+- symmetry averaging: the same test set through ``cdiflow.models.symmetry``'s
+  ``SymmetryAveraged`` (the network asked about the pattern's eight flips and
+  transposes, its answers aligned and averaged), and its time against the plain copy's;
 - figures: chi^2 histograms (paper Fig. 3) and sample panels (Fig. 4).
 
     PYTHONPATH=platform python benchmarks/pretrained_eval.py            # ~4 min, 2 cores
@@ -37,12 +40,13 @@ sys.path.insert(0, str(HERE))
 from cdiflow.formats.atomic import atomic_write_json  # noqa: E402
 from cdiflow.models import count_flops, inference_batch, inference_model, load_weights  # noqa: E402,E501
 from cdiflow.models.reconstructor import CNNReconstructor  # noqa: E402
+from cdiflow.models.symmetry import SYMMETRIES, SymmetryAveraged  # noqa: E402
 from cdiflow.phasing.nns import NNSReconstructor, ReferenceSet  # noqa: E402
 from cdiflow.physics.farfield import PAPER  # noqa: E402
 from cdiflow.physics.generator import GeneratorConfig  # noqa: E402
 from cdiflow.pipelines.evaluate import ERROR_KINDS, gamma_fit, pattern_errors  # noqa: E402
 from cdiflow.train.data import generate_tensors  # noqa: E402
-from cnn_inference import taking_turns  # noqa: E402
+from cnn_inference import best_time, taking_turns  # noqa: E402
 from run_record import run_record  # noqa: E402
 
 TRAIN_START = 10**7
@@ -116,6 +120,30 @@ def inference_share(model, rounds: int = 8) -> dict:
     return {**runs[0], "gflop_per_pattern": flops / 1e9, "by_batch": runs}
 
 
+def symmetry_averaged(model, arrays, rounds: int = 8) -> dict:
+    """The same test patterns through ``SymmetryAveraged`` (all of D4), and its cost: the
+    plain inference copy and the averaged one taking turns at the package's CPU batch,
+    best of ``rounds`` turns each."""
+    count = len(SYMMETRIES)
+    errors = pattern_errors(SymmetryAveraged(model, count), arrays)
+    fast = inference_model(model)
+    averaged = SymmetryAveraged(fast, count)
+    batch = inference_batch("cpu")
+    x = torch.rand(batch, 64, 64, generator=torch.Generator().manual_seed(1))
+    plain_s = averaged_s = float("inf")
+    with torch.inference_mode():
+        for _ in range(rounds):
+            plain_s = min(plain_s, best_time(lambda: fast(x), 1))
+            averaged_s = min(averaged_s, best_time(lambda: averaged(x), 1))
+    return {
+        "count": count,
+        "gamma_fits": {kind: gamma_fit(errors[kind]) for kind in ERROR_KINDS},
+        "batch": batch,
+        "patterns_per_s": {"plain": batch / plain_s, "averaged": batch / averaged_s},
+        "cost_ratio": averaged_s / plain_s,
+    }
+
+
 def figures(errors, fits, test, prediction, folder: Path) -> list[str]:
     from cdiflow.reports.evaluation import chi2_histograms, sample_panel
 
@@ -148,6 +176,7 @@ def main(argv=None) -> dict:
     errors = pattern_errors(model, arrays)
     fits = {kind: gamma_fit(errors[kind]) for kind in ERROR_KINDS}
     result["test"] = {"patterns": args.patterns, "gamma_fits": fits}
+    result["symmetry_averaged"] = symmetry_averaged(model, arrays)
     cnn = CNNReconstructor(model, device="cpu")
     prediction = cnn.predict(test["modulus"][:6])
     result["figures"] = figures(errors, fits, test, prediction, Path(args.figures))
@@ -158,6 +187,9 @@ def main(argv=None) -> dict:
     atomic_write_json(args.out, result)
     means = {k: round(v["mean"], 4) for k, v in fits.items()}
     print(f"Gamma-fit mean chi^2 on {args.patterns} held-out patterns: {means}")
+    sym = result["symmetry_averaged"]
+    sym_means = {k: round(v["mean"], 4) for k, v in sym["gamma_fits"].items()}
+    print(f"{sym['count']}-fold symmetry averaging, {sym['cost_ratio']:.1f}x the time: {sym_means}")
     print(
         f"NNS / CNN modulus chi^2: {result['nns']['nns_over_cnn_gamma_mean']:.2f}x; inference "
         f"{result['inference']['patterns_per_s']:.0f} patterns/s = "

@@ -7,6 +7,7 @@ from torch import nn
 
 from cdiflow.errors import InputError
 from cdiflow.models.cnn import inference_batch
+from cdiflow.models.symmetry import SymmetryAveraged
 from cdiflow.physics.farfield import FarField
 from cdiflow.reconstruction import SUPPORT_THRESHOLD, Reconstruction
 
@@ -21,6 +22,9 @@ class CNNReconstructor:
     device : where to run (default: where the model's parameters are).
     batch_size : patterns per forward pass (default: ``inference_batch`` of the device).
     threshold : support = amplitude above this fraction of its maximum.
+    symmetry : ask the network about this many of the pattern's flips and transposes and
+        average its answers (``cdiflow.models.symmetry``; 1: the plain network, 8: all of
+        them, at 8x the time).
     """
 
     def __init__(
@@ -29,7 +33,10 @@ class CNNReconstructor:
         device: str | torch.device | None = None,
         batch_size: int | None = None,
         threshold: float = SUPPORT_THRESHOLD,
+        symmetry: int = 1,
     ):
+        if symmetry != 1:
+            model = SymmetryAveraged(model, symmetry)
         self.model = model.eval()
         self.device = torch.device(device) if device else next(model.parameters()).device
         self.model.to(self.device)

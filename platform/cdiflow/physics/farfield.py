@@ -120,13 +120,20 @@ def project_modulus(
     return (spectrum.mul_(ratio) if inplace else spectrum * ratio), mag
 
 
-def point_invert(x: torch.Tensor) -> torch.Tensor:
-    """Centred point inversion i -> -i (mod N) about index N // 2 of the last two axes.
+def centred_flip(x: torch.Tensor, dims: tuple[int, ...]) -> torch.Tensor:
+    """i -> -i (mod N) about index N // 2 along each of ``dims`` (centred layout).
 
-    For even N that is a flip then a roll by one; for odd N the flip alone.
+    For even N that is a flip then a roll by one; for odd N the flip alone. Along both
+    image axes it is ``point_invert``; along one, the mirror image whose transform is the
+    pattern flipped the same way.
     """
-    shift = 1 if x.shape[-1] % 2 == 0 else 0
-    return torch.roll(torch.flip(x, dims=_DIMS2), shifts=(shift, shift), dims=_DIMS2)
+    shifts = tuple(1 if x.shape[d] % 2 == 0 else 0 for d in dims)
+    return torch.roll(torch.flip(x, dims=dims), shifts=shifts, dims=dims)
+
+
+def point_invert(x: torch.Tensor) -> torch.Tensor:
+    """Centred point inversion i -> -i (mod N) about index N // 2 of the last two axes."""
+    return centred_flip(x, _DIMS2)
 
 
 def twin(obj: torch.Tensor) -> torch.Tensor:
