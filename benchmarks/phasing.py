@@ -129,15 +129,14 @@ def fft_bound(batch: int, size: int, iterations: int, schedule_length: int) -> f
     threads), or, at n > 1 threads, n single-threaded workers on slices of it, as
     ``run_phasing(threads=n)`` runs (on some CPUs that is 2x faster, on others slower;
     the bound is the faster). A single pattern also gets the threads ``run_phasing``
-    gives it (``useful_threads``: one at 64 x 64; no more than ``idle_cpus``), since on
+    gives it (``pattern_threads``: one at 64 x 64, no more than are idle), since on
     a busy machine torch's OpenMP threads wait for each other and the bound would
     collapse below our rate."""
     threads = torch.get_num_threads()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(batch, size, size, dtype=torch.complex64, generator=g)
     best = _median_seconds(lambda: _fft_pairs(x, iterations))
-    useful = runner.useful_threads(size, threads)
-    useful = min(useful, runner.idle_cpus()) if useful > 1 else useful
+    useful = runner.pattern_threads(size, threads)
     if batch < threads and useful < threads:
         with runner.engine_threads(useful):
             best = min(best, _median_seconds(lambda: _fft_pairs(x, iterations)))

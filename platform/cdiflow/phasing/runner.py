@@ -122,8 +122,7 @@ def run_phasing(
     chi2_every : chi^2 every this many iterations (and at each ER run's end); see above.
     threads : CPU parallelism for this call: n single-threaded workers on slices of the
         batch (torch's threads restored after); a single pattern gets
-        ``useful_threads`` of them, no more than ``idle_cpus()``; None leaves torch's
-        own threads.
+        ``pattern_threads`` of them; None leaves torch's own threads.
     kernels : the pixel-wise steps on CPU: "numba" (``cpu_kernels``: one fused pass
         each), "torch" (torch ops, as on a GPU), or "auto": numba on CPU when it
         imports, torch otherwise. Both give the same iterates to rounding (tested).
@@ -138,8 +137,7 @@ def run_phasing(
     rest = (algorithms, shrinkwrap, set(snapshots), chi2_every, fused_kernels(kernels, modulus))
     batch = modulus.shape[0]
     if threads is not None and batch < 2:
-        threads = useful_threads(modulus.shape[-1], threads)
-        threads = min(threads, idle_cpus()) if threads > 1 else threads
+        threads = pattern_threads(modulus.shape[-1], threads)
     if threads is None or threads < 2 or modulus.device.type != "cpu" or batch < 2:
         with engine_threads(threads):
             return _run_in_chunks(inputs, rest, chunk)
@@ -165,6 +163,13 @@ def useful_threads(pattern_size: int, threads: int) -> int:
     barrier costs more than the split gains (measured at 64 x 64 on 2 loaded cores: one
     scan at 0.44 patterns/s with 2 threads against 3.8 with 1)."""
     return max(1, min(threads, pattern_size * pattern_size // _GRAIN))
+
+
+def pattern_threads(pattern_size: int, threads: int) -> int:
+    """The threads one pattern gets of ``threads``: ``useful_threads``, and no more than
+    ``idle_cpus`` (read only when there is more than one to give)."""
+    useful = useful_threads(pattern_size, threads)
+    return min(useful, idle_cpus()) if useful > 1 else useful
 
 
 def idle_cpus(loadavg: tuple[str, ...] | None = None) -> int:
